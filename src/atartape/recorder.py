@@ -1,0 +1,156 @@
+"""Recording: scan a folder once and write its tape index, atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from . import _index, paths
+from ._errors import PathConstraintError, SourceNotFoundError, TapeExistsError
+from ._scan import Exclude, ScanResult, scan
+from ._store import open_store
+from .header import EntryKind
+from .layout import fingerprint
+from .tape import Tape, default_index_path
+
+CHECKSUMS = ("md5", "sha256")
+
+
+class TapeRecorder:
+    """Records a folder into a tape index.
+
+    ``index_path`` defaults to ``<source>/.tartape/index.db``; the index folder itself is never
+    archived. ``exclude`` takes glob patterns matched against names and relative paths, or a
+    predicate on the relative path. ``arcname`` replaces the folder's name as the first
+    component of every archive path. ``checksum`` (``"md5"`` or ``"sha256"``) stores a digest
+    of every file, read at record time.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        index_path: str | os.PathLike[str] | None = None,
+        exclude: Exclude = None,
+        overwrite: bool = False,
+        arcname: str | None = None,
+        checksum: str | None = None,
+    ) -> None:
+        if checksum is not None and checksum not in CHECKSUMS:
+            raise ValueError(f"checksum must be one of {CHECKSUMS} or None, not {checksum!r}")
+        if arcname is not None:
+            arcname = arcname.strip("/")
+            reason = paths.violation(arcname, is_dir=True)
+            if reason is not None:
+                raise PathConstraintError([(arcname, reason)])
+        self.source = os.fspath(source)
+        self.index_path = os.fspath(index_path) if index_path is not None else None
+        self.exclude = exclude
+        self.overwrite = overwrite
+        self.arcname = arcname
+        self.checksum = checksum
+        self.result: ScanResult | None = None
+
+    async def commit(self) -> str:
+        """Scan the folder, write the index atomically and return the tape's fingerprint.
+
+        Raises :class:`SourceNotFoundError` (no such folder), :class:`TapeExistsError` (an
+        index exists and ``overwrite`` is false) and :class:`PathConstraintError` (every path
+        that cannot be stored, listed at once). On any error no index is written, and an
+        existing one is left as it was.
+        """
+        return (await self._record()).fingerprint
+
+    async def _record(self) -> Tape:
+        source = await anyio.to_thread.run_sync(os.path.abspath, self.source)
+        if not await anyio.to_thread.run_sync(os.path.isdir, source):
+            raise SourceNotFoundError(f"source folder {self.source!r} does not exist")
+        index_path = await anyio.to_thread.run_sync(
+            os.path.abspath, self.index_path or default_index_path(source)
+        )
+        if not self.overwrite and await anyio.to_thread.run_sync(os.path.exists, index_path):
+            raise TapeExistsError(
+                f"a tape index already exists at {index_path!r} (pass overwrite=True to replace it)"
+            )
+        temp_path = f"{index_path}.{secrets.token_hex(4)}.tmp"
+        skip = frozenset({index_path, temp_path, temp_path + "-journal"})
+        arc_root = self.arcname or os.path.basename(source) or "root"
+        result = await anyio.to_thread.run_sync(
+            lambda: scan(source, arc_root, exclude=self.exclude, skip=skip, checksum=self.checksum)
+        )
+        self.result = result
+        entries = result.entries
+        meta: dict[str, Any] = {
+            "format": _index.FORMAT,
+            "version": _index.VERSION,
+            "fingerprint": fingerprint(entries),
+            "total_size": result.total_size,
+            "entry_count": len(entries),
+            "file_count": sum(1 for e in entries if e.kind is EntryKind.FILE),
+            "arc_root": arc_root,
+            "source_root": source,
+            "recorded_at": time.time(),
+            "checksum": self.checksum,
+        }
+        try:
+            await anyio.to_thread.run_sync(_make_parent, index_path)
+            async with await open_store(temp_path) as store:
+                await store.executescript(_index.SCHEMA)
+                await store.execute("BEGIN")
+                await store.executemany(_index.INSERT_META, list(meta.items()))
+                await _index.write_entries(store, entries)
+                await store.commit()
+            await anyio.to_thread.run_sync(_publish, temp_path, index_path)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_remove_quietly, temp_path)
+        return Tape._from_meta(index_path, meta, source)
+
+
+def _make_parent(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
+def _publish(temp_path: str, index_path: str) -> None:
+    """fsync the finished index, then rename it into place: readers see all of it or none."""
+    with open(temp_path, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp_path, index_path)
+    folder = os.open(os.path.dirname(index_path), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _remove_quietly(path: str) -> None:
+    for leftover in (path, path + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+
+
+async def record(
+    source: str | os.PathLike[str],
+    *,
+    index_path: str | os.PathLike[str] | None = None,
+    exclude: Exclude = None,
+    overwrite: bool = False,
+    arcname: str | None = None,
+    checksum: str | None = None,
+) -> Tape:
+    """Record ``source`` into a tape and return it, ready to play. See :class:`TapeRecorder`."""
+    recorder = TapeRecorder(
+        source,
+        index_path=index_path,
+        exclude=exclude,
+        overwrite=overwrite,
+        arcname=arcname,
+        checksum=checksum,
+    )
+    return await recorder._record()

@@ -1,0 +1,117 @@
+"""A recorded tape: the index of a folder frozen at one moment, readable with or without it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio.to_thread
+
+from . import _index
+from ._errors import EntryNotFoundError, TapeNotFoundError
+from ._scan import INDEX_DIR
+from ._store import open_store
+from .layout import Entry
+
+INDEX_NAME = "index.db"
+
+
+def default_index_path(source: str | os.PathLike[str]) -> str:
+    """Where a tape of ``source`` keeps its index unless told otherwise."""
+    return os.path.join(os.fspath(source), INDEX_DIR, INDEX_NAME)
+
+
+@dataclass(frozen=True)
+class Tape:
+    """A recorded tape, opened from its index. Cheap to hold: no connection stays open.
+
+    Every figure is known without reading the source: ``total_size`` (bytes of the TAR stream),
+    ``fingerprint`` (SHA-256 of the layout), ``entry_count`` (every entry) and ``file_count``
+    (regular files). ``source_root`` is where the folder is read from when the tape plays.
+    """
+
+    index_path: str
+    source_root: str
+    arc_root: str
+    total_size: int
+    fingerprint: str
+    entry_count: int
+    file_count: int
+    recorded_at: datetime
+    checksum_algorithm: str | None
+
+    @property
+    def name(self) -> str:
+        """The tape's name: the last component of its root entry (``dataset``)."""
+        return self.arc_root.rsplit("/", 1)[-1] or "tape"
+
+    @classmethod
+    async def open(
+        cls,
+        index_path: str | os.PathLike[str],
+        *,
+        source_root: str | os.PathLike[str] | None = None,
+    ) -> Tape:
+        """Open a tape by its index file; works without the source tree (an offline catalog).
+
+        ``source_root`` overrides where the tape plays from (by default: where it was recorded).
+        Raises :class:`TapeNotFoundError` if there is no file and :class:`TapeFormatError` if
+        it is not a tape index.
+        """
+        where = os.fspath(index_path)
+        async with await open_store(where, readonly=True, must_exist=True) as store:
+            meta = await _index.read_meta(store, where)
+        return cls._from_meta(where, meta, source_root)
+
+    @classmethod
+    async def discover(cls, source: str | os.PathLike[str]) -> Tape:
+        """Open the tape recorded in ``source`` (its ``.tartape/index.db``), to play from there.
+
+        Raises :class:`TapeNotFoundError` when the folder holds no tape.
+        """
+        index_path = default_index_path(source)
+        if not await anyio.to_thread.run_sync(os.path.isfile, index_path):
+            raise TapeNotFoundError(f"no tape recorded in {os.fspath(source)!r} ({index_path})")
+        root = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(source))
+        return await cls.open(index_path, source_root=root)
+
+    @classmethod
+    def _from_meta(
+        cls, where: str, meta: dict[str, Any], source_root: str | os.PathLike[str] | None
+    ) -> Tape:
+        return cls(
+            index_path=where,
+            source_root=os.fspath(source_root) if source_root is not None else meta["source_root"],
+            arc_root=meta["arc_root"],
+            total_size=meta["total_size"],
+            fingerprint=meta["fingerprint"],
+            entry_count=meta["entry_count"],
+            file_count=meta["file_count"],
+            recorded_at=datetime.fromtimestamp(meta["recorded_at"], tz=timezone.utc),
+            checksum_algorithm=meta.get("checksum"),
+        )
+
+    async def entries(self, start_offset: int = 0) -> AsyncIterator[Entry]:
+        """Every entry in stream order, from the one starting at or after ``start_offset``."""
+        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
+            async for entry in _index.iter_entries(store, start_offset):
+                yield entry
+
+    async def entry(self, arc_path: str) -> Entry:
+        """The entry with this archive path; :class:`EntryNotFoundError` if there is none."""
+        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
+            entry = await _index.entry_by_path(store, arc_path)
+        if entry is None:
+            raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
+        return entry
+
+    async def entry_at(self, offset: int) -> Entry | None:
+        """The entry whose bytes include ``offset``; ``None`` in the footer."""
+        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
+            entry = await _index.entry_covering(store, offset)
+        if entry is None or offset >= entry.end_offset:
+            return None
+        return entry

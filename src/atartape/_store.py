@@ -158,11 +158,11 @@ async def open_store(
     Raises :class:`TapeNotFoundError` when ``must_exist`` is set and there is no such file.
     """
     path = os.fspath(path)
+    # Connect in a worker thread first: a failure then surfaces here, and not inside
+    # aiosqlite's thread, which cannot report it cleanly.
+    conn = await anyio.to_thread.run_sync(_connect, path, readonly, must_exist)
     if (driver or default_driver()) == "thread":
-        conn = await anyio.to_thread.run_sync(_connect, path, readonly, must_exist)
         return _ThreadStore(conn)
     import aiosqlite
 
-    # The connector runs in aiosqlite's own thread: opening costs no extra hop.
-    connection = aiosqlite.Connection(lambda: _connect(path, readonly, must_exist), 256)
-    return _AiosqliteStore(await connection)
+    return _AiosqliteStore(await aiosqlite.Connection(lambda: conn, 256))

@@ -208,3 +208,29 @@ async def test_failed_record_writes_nothing(tmp_path: Path) -> None:
         await atartape.record(root, index_path=tmp_path / "bad.db")
     assert not (tmp_path / "bad.db").exists()
     assert sorted(os.listdir(tmp_path)) == ["bad"]
+
+
+@pytest.mark.parametrize("changed", [[5], [150], [30, 140]])
+async def test_many_small_files_stop_at_the_first_change(
+    tmp_path: Path, changed: list[int]
+) -> None:
+    """Small files are read by two threads at once; the stream still stops at the first."""
+    root = tmp_path / "many"
+    for i in range(200):
+        write(root / f"f{i:03d}.txt", f"file {i}\n" * 3)
+    tape = await atartape.record(root, index_path=tmp_path / "many.db")
+    player = atartape.TapePlayer(tape)
+    full, _ = await collect(player)
+    for i in changed:
+        path = root / f"f{i:03d}.txt"
+        path.write_text("other content, other size")
+    first = await tape.entry(f"many/f{changed[0]:03d}.txt")
+    received, error = await collect(player)
+    assert isinstance(error, TarIntegrityError)
+    assert error.arc_path == first.arc_path
+    assert received == full[: first.start_offset]
+    events = []
+    with pytest.raises(TarIntegrityError):
+        async for event in player.play():
+            events.append(event)
+    assert b"".join(e.data for e in events) == full[: first.start_offset]

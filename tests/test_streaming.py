@@ -72,14 +72,14 @@ class HopMeter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.hops: list[int] = []
-        original = _engine.Producer.hop
+        original = _engine.Producer.produce_bytes
 
         def hop(producer: _engine.Producer) -> Any:
-            outputs, error = original(producer)
-            self.hops.append(sum(len(c) for o in outputs for c in o.chunks))
-            return outputs, error
+            chunks, error = original(producer)
+            self.hops.append(sum(len(c) for c in chunks))
+            return chunks, error
 
-        monkeypatch.setattr(_engine.Producer, "hop", hop)
+        monkeypatch.setattr(_engine.Producer, "produce_bytes", hop)
 
 
 async def test_read_ahead_is_one_hop(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:

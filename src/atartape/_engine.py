@@ -1,9 +1,10 @@
-"""The playing engine: turn planned entries into tape bytes, a bounded amount per thread hop.
+"""The playing engine: turn index rows into tape bytes, a bounded amount per thread hop.
 
 The synchronous half (:class:`Producer`) runs in a worker thread: per hop it checks and reads
 many small files, or several chunks of a large one, up to a byte budget. The async half pulls one
 hop at a time, so nothing is read ahead of the consumer beyond one hop, and turns the result into
-events or coalesced bytes.
+events or bytes. Rows stay the plain tuples the index returns (see :mod:`atartape._index`):
+a small file costs one header encoding and four system calls, and no object of its own.
 """
 
 from __future__ import annotations
@@ -13,67 +14,82 @@ import hashlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio.to_thread
 
+from . import paths
 from ._errors import TarIntegrityError
+from ._index import row_entry
+from ._store import Row
 from .events import EventMetadata, TarEvent, TarEventType
-from .header import BLOCK_SIZE, FOOTER_SIZE, EntryKind
+from .header import BLOCK_SIZE, FOOTER_SIZE, encode_raw, entry_span
 from .layout import Entry
 
 CHUNK_SIZE = 256 * 1024  # bytes objects handed to the consumer: large enough, cache-friendly
 HOP_BYTES = 1024 * 1024  # bytes read per thread hop: amortises the hop, bounds read-ahead
 _COALESCE_BELOW = 64 * 1024  # in byte mode, smaller pieces are joined up to CHUNK_SIZE
+_PADDING = [bytes(n) for n in range(BLOCK_SIZE)]
+_PARALLEL_RUN = 64  # small entries in a run before a second reader thread is worth its hand-off
+_pool: ThreadPoolExecutor | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """The second reader threads, shared by every producer (created on first use)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="atartape")
+    return _pool
+
+
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in for a file must not hang us
 
-
-@dataclass(slots=True)
-class Item:
-    """One entry to produce, and which of its bytes: ``[skip, stop)`` of its span.
-
-    ``path`` is where its content lives on disk; ``data`` holds in-memory content instead.
-    ``check_mtime`` asks for the directory mtime check (not done for the source root).
-    """
-
-    entry: Entry
-    path: str
-    skip: int = 0
-    stop: int = -1
-    data: bytes | None = None
-    check_mtime: bool = True
-
-    def __post_init__(self) -> None:
-        if self.stop < 0:
-            self.stop = self.entry.span
-
-    @property
-    def whole(self) -> bool:
-        return self.skip == 0 and self.stop == self.entry.span
+Feed = Callable[[], Awaitable[list[Row]]]
+"""Returns the next batch of rows to produce, in stream order, or ``[]`` when there are none."""
 
 
 @dataclass(slots=True)
 class Output:
-    """What one hop produced for one item."""
+    """What one hop produced for one entry (event mode)."""
 
-    item: Item
+    entry: Entry
     started: bool
+    resumed: bool
     chunks: list[bytes] = field(default_factory=list)
     finished: bool = False
     md5: str | None = None
 
 
-def _integrity(entry: Entry, what: str) -> TarIntegrityError:
-    return TarIntegrityError(f"{entry.arc_path!r}: {what}", arc_path=entry.arc_path)
+def _integrity(row: Row, what: str) -> TarIntegrityError:
+    arc_path = paths.from_bytes(row[1])
+    return TarIntegrityError(f"{arc_path!r}: {what}", arc_path=arc_path)
 
 
-def _stat_differs(entry: Entry, st: os.stat_result) -> str | None:
-    if st.st_size != entry.size:
-        return f"size changed since recording (recorded {entry.size} bytes, now {st.st_size})"
-    if st.st_mtime_ns != entry.mtime_ns:
-        return f"mtime changed since recording (recorded {entry.mtime_ns} ns, now {st.st_mtime_ns})"
+def _open_error(row: Row, exc: OSError) -> TarIntegrityError:
+    if isinstance(exc, FileNotFoundError):
+        return _integrity(row, "missing (it was recorded as a file)")
+    if exc.errno in (errno.ELOOP, errno.EMLINK):
+        return _integrity(row, "is now a symlink (it was recorded as a file)")
+    return _integrity(row, f"cannot be opened ({exc.strerror})")
+
+
+def _stat_error(row: Row, st: os.stat_result) -> TarIntegrityError | None:
+    size, mtime_ns = row[3], row[6]
+    if not stat.S_ISREG(st.st_mode):
+        return _integrity(row, "is no longer a regular file")
+    if st.st_size != size:
+        return _integrity(
+            row, f"size changed since recording (recorded {size} bytes, now {st.st_size})"
+        )
+    if st.st_mtime_ns != mtime_ns:
+        return _integrity(
+            row, f"mtime changed since recording (recorded {mtime_ns} ns, now {st.st_mtime_ns})"
+        )
     return None
 
 
@@ -94,232 +110,392 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
 
 
 class Producer:
-    """Produces the bytes of queued items, one bounded hop at a time (runs in a worker thread)."""
+    """Produces the bytes of the window ``[start, end)`` from queued rows, one hop at a time.
 
-    def __init__(self, *, md5: bool, chunk_size: int = CHUNK_SIZE, hop_bytes: int = HOP_BYTES):
+    ``resolve`` maps an archive path to the file that holds its content. ``memory`` holds the
+    content of in-memory files, ``streams`` that of files whose content arrives as an async
+    iterable (produced on the event loop, see :func:`play_events`), and ``unchecked`` the folders
+    whose mtime is not promised (roots). Runs in a worker thread, one hop at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: int,
+        end: int,
+        resolve: Callable[[bytes], bytes],
+        md5: bool,
+        chunk_size: int = CHUNK_SIZE,
+        hop_bytes: int = HOP_BYTES,
+        memory: Mapping[bytes, bytes] | None = None,
+        streams: Mapping[bytes, AsyncIterable[bytes]] | None = None,
+        unchecked: frozenset[bytes] = frozenset(),
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.resolve = resolve
         self.md5 = md5
         self.chunk_size = chunk_size
         self.hop_bytes = hop_bytes
-        self.queue: deque[Item] = deque()
-        self._current: tuple[Generator[bytes, None, str | None], Item] | None = None
+        self.memory = {} if memory is None else memory
+        self.streams = {} if streams is None else streams
+        self.unchecked = unchecked
+        self.queue: deque[Row] = deque()
+        self._current: Generator[bytes, None, str | None] | None = None
+        self._current_out: Output | None = None  # event mode: the entry being produced
+        self._current_ends = False  # whether the window includes the current entry's last byte
+        self._parts: list[bytes] = []  # byte mode: small pieces waiting to be joined
+        self._pending = 0
 
     @property
     def idle(self) -> bool:
         return self._current is None and not self.queue
 
-    def close(self) -> None:
-        """Close the file being read, if any (safe to call from any thread, between hops)."""
-        if self._current is not None:
-            self._current[0].close()
-            self._current = None
+    def next_is_stream(self) -> bool:
+        """Whether the next row's content comes from an async iterable (event-loop side)."""
+        return (
+            bool(self.streams)
+            and self._current is None
+            and bool(self.queue)
+            and self.queue[0][1] in self.streams
+        )
 
-    def hop(self) -> tuple[list[Output], TarIntegrityError | None]:
-        """Produce up to ``hop_bytes``; stop early at an integrity error, returned last.
+    def close(self) -> None:
+        """Close the file being read, if any (call between hops)."""
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+            self._current_out = None
+
+    # ------------------------------------------------------------------ hops
+
+    def _window(self, row: Row) -> tuple[int, int, int]:
+        begin = row[0]
+        span = entry_span(row[3])
+        return max(0, self.start - begin), min(span, self.end - begin), span
+
+    def _is_small_and_whole(self, row: Row, skip: int, stop: int, span: int) -> bool:
+        return (
+            skip == 0
+            and stop == span
+            and (row[2] != "file" or row[3] < self.chunk_size)
+            and row[1] not in self.memory
+        )
+
+    def produce_events(self) -> tuple[list[Output], TarIntegrityError | None]:
+        """Produce up to ``hop_bytes`` as per-entry outputs; an integrity error comes last.
 
         The output of the entry that failed is dropped: no byte of it past the point where the
         difference was seen leaves this hop.
         """
         outputs: list[Output] = []
         budget = self.hop_bytes
-        while budget > 0:
-            if self._current is None:
-                if not self.queue:
-                    break
-                item = self.queue.popleft()
-                self._current = (self._entry_bytes(item), item)
-                out = Output(item, started=True)
-            else:  # a large file carried over from the previous hop
-                out = Output(self._current[1], started=False)
-            chunks, item_bytes = self._current
-            try:
-                while budget > 0:
-                    chunk = next(chunks)
-                    out.chunks.append(chunk)
-                    budget -= len(chunk)
-            except StopIteration as done:
-                out.finished = item_bytes.stop == item_bytes.entry.span
-                out.md5 = done.value
-                self._current = None
-            except TarIntegrityError as error:
-                self.close()
-                return outputs, error
-            outputs.append(out)
+        try:
+            while budget > 0:
+                if self._current is None:
+                    if not self.queue or self.next_is_stream():
+                        break
+                    run = self._take_small_run(budget)
+                    if run:
+                        done, error = self._read_run(run)
+                        for row, (header, data, digest) in zip(run, done):
+                            piece = b"".join((header, data, _PADDING[-len(data) % BLOCK_SIZE]))
+                            outputs.append(
+                                Output(row_entry(row), True, False, [piece], True, digest)
+                            )
+                            budget -= len(piece)
+                        if error is not None:
+                            raise error
+                        continue
+                    row = self.queue.popleft()
+                    skip, stop, span = self._window(row)
+                    entry = row_entry(row)
+                    self._current = self._pieces(row, skip, stop)
+                    self._current_ends = stop == span
+                    out = self._current_out = Output(entry, True, skip > 0)
+                else:
+                    assert self._current_out is not None
+                    previous = self._current_out
+                    out = self._current_out = Output(previous.entry, False, previous.resumed)
+                try:
+                    while budget > 0:
+                        chunk = next(self._current)
+                        out.chunks.append(chunk)
+                        budget -= len(chunk)
+                except StopIteration as done:
+                    out.md5 = done.value
+                    out.finished = self._current_ends
+                    self._current = self._current_out = None
+                outputs.append(out)
+        except TarIntegrityError as error:
+            self.close()
+            return outputs, error
         return outputs, None
 
-    def hop_bytes_only(self) -> tuple[list[bytes], TarIntegrityError | None]:
-        """Like :meth:`hop`, with the pieces joined into chunks of about ``chunk_size``."""
-        outputs, error = self.hop()
+    def produce_bytes(self) -> tuple[list[bytes], TarIntegrityError | None]:
+        """Produce up to ``hop_bytes`` as chunks of about ``chunk_size``; an error comes last.
+
+        Small pieces wait (at most ``chunk_size`` of them) to be joined with the next ones;
+        :meth:`flush` hands over the rest at the end.
+        """
         chunks: list[bytes] = []
-        parts: list[bytes] = []
-        pending = 0
-        for out in outputs:
-            for piece in out.chunks:
-                if len(piece) >= _COALESCE_BELOW:
-                    if parts:
-                        chunks.append(b"".join(parts))
-                        parts, pending = [], 0
-                    chunks.append(piece)
-                    continue
-                parts.append(piece)
-                pending += len(piece)
-                if pending >= self.chunk_size:
-                    chunks.append(b"".join(parts))
-                    parts, pending = [], 0
-        if parts:
-            chunks.append(b"".join(parts))
-        return chunks, error
-
-    # ------------------------------------------------------------------ one entry's bytes
-
-    def _entry_bytes(self, item: Item) -> Generator[bytes, None, str | None]:
-        """The bytes of ``item``'s window; returns the content MD5 when hashed whole."""
-        entry = item.entry
-        if entry.kind is not EntryKind.FILE:
-            if item.path:
-                self._check_other(item)
-            yield entry.header()[item.skip : item.stop]
-            return None
-        if item.data is not None:
-            data = item.data
-            return (yield from self._file_bytes(item, lambda lo, hi, to_end: data[lo:hi]))
-        fd = self._open_checked(item)
+        parts = self._parts
+        budget = self.hop_bytes
         try:
+            while budget > 0:
+                if self._current is None:
+                    if not self.queue:
+                        break
+                    run = self._take_small_run(budget)
+                    if run:
+                        done, error = self._read_run(run)
+                        for row, (header, data, _) in zip(run, done):
+                            parts.append(header)
+                            if data:
+                                parts.append(data)
+                                parts.append(_PADDING[-len(data) % BLOCK_SIZE])
+                            span = entry_span(row[3])
+                            self._pending += span
+                            budget -= span
+                            if self._pending >= self.chunk_size:
+                                chunks.append(self._join())
+                        if error is not None:
+                            raise error
+                        continue
+                    row = self.queue.popleft()
+                    skip, stop, _ = self._window(row)
+                    self._current = self._pieces(row, skip, stop)
+                for piece in self._current:
+                    if len(piece) >= _COALESCE_BELOW:
+                        if parts:
+                            chunks.append(self._join())
+                        chunks.append(piece)
+                    else:
+                        parts.append(piece)
+                        self._pending += len(piece)
+                        if self._pending >= self.chunk_size:
+                            chunks.append(self._join())
+                    budget -= len(piece)
+                    if budget <= 0:
+                        break
+                else:
+                    self._current = None
+        except TarIntegrityError as error:
+            self.close()
+            if parts:
+                chunks.append(self._join())
+            return chunks, error
+        return chunks, None
+
+    def _take_small_run(self, budget: int) -> list[Row]:
+        """Whole small entries at the front of the queue, up to ``budget`` bytes."""
+        run: list[Row] = []
+        queue = self.queue
+        while queue and budget > 0:
+            row = queue[0]
+            skip, stop, span = self._window(row)
+            if not self._is_small_and_whole(row, skip, stop, span) or row[1] in self.streams:
+                break
+            run.append(queue.popleft())
+            budget -= span
+        return run
+
+    def _read_run(
+        self, rows: list[Row]
+    ) -> tuple[list[tuple[bytes, bytes, str | None]], TarIntegrityError | None]:
+        """Check and read small entries; a long run is split with a second reader thread.
+
+        Opening, checking and reading a small file is mostly system calls, which run without
+        the GIL: two threads keep two calls in flight. The result is in order, and stops at
+        the first entry that fails its check.
+        """
+        if len(rows) < _PARALLEL_RUN:
+            return self._read_serial(rows)
+        half = len(rows) // 2
+        second = _reader_pool().submit(self._read_serial, rows[half:])
+        done, error = self._read_serial(rows[:half])
+        rest, rest_error = second.result()  # waited for even after an error: nothing lingers
+        if error is not None:
+            return done, error
+        return done + rest, rest_error
+
+    def _read_serial(
+        self, rows: list[Row]
+    ) -> tuple[list[tuple[bytes, bytes, str | None]], TarIntegrityError | None]:
+        done = []
+        for row in rows:
+            try:
+                done.append(self._small(row))
+            except TarIntegrityError as error:
+                return done, error
+        return done, None
+
+    def flush(self) -> bytes:
+        """The small pieces still waiting to be joined (byte mode)."""
+        return self._join() if self._parts else b""
+
+    def _join(self) -> bytes:
+        joined = b"".join(self._parts)
+        self._parts.clear()
+        self._pending = 0
+        return joined
+
+    # ------------------------------------------------------------------ one entry
+
+    def _small(self, row: Row) -> tuple[bytes, bytes, str | None]:
+        """Header and content of a whole small entry, after its integrity check."""
+        _, arc, kind, size, mode, mtime, _, link, _ = row
+        header = encode_raw(arc, kind, size, mode, mtime, link)
+        if kind != "file":
+            self._check_other(row)
+            return header, b"", None
+        try:
+            fd = os.open(self.resolve(arc), _OPEN_FLAGS)
+        except OSError as exc:
+            raise _open_error(row, exc) from None
+        try:
+            difference = _stat_error(row, os.fstat(fd))
+            if difference is not None:
+                raise difference
+            data = os.pread(fd, size + 1, 0)  # one byte more: a file that grew shows it here
+            if len(data) != size:
+                data = self._read(fd, row, 0, size, True)
+        finally:
+            os.close(fd)
+        return header, data, hashlib.md5(data).hexdigest() if self.md5 else None
+
+    def _pieces(self, row: Row, skip: int, stop: int) -> Generator[bytes, None, str | None]:
+        """The bytes ``[skip, stop)`` of one entry; returns the content MD5 when hashed whole."""
+        _, arc, kind, size, mode, mtime, _, link, _ = row
+        if kind != "file":
+            if arc not in self.memory:
+                self._check_other(row)
+            yield encode_raw(arc, kind, size, mode, mtime, link)[skip:stop]
+            return None
+        data = self.memory.get(arc)
+        if data is not None:
+            return (yield from self._file_pieces(row, skip, stop, lambda lo, hi, _: data[lo:hi]))
+        try:
+            fd = os.open(self.resolve(arc), _OPEN_FLAGS)
+        except OSError as exc:
+            raise _open_error(row, exc) from None
+        try:
+            difference = _stat_error(row, os.fstat(fd))
+            if difference is not None:
+                raise difference
             return (
-                yield from self._file_bytes(
-                    item, lambda lo, hi, to_end: self._read(fd, entry, lo, hi, to_end)
+                yield from self._file_pieces(
+                    row, skip, stop, lambda lo, hi, to_end: self._read(fd, row, lo, hi, to_end)
                 )
             )
         finally:
             os.close(fd)
 
-    def _file_bytes(
-        self, item: Item, read: Callable[[int, int, bool], bytes]
+    def _file_pieces(
+        self, row: Row, skip: int, stop: int, read: Callable[[int, int, bool], bytes]
     ) -> Generator[bytes, None, str | None]:
-        """Header, content and padding of a file's window: small files as one piece."""
-        entry = item.entry
-        head = entry.header()[item.skip : item.stop] if item.skip < BLOCK_SIZE else b""
-        pad = bytes(max(0, item.stop - max(item.skip, BLOCK_SIZE + entry.size)))
-        lo = min(max(item.skip - BLOCK_SIZE, 0), entry.size)
-        hi = max(min(item.stop - BLOCK_SIZE, entry.size), lo)
-        to_end = hi == entry.size
-        digest = hashlib.md5() if self.md5 and item.whole else None
-        if hi - lo < self.chunk_size:
-            # One read (plus one byte, to see growth) and one piece for the whole entry.
-            body = read(lo, hi, to_end)
+        """Header, content and padding of a file's window; content in ``chunk_size`` pieces."""
+        _, arc, kind, size, mode, mtime, _, link, _ = row
+        head = (
+            encode_raw(arc, kind, size, mode, mtime, link)[skip:stop] if skip < BLOCK_SIZE else b""
+        )
+        pad = bytes(max(0, stop - max(skip, BLOCK_SIZE + size)))
+        lo = min(max(skip - BLOCK_SIZE, 0), size)
+        hi = max(min(stop - BLOCK_SIZE, size), lo)
+        digest = hashlib.md5() if self.md5 and skip == 0 and hi == size else None
+        if head:
+            yield head
+        at = lo
+        while at < hi:
+            step = min(self.chunk_size, hi - at)
+            body = read(at, at + step, at + step == size)
             if digest is not None:
-                digest.update(body)
-            yield head + body + pad
-        else:
-            if head:
-                yield head
-            at = lo
-            while at < hi:
-                step = min(self.chunk_size, hi - at)
-                body = read(at, at + step, to_end and at + step == hi)
-                if digest is not None:
-                    digest.update(body)
-                yield body
-                at += step
-            if pad:
-                yield pad
+                digest.update(body)  # in this worker thread: hashlib releases the GIL
+            yield body
+            at += step
+        if pad:
+            yield pad
         return digest.hexdigest() if digest is not None else None
 
-    def _open_checked(self, item: Item) -> int:
-        entry = item.entry
-        try:
-            fd = os.open(item.path, _OPEN_FLAGS)
-        except FileNotFoundError:
-            raise _integrity(entry, "missing (it was recorded as a file)") from None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EMLINK):
-                raise _integrity(entry, "is now a symlink (it was recorded as a file)") from None
-            raise _integrity(entry, f"cannot be opened ({exc.strerror})") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _integrity(entry, "is no longer a regular file")
-            difference = _stat_differs(entry, st)
-            if difference:
-                raise _integrity(entry, difference)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _read(self, fd: int, entry: Entry, lo: int, hi: int, to_end: bool) -> bytes:
+    def _read(self, fd: int, row: Row, lo: int, hi: int, to_end: bool) -> bytes:
+        """Content bytes ``[lo, hi)``; at the end of the file, one more byte to see growth."""
         want = hi - lo
+        size = row[3]
         data = _pread_exact(fd, want + 1 if to_end else want, lo)
         if len(data) > want:
-            raise _integrity(entry, f"grew while being read (recorded {entry.size} bytes)")
+            raise _integrity(row, f"grew while being read (recorded {size} bytes)")
         if len(data) < want:
             raise _integrity(
-                entry,
-                f"shrank while being read (recorded {entry.size} bytes, ended at {lo + len(data)})",
+                row, f"shrank while being read (recorded {size} bytes, ended at {lo + len(data)})"
             )
         return data
 
-    def _check_other(self, item: Item) -> None:
+    def _check_other(self, row: Row) -> None:
         """Directories and symlinks: same type, same target, same directory mtime."""
-        entry = item.entry
+        _, arc, kind, _, _, _, mtime_ns, link, _ = row
+        if arc in self.memory or arc in self.streams:
+            return
+        path = self.resolve(arc)
         try:
-            st = os.lstat(item.path)
+            st = os.lstat(path)
         except FileNotFoundError:
-            raise _integrity(entry, f"missing (it was recorded as a {entry.kind.value})") from None
-        if entry.kind is EntryKind.DIRECTORY:
+            raise _integrity(row, f"missing (it was recorded as a {kind})") from None
+        if kind == "dir":
             if not stat.S_ISDIR(st.st_mode):
-                raise _integrity(entry, "is no longer a directory")
-            if item.check_mtime and st.st_mtime_ns != entry.mtime_ns:
+                raise _integrity(row, "is no longer a directory")
+            if st.st_mtime_ns != mtime_ns and arc not in self.unchecked:
                 raise _integrity(
-                    entry,
+                    row,
                     "directory mtime changed since recording (entries were added or removed: "
-                    f"recorded {entry.mtime_ns} ns, now {st.st_mtime_ns})",
+                    f"recorded {mtime_ns} ns, now {st.st_mtime_ns})",
                 )
-        elif entry.kind is EntryKind.SYMLINK:
+        elif kind == "symlink":
             if not stat.S_ISLNK(st.st_mode):
-                raise _integrity(entry, "is no longer a symlink")
-            target = os.readlink(item.path)
-            if target != entry.linkname:
-                raise _integrity(
-                    entry, f"symlink target changed ({entry.linkname!r} -> {target!r})"
-                )
+                raise _integrity(row, "is no longer a symlink")
+            target = os.readlink(path)
+            if target != link:
+                raise _integrity(row, f"symlink target changed ({link!r} -> {target!r})")
 
 
 # ---------------------------------------------------------------------------- async side
 
-Feed = Callable[[], Awaitable[list[Item]]]
-"""Returns the next batch of items to produce, or ``[]`` when there are no more."""
 
-
-async def _refill(producer: Producer, feed: Feed, low_water: int, exhausted: bool) -> bool:
-    if exhausted or len(producer.queue) >= low_water:
+async def _refill(producer: Producer, feed: Feed, exhausted: bool) -> bool:
+    if exhausted or len(producer.queue) >= 256:
         return exhausted
     batch = await feed()
     producer.queue.extend(batch)
     return not batch
 
 
-def _footer_window(start: int, end: int, total_size: int) -> bytes:
-    lo = max(start, total_size - FOOTER_SIZE)
+def _footer(position: int, end: int, total_size: int) -> bytes:
+    lo = max(position, total_size - FOOTER_SIZE)
     return bytes(max(0, end - lo))
 
 
 async def play_events(
-    producer: Producer, feed: Feed, start: int, end: int, total_size: int
+    producer: Producer, feed: Feed, total_size: int
 ) -> AsyncGenerator[TarEvent, None]:
-    """Events for ``[start, end)`` of a tape whose entries come from ``feed``."""
-    position = start
+    """Events for the producer's window of a tape whose rows come from ``feed``."""
+    position = producer.start
     exhausted = False
     try:
         while True:
-            exhausted = await _refill(producer, feed, 256, exhausted)
+            exhausted = await _refill(producer, feed, exhausted)
+            if producer.next_is_stream():
+                async with aclosing(_streamed_entry(producer, position)) as streamed:
+                    async for event in streamed:
+                        if event.type is TarEventType.FILE_DATA:
+                            position = event.metadata.end_offset
+                        yield event
+                continue
             if producer.idle:
                 break
-            outputs, error = await anyio.to_thread.run_sync(producer.hop)
+            outputs, error = await anyio.to_thread.run_sync(producer.produce_events)
             for out in outputs:
-                entry = out.item.entry
-                resumed = out.item.skip > 0
+                entry = out.entry
                 if out.started:
-                    meta = EventMetadata(entry.start_offset, entry.end_offset, resumed)
+                    meta = EventMetadata(entry.start_offset, entry.end_offset, out.resumed)
                     yield TarEvent(TarEventType.FILE_START, meta, entry)
                 for chunk in out.chunks:
                     after = position + len(chunk)
@@ -328,41 +504,81 @@ async def play_events(
                     )
                     position = after
                 if out.finished:
-                    meta = EventMetadata(entry.start_offset, entry.end_offset, resumed, out.md5)
+                    meta = EventMetadata(entry.start_offset, entry.end_offset, out.resumed, out.md5)
                     yield TarEvent(TarEventType.FILE_END, meta, entry)
             if error is not None:
                 raise error
     finally:
         producer.close()
-    footer = _footer_window(position, end, total_size)
+    footer = _footer(position, producer.end, total_size)
     if footer:
-        yield TarEvent(
-            TarEventType.FILE_DATA, EventMetadata(position, position + len(footer)), None, footer
-        )
-        position += len(footer)
-    if end == total_size:
+        after = position + len(footer)
+        yield TarEvent(TarEventType.FILE_DATA, EventMetadata(position, after), None, footer)
+    if producer.end == total_size:
         yield TarEvent(TarEventType.TAPE_COMPLETED, EventMetadata(total_size, total_size))
 
 
+async def _streamed_entry(producer: Producer, position: int) -> AsyncGenerator[TarEvent, None]:
+    """A whole entry whose content comes from an async iterable; its size is a promise too."""
+    row = producer.queue.popleft()
+    entry = row_entry(row)
+    chunks: Any = producer.streams[row[1]]
+    yield TarEvent(
+        TarEventType.FILE_START, EventMetadata(entry.start_offset, entry.end_offset), entry
+    )
+    header = entry.header()
+    yield TarEvent(
+        TarEventType.FILE_DATA, EventMetadata(position, position + BLOCK_SIZE), entry, header
+    )
+    position += BLOCK_SIZE
+    digest = hashlib.md5() if producer.md5 else None
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > entry.size:
+            raise _integrity(row, f"stream gave more than its declared {entry.size} bytes")
+        if not chunk:
+            continue
+        if digest is not None:
+            digest.update(chunk)
+        after = position + len(chunk)
+        yield TarEvent(TarEventType.FILE_DATA, EventMetadata(position, after), entry, bytes(chunk))
+        position = after
+    if received != entry.size:
+        raise _integrity(row, f"stream ended after {received} of its declared {entry.size} bytes")
+    pad = _PADDING[-entry.size % BLOCK_SIZE]
+    if pad:
+        yield TarEvent(
+            TarEventType.FILE_DATA, EventMetadata(position, position + len(pad)), entry, pad
+        )
+    md5 = digest.hexdigest() if digest is not None else None
+    meta = EventMetadata(entry.start_offset, entry.end_offset, False, md5)
+    yield TarEvent(TarEventType.FILE_END, meta, entry)
+
+
 async def play_bytes(
-    producer: Producer, feed: Feed, start: int, end: int, total_size: int
+    producer: Producer, feed: Feed, total_size: int
 ) -> AsyncGenerator[bytes, None]:
-    """Only the bytes of ``[start, end)``, in chunks of about ``producer.chunk_size``."""
-    position = start
+    """Only the bytes of the producer's window, in chunks of about ``producer.chunk_size``."""
+    position = producer.start
     exhausted = False
     try:
         while True:
-            exhausted = await _refill(producer, feed, 256, exhausted)
+            exhausted = await _refill(producer, feed, exhausted)
             if producer.idle:
                 break
-            chunks, error = await anyio.to_thread.run_sync(producer.hop_bytes_only)
+            chunks, error = await anyio.to_thread.run_sync(producer.produce_bytes)
             for chunk in chunks:
                 position += len(chunk)
                 yield chunk
             if error is not None:
                 raise error
+        rest = producer.flush()
     finally:
         producer.close()
-    footer = _footer_window(position, end, total_size)
+    if rest:
+        position += len(rest)
+        yield rest
+    footer = _footer(position, producer.end, total_size)
     if footer:
         yield footer

@@ -17,7 +17,7 @@ from .layout import Entry
 
 FORMAT = "atartape-index"
 VERSION = 1
-BATCH_ROWS = 1024
+BATCH_ROWS = 2048
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -93,6 +93,16 @@ async def write_entries(store: IndexStore, entries: Iterable[Entry]) -> None:
     await store.executemany(INSERT_ENTRY, (entry_row(e) for e in entries))
 
 
+async def start_covering(store: IndexStore, offset: int) -> int | None:
+    """Start of the last entry that starts at or before ``offset`` (one indexed search)."""
+    row = await store.fetchone(
+        "SELECT start_offset FROM entries WHERE start_offset <= ? "
+        "ORDER BY start_offset DESC LIMIT 1",
+        (offset,),
+    )
+    return None if row is None else int(row[0])
+
+
 async def entry_covering(store: IndexStore, offset: int) -> Entry | None:
     """The last entry that starts at or before ``offset`` (one indexed search, not a scan)."""
     row = await store.fetchone(
@@ -103,13 +113,17 @@ async def entry_covering(store: IndexStore, offset: int) -> Entry | None:
     return None if row is None else row_entry(row)
 
 
-async def entries_from(store: IndexStore, offset: int, limit: int = BATCH_ROWS) -> list[Entry]:
-    """Up to ``limit`` entries starting at or after ``offset``, in stream order."""
-    rows = await store.fetchall(
+async def rows_from(store: IndexStore, offset: int, limit: int = BATCH_ROWS) -> list[Row]:
+    """Up to ``limit`` raw rows of entries starting at or after ``offset``, in stream order."""
+    return await store.fetchall(
         f"SELECT {_COLUMNS} FROM entries WHERE start_offset >= ? ORDER BY start_offset LIMIT ?",
         (offset, limit),
     )
-    return [row_entry(row) for row in rows]
+
+
+async def entries_from(store: IndexStore, offset: int, limit: int = BATCH_ROWS) -> list[Entry]:
+    """Up to ``limit`` entries starting at or after ``offset``, in stream order."""
+    return [row_entry(row) for row in await rows_from(store, offset, limit)]
 
 
 async def iter_entries(
@@ -130,3 +144,58 @@ async def entry_by_path(store: IndexStore, arc_path: str) -> Entry | None:
         f"SELECT {_COLUMNS} FROM entries WHERE arc_path = ?", (paths.to_bytes(arc_path),)
     )
     return None if row is None else row_entry(row)
+
+
+# ------------------------------------------------------------------ embedded members
+#
+# A tape recorded with ``embed_index=True`` ends with an index member (a CSV, see
+# :mod:`atartape.members`) that exists only in the index: its row and its bytes live in the
+# ``embedded`` table, created only for such tapes (an index without it has no embedded member).
+# Its row is not in ``entries``: the fingerprint, entry_count and file_count cover the real
+# entries, while total_size includes it. The bytes are kept, not regenerated at play time, so a
+# play that ends before it never pays for it, and a play that reaches it reads one row.
+
+EMBEDDED_SCHEMA = """
+CREATE TABLE embedded (
+    start_offset INTEGER PRIMARY KEY,
+    arc_path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
+
+async def write_embedded(store: IndexStore, entry: Entry, data: bytes) -> None:
+    """Store an in-memory member (its table must exist: :data:`EMBEDDED_SCHEMA`)."""
+    arc_path = paths.to_bytes(entry.arc_path)
+    await store.execute(
+        "INSERT INTO embedded (start_offset, arc_path, size, mode, mtime, data) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (entry.start_offset, arc_path, len(data), entry.mode, entry.mtime, data),
+    )
+
+
+async def embedded_rows(store: IndexStore) -> list[Row]:
+    """The rows of the tape's embedded members, shaped like ``entries`` rows; ``[]`` if none."""
+    table = await store.fetchone(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embedded'"
+    )
+    if table is None:
+        return []
+    rows = await store.fetchall(
+        "SELECT start_offset, arc_path, size, mode, mtime FROM embedded ORDER BY start_offset"
+    )
+    return [
+        (start, arc, EntryKind.FILE.value, size, mode, mtime, mtime * 10**9, b"", None)
+        for start, arc, size, mode, mtime in rows
+    ]
+
+
+async def embedded_data(store: IndexStore, start_offset: int) -> bytes:
+    """The bytes of the embedded member starting at ``start_offset``."""
+    row = await store.fetchone("SELECT data FROM embedded WHERE start_offset = ?", (start_offset,))
+    if row is None:
+        raise TapeFormatError(f"the index has no embedded member at offset {start_offset}")
+    return bytes(row[0])

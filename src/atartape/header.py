@@ -8,6 +8,7 @@ accepts. Identity is scrubbed: uid and gid are 0, user and group names are empty
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from . import paths
@@ -51,6 +52,7 @@ class EntryKind(str, enum.Enum):
 
 
 _TYPEFLAGS = {EntryKind.FILE: b"0", EntryKind.DIRECTORY: b"5", EntryKind.SYMLINK: b"2"}
+_RAW_TYPEFLAGS = {kind.value: flag for kind, flag in _TYPEFLAGS.items()}
 
 
 class HeaderError(ValueError):
@@ -60,11 +62,6 @@ class HeaderError(ValueError):
 def padding(size: int) -> int:
     """Zero bytes after ``size`` bytes of content, up to the next 512-byte boundary."""
     return -size % BLOCK_SIZE
-
-
-def _put(buf: bytearray, field: tuple[int, int], value: bytes) -> None:
-    offset, width = field
-    buf[offset : offset + len(value)] = value[:width]
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -86,19 +83,12 @@ def encode_number(value: int, width: int) -> bytes:
     return ((1 << (8 * width)) + value).to_bytes(width, "big")
 
 
-def _template() -> bytearray:
-    buf = bytearray(BLOCK_SIZE)
-    _put(buf, UID, _octal(0, 8))
-    _put(buf, GID, _octal(0, 8))
-    _put(buf, CHKSUM, b" " * 8)  # the checksum is computed with its own field as spaces
-    _put(buf, MAGIC, b"ustar\0")
-    _put(buf, VERSION, b"00")
-    _put(buf, DEVMAJOR, _octal(0, 8))
-    _put(buf, DEVMINOR, _octal(0, 8))
-    return buf
-
-
-_TEMPLATE = bytes(_template())
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
+_ZERO_ID = b"0000000\0"  # uid, gid, devmajor and devminor: scrubbed to 0
+_MAGIC = b"ustar\0"
+_VERSION = b"00"
+# The checksum counts its own field as 8 spaces; the constant fields add the same every time.
+_CONSTANT_SUM = 4 * sum(_ZERO_ID) + sum(_MAGIC) + sum(_VERSION) + 8 * 0x20
 
 
 def encode_header(
@@ -110,22 +100,53 @@ def encode_header(
     size (0 for directories and symlinks). Raises ``ValueError`` if the path or link target does
     not fit a USTAR header (see :mod:`atartape.paths`).
     """
-    split = paths.header_name(path, is_dir=kind is EntryKind.DIRECTORY)
-    if split is None:
-        raise ValueError(f"path {path!r} does not fit a USTAR header")
+    return encode_raw(path, kind.value, size, mode, mtime, linkname)
+
+
+def encode_raw(path: bytes, kind: str, size: int, mode: int, mtime: int, linkname: bytes) -> bytes:
+    """:func:`encode_header` with the kind as its string value: the form index rows carry."""
+    is_dir = kind == "dir"
+    if len(path) < paths.NAME_FIELD:  # the common case: no split, and room for a dir's slash
+        prefix, name = b"", path + b"/" if is_dir else path
+    else:
+        split = paths.header_name(path, is_dir=is_dir)
+        if split is None:
+            raise ValueError(f"path {path!r} does not fit a USTAR header")
+        prefix, name = split
     if len(linkname) > paths.MAX_LINKNAME:
         raise ValueError(f"symlink target {linkname!r} does not fit a USTAR header")
-    prefix, name = split
-    buf = bytearray(_TEMPLATE)
-    buf[0 : len(name)] = name
-    buf[100:108] = b"%07o\0" % (mode & 0o7777)
-    buf[124:136] = _octal(size, 12) if size < _OCTAL_LIMIT_12 else encode_number(size, 12)
-    buf[136:148] = _octal(mtime, 12) if 0 <= mtime < _OCTAL_LIMIT_12 else encode_number(mtime, 12)
-    buf[156] = _TYPEFLAGS[kind][0]
-    buf[157 : 157 + len(linkname)] = linkname
-    buf[345 : 345 + len(prefix)] = prefix
-    buf[148:156] = b"%06o\0 " % sum(buf)
-    return bytes(buf)
+    typeflag = _RAW_TYPEFLAGS[kind]
+    mode_field = b"%07o\0" % (mode & 0o7777)
+    size_field = b"%011o\0" % size if size < _OCTAL_LIMIT_12 else encode_number(size, 12)
+    mtime_field = b"%011o\0" % mtime if 0 <= mtime < _OCTAL_LIMIT_12 else encode_number(mtime, 12)
+    checksum = (
+        _CONSTANT_SUM
+        + sum(name)
+        + sum(prefix)
+        + sum(linkname)
+        + sum(mode_field)
+        + sum(size_field)
+        + sum(mtime_field)
+        + typeflag[0]
+    )
+    return _HEADER.pack(
+        name,
+        mode_field,
+        _ZERO_ID,
+        _ZERO_ID,
+        size_field,
+        mtime_field,
+        b"%06o\0 " % checksum,
+        typeflag,
+        linkname,
+        _MAGIC,
+        _VERSION,
+        b"",  # uname and gname: scrubbed
+        b"",
+        _ZERO_ID,
+        _ZERO_ID,
+        prefix,
+    )
 
 
 def entry_span(size: int) -> int:

@@ -1,4 +1,4 @@
-"""One-shot tapes: add folders, files and bytes, then stream them; no index on disk."""
+"""One-shot tapes: add folders, files, bytes and async streams, then play them; no index on disk."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import anyio.to_thread
 
-from . import paths
-from ._engine import CHUNK_SIZE, Item, Producer, play_events
+from . import _index, paths
+from ._engine import CHUNK_SIZE, Producer, play_events
 from ._errors import PathConstraintError, SourceNotFoundError, TarTapeError
 from ._scan import Exclude, scan
+from ._store import Row
 from .events import TarEvent
-from .header import EntryKind
-from .layout import Entry, assign_offsets
+from .header import FOOTER_SIZE, EntryKind
+from .layout import Entry, assign_offsets, fingerprint
+from .members import build_index_csv, index_name, index_row
+
+INDEX_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -42,17 +46,45 @@ class _Bytes:
     mtime: int | None
 
 
+@dataclass(frozen=True)
+class _Stream:
+    arc_path: str
+    size: int
+    chunks: AsyncIterable[bytes]
+    mode: int
+    mtime: int | None
+
+
+@dataclass
+class _Plan:
+    """Rows in tape order and where each row's content comes from."""
+
+    rows: list[Row]
+    total_size: int
+    fingerprint: str
+    disk: dict[bytes, bytes] = field(default_factory=dict)  # arc path -> file path
+    memory: dict[bytes, bytes] = field(default_factory=dict)
+    streams: dict[bytes, AsyncIterable[bytes]] = field(default_factory=dict)
+    roots: frozenset[bytes] = frozenset()
+
+
 class TarTape:
-    """A tape built on the fly from folders, files and in-memory bytes (no index needed).
+    """A tape built on the fly from folders, files, in-memory bytes and async streams.
 
     Nothing is read when entries are added; :meth:`stream` scans, lays the entries out in the
-    same deterministic order and format as a recorded tape, and plays them.
+    same deterministic order and format as a recorded tape, and plays them. With
+    ``embed_index``, the tape ends (before its footer) with an index member,
+    ``.tarindex_<16 hex of the fingerprint>.csv``, listing every entry before it (see
+    :mod:`atartape.members`).
     """
 
-    def __init__(self, *, md5: bool = True, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, *, md5: bool = True, chunk_size: int = CHUNK_SIZE, embed_index: bool = False
+    ) -> None:
         self.md5 = md5
         self.chunk_size = chunk_size
-        self._sources: list[_Folder | _File | _Bytes] = []
+        self.embed_index = embed_index
+        self._sources: list[_Folder | _File | _Bytes | _Stream] = []
 
     def add_folder(
         self, path: str | os.PathLike[str], arcname: str | None = None, *, exclude: Exclude = None
@@ -67,72 +99,131 @@ class TarTape:
     def add_bytes(
         self, arc_path: str, data: bytes, *, mode: int = 0o644, mtime: int | None = None
     ) -> None:
-        """Add a file whose content is ``data``; ``mtime`` defaults to the time of streaming."""
-        reason = paths.violation(arc_path)
-        if reason is not None:
-            raise PathConstraintError([(arc_path, reason)])
+        """Add a file whose content is ``data``; ``mtime`` defaults to the time of streaming.
+
+        Raises :class:`PathConstraintError` when ``arc_path`` cannot be stored in a tape.
+        """
+        _check_path(arc_path)
         self._sources.append(_Bytes(arc_path, bytes(data), mode, mtime))
+
+    def add_stream(
+        self,
+        arc_path: str,
+        size: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        mode: int = 0o644,
+        mtime: int | None = None,
+    ) -> None:
+        """Add a file of ``size`` bytes whose content ``chunks`` yields while the tape plays.
+
+        ``size`` is a promise, as a recorded file's size is: when ``chunks`` yields more, the
+        tape stops with :class:`TarIntegrityError` before any byte past ``size`` is sent; when
+        it ends short, before the entry's padding. ``chunks`` is iterated once, when the entry
+        plays (an async generator can be played only once). Raises :class:`PathConstraintError`
+        for a path that cannot be stored and ``ValueError`` for a negative or non-int size.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"size must be a non-negative int, not {size!r}")
+        _check_path(arc_path)
+        self._sources.append(_Stream(arc_path, size, chunks, mode, mtime))
 
     def stream(self) -> AsyncGenerator[TarEvent, None]:
         """Play everything added, as events (the same events as :meth:`TapePlayer.play`).
 
         Raises :class:`SourceNotFoundError` for a missing folder or file,
-        :class:`PathConstraintError` for paths that cannot be stored (all listed), and
-        :class:`TarTapeError` for two entries with one archive path.
+        :class:`PathConstraintError` for paths that cannot be stored (all listed),
+        :class:`TarTapeError` for two entries with one archive path, and
+        :class:`TarIntegrityError` for a file that changed or a stream that broke its size.
         """
         return self._stream()
 
     async def _stream(self) -> AsyncGenerator[TarEvent, None]:
-        items = await anyio.to_thread.run_sync(self._plan)
-        total = assign_offsets(i.entry.size for i in items)[1]
+        plan = await anyio.to_thread.run_sync(self._plan)
         sent = False
 
-        async def feed() -> list[Item]:
+        async def feed() -> list[Row]:
             nonlocal sent
             if sent:
                 return []
             sent = True
-            return items
+            return plan.rows
 
-        producer = Producer(md5=self.md5, chunk_size=self.chunk_size)
-        async with aclosing(play_events(producer, feed, 0, total, total)) as events:
+        producer = Producer(
+            start=0,
+            end=plan.total_size,
+            resolve=plan.disk.__getitem__,
+            md5=self.md5,
+            chunk_size=self.chunk_size,
+            memory=plan.memory,
+            streams=plan.streams,
+            unchecked=plan.roots,
+        )
+        async with aclosing(play_events(producer, feed, plan.total_size)) as events:
             async for event in events:
                 yield event
 
-    def _plan(self) -> list[Item]:
+    def _plan(self) -> _Plan:
         """Scan the sources (in a worker thread) and lay out every entry in tape order."""
         now = int(time.time())
-        planned: list[tuple[Entry, str, bytes | None, bool]] = []
+        planned: list[tuple[Entry, str | bytes | AsyncIterable[bytes]]] = []
+        roots: set[bytes] = set()
         for source in self._sources:
             if isinstance(source, _Folder):
                 root = os.path.abspath(source.path)
                 arc_root = (source.arcname or os.path.basename(root)).strip("/")
+                roots.add(paths.to_bytes(arc_root))
                 for entry in scan(root, arc_root, exclude=source.exclude).entries:
                     rel = paths.relative_to_root(entry.arc_path, arc_root)
-                    planned.append(
-                        (entry, os.path.join(root, rel) if rel else root, None, bool(rel))
-                    )
+                    planned.append((entry, os.path.join(root, rel) if rel else root))
             elif isinstance(source, _File):
-                planned.append((_file_entry(source), source.path, None, True))
+                planned.append((_file_entry(source), source.path))
             else:
+                size = len(source.data) if isinstance(source, _Bytes) else source.size
+                mtime = now if source.mtime is None else source.mtime
                 entry = Entry(
-                    source.arc_path,
-                    EntryKind.FILE,
-                    len(source.data),
-                    source.mode,
-                    now if source.mtime is None else source.mtime,
-                    0,
+                    source.arc_path, EntryKind.FILE, size, source.mode, mtime, 0, "", mtime * 10**9
                 )
-                planned.append((entry, "", source.data, False))
+                content = source.data if isinstance(source, _Bytes) else source.chunks
+                planned.append((entry, content))
         planned.sort(key=lambda p: paths.to_bytes(p[0].arc_path))
         for before, after in itertools.pairwise(planned):
             if before[0].arc_path == after[0].arc_path:
                 raise TarTapeError(f"{after[0].arc_path!r} was added twice")
-        starts, _ = assign_offsets(p[0].size for p in planned)
-        return [
-            Item(replace(entry, start_offset=start), path, data=data, check_mtime=check)
-            for start, (entry, path, data, check) in zip(starts, planned)
-        ]
+        starts, total = assign_offsets(p[0].size for p in planned)
+        entries = [replace(p[0], start_offset=s) for s, p in zip(starts, planned)]
+        plan = _Plan([], total, fingerprint(entries), roots=frozenset(roots))
+        for entry, (_, where) in zip(entries, planned):
+            arc = paths.to_bytes(entry.arc_path)
+            plan.rows.append(_index.entry_row(entry))
+            if isinstance(where, str):
+                plan.disk[arc] = os.fsencode(where)
+            elif isinstance(where, bytes):
+                plan.memory[arc] = where
+            else:
+                plan.streams[arc] = where
+        if self.embed_index:
+            self._append_index(plan, entries)
+        return plan
+
+    def _append_index(self, plan: _Plan, entries: list[Entry]) -> None:
+        """The index member, last (after every sorted entry), served from memory."""
+        name = index_name(plan.fingerprint)
+        if any(entry.arc_path == name for entry in entries):
+            raise TarTapeError(f"{name!r} was added, but it is the name of the embedded index")
+        data = build_index_csv(index_row(e.arc_path, e.size, e.start_offset) for e in entries)
+        mtime = max((e.mtime for e in entries), default=0)
+        start = plan.total_size - FOOTER_SIZE
+        entry = Entry(name, EntryKind.FILE, len(data), INDEX_MODE, mtime, start, "", mtime * 10**9)
+        plan.rows.append(_index.entry_row(entry))
+        plan.memory[paths.to_bytes(name)] = data
+        plan.total_size = entry.end_offset + FOOTER_SIZE
+
+
+def _check_path(arc_path: str) -> None:
+    reason = paths.violation(arc_path)
+    if reason is not None:
+        raise PathConstraintError([(arc_path, reason)])
 
 
 def _file_entry(source: _File) -> Entry:

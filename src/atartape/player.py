@@ -9,12 +9,15 @@ from contextlib import aclosing
 import anyio.to_thread
 
 from . import _index, paths
-from ._engine import CHUNK_SIZE, HOP_BYTES, Item, Producer, play_bytes, play_events
+from ._engine import CHUNK_SIZE, HOP_BYTES, Producer, play_bytes, play_events
 from ._errors import SourceNotFoundError
-from ._store import IndexStore, open_store
+from ._store import IndexStore, Row, open_store
 from .events import TarEvent
-from .layout import Entry, check_window
+from .header import entry_span
+from .layout import check_window
 from .tape import Tape
+from .verify import VerifyReport, verify_tape
+from .volumes import Volume, make_volume, make_volumes
 
 
 class TapePlayer:
@@ -70,26 +73,42 @@ class TapePlayer:
         return self._stream(start, end)
 
     async def _play(self, start: int, end: int) -> AsyncGenerator[TarEvent, None]:
-        producer = Producer(md5=self.md5, chunk_size=self.chunk_size, hop_bytes=self.hop_bytes)
-        async with (
-            await self._open_index(start, end) as feed,
-            aclosing(
-                play_events(producer, feed.next_batch, start, end, self.tape.total_size)
-            ) as events,
-        ):
-            async for event in events:
-                yield event
+        async with await self._open_index(start, end) as feed:
+            producer = self._producer(start, end, md5=self.md5, memory=feed.memory)
+            total = self.tape.total_size
+            async with aclosing(play_events(producer, feed.next_batch, total)) as events:
+                async for event in events:
+                    yield event
 
     async def _stream(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        producer = Producer(md5=False, chunk_size=self.chunk_size, hop_bytes=self.hop_bytes)
-        async with (
-            await self._open_index(start, end) as feed,
-            aclosing(
-                play_bytes(producer, feed.next_batch, start, end, self.tape.total_size)
-            ) as chunks,
-        ):
-            async for chunk in chunks:
-                yield chunk
+        async with await self._open_index(start, end) as feed:
+            producer = self._producer(start, end, md5=False, memory=feed.memory)
+            total = self.tape.total_size
+            async with aclosing(play_bytes(producer, feed.next_batch, total)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    def _producer(
+        self, start: int, end: int, *, md5: bool, memory: dict[bytes, bytes] | None = None
+    ) -> Producer:
+        root = os.fsencode(self.source_root)
+        arc_root = paths.to_bytes(self.tape.arc_root)
+        cut = len(arc_root)
+
+        def resolve(arc: bytes) -> bytes:
+            # "<arc_root>/a/b" lives at "<source_root>/a/b"; the root entry is the folder.
+            return root + arc[cut:]
+
+        return Producer(
+            start=start,
+            end=end,
+            resolve=resolve,
+            md5=md5,
+            chunk_size=self.chunk_size,
+            hop_bytes=self.hop_bytes,
+            unchecked=frozenset({arc_root}),
+            memory=memory,
+        )
 
     async def _open_index(self, start: int, end: int) -> _IndexFeed:
         if not await anyio.to_thread.run_sync(os.path.isdir, self.source_root):
@@ -98,53 +117,96 @@ class TapePlayer:
                 "(pass source_root= to play it from elsewhere)"
             )
         store = await open_store(self.tape.index_path, readonly=True, must_exist=True)
-        return _IndexFeed(store, self, start, end)
+        return _IndexFeed(store, start, end)
+
+    def volumes(self, size: int | str, *, name_template: str | None = None) -> list[Volume]:
+        """The tape cut into volumes of ``size`` bytes (an int or ``"64MiB"``, ``"1GB"``).
+
+        Nothing is read here: each :class:`~atartape.volumes.Volume` reads its bytes when it
+        is consumed, independently of the others. Every volume but the last has ``size`` bytes;
+        their concatenation is the full stream. ``name_template`` names them (fields ``name``,
+        ``index``, ``count``; default ``"{name}.tar.{index:04d}"``). Raises :class:`ValueError`
+        for a bad size or template.
+        """
+        return make_volumes(self, size, name_template=name_template)
+
+    def volume(self, index: int, size: int | str, *, name_template: str | None = None) -> Volume:
+        """Volume ``index`` (from 0) of :meth:`volumes`, computed alone.
+
+        Raises :class:`InvalidOffsetError` for an index past the last volume (or negative) and
+        :class:`ValueError` for a bad size or template.
+        """
+        return make_volume(self, index, size, name_template=name_template)
+
+    async def verify(
+        self,
+        deep: bool = True,
+        *,
+        content: bool = False,
+        sample: int = 16,
+        seed: int | str | None = None,
+    ) -> VerifyReport:
+        """Check the source against the index; see :func:`atartape.verify.verify_tape`.
+
+        ``deep`` checks every entry, else a canary set (first, last, largest, newest and
+        ``sample`` random entries); ``content`` re-hashes files against the recorded digests.
+        Returns a report, truthy when all holds. Raises :class:`SourceNotFoundError` without
+        the source and :class:`ValueError` for ``content`` on a tape without checksums.
+        """
+        return await verify_tape(
+            self.tape, self.source_root, deep=deep, content=content, sample=sample, seed=seed
+        )
 
 
 class _IndexFeed:
-    """Batches of items for a window, read from the index: one indexed search, then ranges."""
+    """Batches of index rows for a window: one indexed search, then ranges of the key."""
 
-    def __init__(self, store: IndexStore, player: TapePlayer, start: int, end: int) -> None:
+    def __init__(self, store: IndexStore, start: int, end: int) -> None:
         self.store = store
-        self.root = player.source_root
-        self.arc_root = player.tape.arc_root
         self.start = start
         self.end = end
-        self._next: int | None = None  # start offset of the next entry to fetch
+        self._next: int | None = None  # start offset of the next row to fetch
+        self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
+        self._embedded: list[Row] = []
 
     async def __aenter__(self) -> _IndexFeed:
+        # Embedded members (the index of a tape recorded with embed_index) follow every entry;
+        # when the window reaches them, their bytes are loaded now, before the producer exists.
+        try:
+            for row in await _index.embedded_rows(self.store):
+                if row[0] < self.end and row[0] + entry_span(row[3]) > self.start:
+                    self.memory[row[1]] = await _index.embedded_data(self.store, row[0])
+                    self._embedded.append(row)
+        except BaseException:
+            await self.store.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.store.__aexit__(*exc_info)
 
-    def _item(self, entry: Entry) -> Item:
-        rel = paths.relative_to_root(entry.arc_path, self.arc_root)
-        return Item(
-            entry,
-            os.path.join(self.root, rel) if rel else self.root,
-            skip=max(0, self.start - entry.start_offset),
-            stop=min(entry.span, self.end - entry.start_offset),
-            check_mtime=bool(rel),
-        )
+    async def next_batch(self) -> list[Row]:
+        rows = await self._entry_rows()
+        if not rows and self._embedded:
+            rows, self._embedded = self._embedded, []
+        return rows
 
-    async def next_batch(self) -> list[Item]:
+    async def _entry_rows(self) -> list[Row]:
         if self._next is None:
             # The first entry is found by one search on the start-offset key, never a scan.
-            first = await _index.entry_covering(self.store, self.start)
-            self._next = self.start if first is None else first.start_offset
+            first = await _index.start_covering(self.store, self.start)
+            self._next = 0 if first is None else first
         if self._next >= self.end:
             return []
-        entries = await _index.entries_from(self.store, self._next)
-        items = [
-            self._item(e)
-            for e in entries
-            if e.start_offset < self.end and e.end_offset > self.start
-        ]
-        if not entries or entries[-1].start_offset >= self.end:
-            self._next = self.end
+        rows = await _index.rows_from(self.store, self._next)
+        if len(rows) < _index.BATCH_ROWS:
+            self._next = self.end  # the last batch
         else:
-            self._next = entries[-1].start_offset + 1
-        if not items and self._next < self.end and entries:
-            return await self.next_batch()
-        return items
+            self._next = rows[-1][0] + 1
+        # Trim rows past the window's end, and a first row that ends where the window starts
+        # (it starts in the footer).
+        while rows and rows[-1][0] >= self.end:
+            rows.pop()
+        if rows and rows[0][0] + entry_span(rows[0][3]) <= self.start:
+            rows = rows[1:]
+        return rows

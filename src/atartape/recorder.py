@@ -15,8 +15,9 @@ from . import _index, paths
 from ._errors import PathConstraintError, SourceNotFoundError, TapeExistsError
 from ._scan import Exclude, ScanResult, scan
 from ._store import open_store
-from .header import EntryKind
-from .layout import fingerprint
+from .header import FOOTER_SIZE, EntryKind
+from .layout import Entry, fingerprint
+from .members import build_index_csv, index_name, index_row
 from .tape import Tape, default_index_path
 
 CHECKSUMS = ("md5", "sha256")
@@ -30,6 +31,13 @@ class TapeRecorder:
     predicate on the relative path. ``arcname`` replaces the folder's name as the first
     component of every archive path. ``checksum`` (``"md5"`` or ``"sha256"``) stores a digest
     of every file, read at record time.
+
+    ``embed_index`` appends to the tape, as its last member (after every sorted entry, before
+    the footer), a CSV named ``.tarindex_<first 16 hex of the fingerprint>.csv`` at the top
+    level, whose rows are ``name,size,start_block,blocks`` for every entry before it (see
+    :mod:`atartape.members`), so that a reader can fetch one file of the archive without
+    scanning it. Its bytes are stored in the index; the fingerprint covers the real entries
+    only, and ``total_size`` includes the index member.
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class TapeRecorder:
         overwrite: bool = False,
         arcname: str | None = None,
         checksum: str | None = None,
+        embed_index: bool = False,
     ) -> None:
         if checksum is not None and checksum not in CHECKSUMS:
             raise ValueError(f"checksum must be one of {CHECKSUMS} or None, not {checksum!r}")
@@ -55,6 +64,7 @@ class TapeRecorder:
         self.overwrite = overwrite
         self.arcname = arcname
         self.checksum = checksum
+        self.embed_index = embed_index
         self.result: ScanResult | None = None
 
     async def commit(self) -> str:
@@ -81,16 +91,27 @@ class TapeRecorder:
         temp_path = f"{index_path}.{secrets.token_hex(4)}.tmp"
         skip = frozenset({index_path, temp_path, temp_path + "-journal"})
         arc_root = self.arcname or os.path.basename(source) or "root"
+        # Made before the scan: creating .tartape changes the root's mtime, which the scan
+        # must see, so that a later one-shot play of the folder writes the same root header.
+        await anyio.to_thread.run_sync(_make_parent, index_path)
         result = await anyio.to_thread.run_sync(
             lambda: scan(source, arc_root, exclude=self.exclude, skip=skip, checksum=self.checksum)
         )
         self.result = result
         entries = result.entries
+        tape_fingerprint = fingerprint(entries)
+        total_size = result.total_size
+        embedded: tuple[Entry, bytes] | None = None
+        if self.embed_index:
+            embedded = await anyio.to_thread.run_sync(
+                _index_member, entries, tape_fingerprint, total_size
+            )
+            total_size = embedded[0].end_offset + FOOTER_SIZE
         meta: dict[str, Any] = {
             "format": _index.FORMAT,
             "version": _index.VERSION,
-            "fingerprint": fingerprint(entries),
-            "total_size": result.total_size,
+            "fingerprint": tape_fingerprint,
+            "total_size": total_size,
             "entry_count": len(entries),
             "file_count": sum(1 for e in entries if e.kind is EntryKind.FILE),
             "arc_root": arc_root,
@@ -99,18 +120,37 @@ class TapeRecorder:
             "checksum": self.checksum,
         }
         try:
-            await anyio.to_thread.run_sync(_make_parent, index_path)
             async with await open_store(temp_path) as store:
-                await store.executescript(_index.SCHEMA)
+                schema = _index.SCHEMA + (_index.EMBEDDED_SCHEMA if embedded else "")
+                await store.executescript(schema)
                 await store.execute("BEGIN")
                 await store.executemany(_index.INSERT_META, list(meta.items()))
                 await _index.write_entries(store, entries)
+                if embedded is not None:
+                    await _index.write_embedded(store, *embedded)
                 await store.commit()
             await anyio.to_thread.run_sync(_publish, temp_path, index_path)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_quietly, temp_path)
         return Tape._from_meta(index_path, meta, source)
+
+
+def _index_member(
+    entries: list[Entry], tape_fingerprint: str, total_size: int
+) -> tuple[Entry, bytes]:
+    """The embedded index member and its CSV bytes (built in a worker thread: it can be large).
+
+    It sits at the top level, where the seed's readers look for it and where it cannot land
+    inside the recorded folder when the tape is extracted (re-recording the extracted folder
+    gives the same fingerprint). Its mtime is the newest entry's, so the tape stays
+    deterministic.
+    """
+    name = index_name(tape_fingerprint)
+    data = build_index_csv(index_row(e.arc_path, e.size, e.start_offset) for e in entries)
+    mtime = max((e.mtime for e in entries), default=0)
+    start = total_size - FOOTER_SIZE
+    return Entry(name, EntryKind.FILE, len(data), 0o644, mtime, start, "", mtime * 10**9), data
 
 
 def _make_parent(path: str) -> None:
@@ -143,6 +183,7 @@ async def record(
     overwrite: bool = False,
     arcname: str | None = None,
     checksum: str | None = None,
+    embed_index: bool = False,
 ) -> Tape:
     """Record ``source`` into a tape and return it, ready to play. See :class:`TapeRecorder`."""
     recorder = TapeRecorder(
@@ -152,5 +193,6 @@ async def record(
         overwrite=overwrite,
         arcname=arcname,
         checksum=checksum,
+        embed_index=embed_index,
     )
     return await recorder._record()

@@ -15,6 +15,9 @@ from ._errors import EntryNotFoundError, TapeNotFoundError
 from ._scan import INDEX_DIR
 from ._store import open_store
 from .layout import Entry
+from .locate import Location, locate_entry
+from .units import parse_size
+from .volumes import volume_count
 
 INDEX_NAME = "index.db"
 
@@ -115,3 +118,21 @@ class Tape:
         if entry is None or offset >= entry.end_offset:
             return None
         return entry
+
+    async def locate(self, arc_path: str, volume_size: int | str | None = None) -> Location:
+        """Where ``arc_path`` lies in the tape, and in its volumes of ``volume_size`` bytes.
+
+        Needs only the index (works offline). See :class:`~atartape.locate.Location`. Raises
+        :class:`EntryNotFoundError` for an unknown path and :class:`ValueError` for a bad size.
+        """
+        if volume_size is not None:
+            parse_size(volume_size, what="volume size")  # fail before the index is opened
+        entry = await self.entry(arc_path)
+        return locate_entry(entry, volume_size, checksum_algorithm=self.checksum_algorithm)
+
+    def volume_count(self, size: int | str) -> int:
+        """How many volumes of ``size`` bytes (``"64MiB"``) the tape makes; see :mod:`.volumes`.
+
+        Raises :class:`ValueError` for a bad size.
+        """
+        return volume_count(self.total_size, size)

@@ -1,0 +1,277 @@
+"""Serve a tape over ASGI: :class:`TapeApp`, a plain ASGI application, on asyncio or trio.
+
+No framework is needed: any ASGI server (uvicorn, hypercorn, granian...) runs it, and Starlette or
+FastAPI mount it under a path. :func:`send_tape` is the sending half, shared with
+:class:`atartape.starlette.TapeResponse`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from . import _http
+from ._errors import TapeNotFoundError, TarTapeError
+from .player import TapePlayer
+from .tape import Tape, default_index_path
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("atartape.http")
+
+
+# One chunk per worker-thread hop, of 1 MiB: few, large sends, and one buffer at a time for the
+# allocator to reuse. (Four 256 KiB chunks per hop, the player's default, made glibc give the
+# freed memory back and fault it in again: twice the CPU time of a bare in-memory server.)
+HTTP_CHUNK = 1 << 20
+
+
+def http_player(tape: Tape, source_root: str | os.PathLike[str] | None = None) -> TapePlayer:
+    """The player the HTTP front ends use: ``stream()`` in 1 MiB chunks, one per thread hop."""
+    return TapePlayer(tape, source_root, md5=False, chunk_size=HTTP_CHUNK, hop_bytes=HTTP_CHUNK)
+
+
+class _ClientGone(Exception):
+    """``send()`` failed: the client disconnected (ASGI 2.4 servers raise ``OSError``)."""
+
+
+def request_header(scope: Scope, name: str) -> str | None:
+    """The value of request header ``name`` (lower-case) in an HTTP scope; repeats are joined."""
+    key = name.encode("latin-1")
+    values = [value.decode("latin-1") for field, value in scope["headers"] if field.lower() == key]
+    return ", ".join(values) if values else None
+
+
+def route_path(scope: Scope) -> str:
+    """The request path below where the app is mounted (``scope["root_path"]``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
+
+
+async def _start(send: Send, plan: _http.Plan) -> None:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in plan.headers]
+    await send({"type": "http.response.start", "status": plan.status, "headers": headers})
+
+
+async def _body(send: Send, data: bytes, more: bool) -> None:
+    try:
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+    except OSError as exc:
+        raise _ClientGone from exc
+
+
+async def send_plain(send: Send, status: int, message: str, **extra: str) -> None:
+    """Send a complete short ``text/plain`` response (``extra``: more headers, see _http)."""
+    plan, body = _http.plain_response(status, message, **extra)
+    await _start(send, plan)
+    await _body(send, body, more=False)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        try:
+            message = await receive()
+        except Exception:  # a server that fails receive() after the request: nothing to watch
+            return
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+def log_failure(label: str, position: int, total: int, error: BaseException) -> None:
+    """Log, on ``atartape.http``, a response that failed at byte ``position`` of the tape."""
+    logger.error(
+        "%s: response aborted at byte %d of %d: %s: %s",
+        label,
+        position,
+        total,
+        type(error).__name__,
+        error,
+    )
+
+
+async def send_tape(
+    player: TapePlayer, plan: _http.Plan, receive: Receive, send: Send, *, label: str = "tape"
+) -> None:
+    """Send the response ``plan`` describes, its body played from ``player``.
+
+    The response starts once the first chunk is read, so a tape that cannot play at all (its
+    source gone, the first entry changed) gets a plain 500 and the error is logged. A client
+    that disconnects (``http.disconnect``, or ``send()`` raising ``OSError``) stops the playing
+    at once and closes the source files; nothing is raised. An error once the response has
+    started is logged on ``atartape.http`` and raised again (typically
+    :class:`~atartape.TarIntegrityError`), so that the server drops the connection short of
+    ``Content-Length`` and the client cannot mistake the body for a complete one.
+    """
+    try:
+        if not plan.send_body:
+            await _start(send, plan)
+            await _body(send, b"", more=False)
+            return
+        async with aclosing(player.stream(plan.start, plan.end)) as chunks:
+            failure = await _send_chunks(chunks, plan, receive, send)
+        if failure is None:
+            return
+        log_failure(label, failure.position, player.tape.total_size, failure.error)
+        if failure.started:
+            raise failure.error
+        await send_plain(send, 500, "the tape cannot be played: see the server log")
+    except _ClientGone:
+        logger.debug("%s: client gone", label)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    position: int
+    error: Exception
+    started: bool  # whether the response had started (then only dropping it is left)
+
+
+async def _send_chunks(
+    chunks: AsyncGenerator[bytes, None], plan: _http.Plan, receive: Receive, send: Send
+) -> _Failure | None:
+    """Send the response; return why it failed, if it did. Raises only cancellation."""
+    position = plan.start
+    try:
+        chunk = await anext(chunks, None)
+    except Exception as error:
+        return _Failure(position, error, started=False)
+    try:
+        await _start(send, plan)
+    except _ClientGone:
+        return None
+    failure: _Failure | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+        try:
+            while chunk is not None:
+                await _body(send, chunk, more=True)
+                position += len(chunk)
+                chunk = await anext(chunks, None)
+            await _body(send, b"", more=False)
+        except _ClientGone:
+            pass
+        except Exception as error:
+            failure = _Failure(position, error, started=True)
+        group.cancel_scope.cancel()
+    return failure
+
+
+class TapeApp:
+    """An ASGI application serving the tape of ``source`` at its root path (GET and HEAD).
+
+    ``source`` is the recorded folder; its index is ``index_path`` (by default
+    ``<source>/.tartape/index.db``). ``filename`` is what the download is called (by default
+    ``<tape name>.tar``). Construction does no I/O: the tape is opened on the first request,
+    and again whenever its index file is replaced by a new recording. Answers ``Range`` and
+    ``If-Range`` (206, 416), 405 for other methods, 404 below its root path, and 500 when the
+    tape cannot be opened or played (the error is logged on ``atartape.http``). Speaks the
+    lifespan protocol, so servers that require it (hypercorn on trio) start it.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        index_path: str | os.PathLike[str] | None = None,
+        filename: str | None = None,
+    ) -> None:
+        self.source = os.fspath(source)
+        self.index_path = (
+            os.fspath(index_path) if index_path is not None else default_index_path(self.source)
+        )
+        self.filename = filename
+        self._lock = anyio.Lock()
+        self._opened: tuple[Tape, _http.Representation, tuple[int, int, int]] | None = None
+
+    async def tape(self) -> tuple[Tape, _http.Representation]:
+        """The tape served and its HTTP representation, opened if its index file is new.
+
+        Raises :class:`~atartape.TapeNotFoundError` when there is no index and
+        :class:`~atartape.TapeFormatError` when the file is not one.
+        """
+        stamp = await anyio.to_thread.run_sync(_stamp, self.index_path)
+        if stamp is None:
+            raise TapeNotFoundError(f"no tape index at {self.index_path!r}")
+        opened = self._opened
+        if opened is None or opened[2] != stamp:
+            async with self._lock:
+                opened = self._opened
+                if opened is None or opened[2] != stamp:
+                    tape = await Tape.open(self.index_path, source_root=self.source)
+                    opened = (tape, _http.Representation.of(tape, self.filename), stamp)
+                    self._opened = opened
+        return opened[0], opened[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection: ``http``, ``lifespan`` (and refuse ``websocket``).
+
+        Raises ``ValueError`` for an unknown scope type, as ASGI asks, and re-raises an error
+        that broke a response already started (see :func:`send_tape`).
+        """
+        if scope["type"] == "http":
+            try:
+                await self._http(scope, receive, send)
+            except _ClientGone:  # while sending a short error response
+                logger.debug("%s %s: client gone", scope["method"], scope["path"])
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+        else:
+            raise ValueError(f"TapeApp cannot handle a {scope['type']!r} scope")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        label = f"{method} {scope['path']}"
+        if route_path(scope) not in ("", "/"):
+            await send_plain(send, 404, "Not Found")
+            return
+        if not _http.method_allowed(method):
+            await send_plain(send, 405, "Method Not Allowed", allow=_http.ALLOW_HEADER)
+            return
+        try:
+            tape, rep = await self.tape()
+        except TarTapeError as error:
+            logger.error("%s: cannot open the tape: %s: %s", label, type(error).__name__, error)
+            await send_plain(send, 500, "the tape cannot be opened: see the server log")
+            return
+        plan = _http.plan_response(
+            rep,
+            method=method,
+            range_header=request_header(scope, "range"),
+            if_range=request_header(scope, "if-range"),
+        )
+        await send_tape(http_player(tape), plan, receive, send, label=label)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """Identity of the index file as it is now (a new recording replaces the file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -235,7 +235,6 @@ def plan_response(
             ),
             wanted.start,
             wanted.end,
-            send_body=not head,
         )
     return Plan(
         200,

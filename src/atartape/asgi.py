@@ -216,8 +216,10 @@ class TapeApp:
                     self._opened = opened
         return opened[0], opened[1]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Handle one ASGI connection: ``http``, ``lifespan`` (and refuse ``websocket``).
+
+        (Typed loosely so that every server's and framework's own ASGI types accept it.)
 
         Raises ``ValueError`` for an unknown scope type, as ASGI asks, and re-raises an error
         that broke a response already started (see :func:`send_tape`).

@@ -151,5 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def self_test() -> int:
+    """Three workers, a small tree of a few MiB, volumes of 512 KiB: exit 0 when identical."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = os.path.join(scratch, "dataset")
+        for number in range(12):
+            os.makedirs(os.path.join(folder, f"d{number % 3}"), exist_ok=True)
+            with open(os.path.join(folder, f"d{number % 3}", f"f{number}.bin"), "wb") as handle:
+                handle.write(os.urandom(250_000 + number))
+        out = os.path.join(scratch, "out")
+        return main([folder, "--size", "512KiB", "--workers", "3", "--out", out])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(self_test() if sys.argv[1:] == ["--self-test"] else main())

@@ -266,5 +266,52 @@ async def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def self_test() -> int:
+    """Upload a ~12 MiB tape to moto's S3 server on 127.0.0.1 and restore one file from it."""
+    import os
+    import socket
+    import tempfile
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "dataset"
+            folder.mkdir()
+            for number in range(6):
+                (folder / f"part{number}.bin").write_bytes(os.urandom(2_000_000 + number))
+
+            async def run() -> int:
+                async with get_session().create_client("s3", endpoint_url=endpoint) as client:
+                    await client.create_bucket(Bucket="tapes")
+                common = ["--endpoint-url", endpoint]
+                url = "s3://tapes/dataset.tar"
+                await main([*common, "upload", str(folder), url, "--part-size", "5MiB"])
+                index = str(folder / ".tartape" / "index.db")
+                dest = Path(scratch) / "restored.bin"
+                await main([*common, "restore", index, url, "dataset/part3.bin", str(dest)])
+                same = dest.read_bytes() == (folder / "part3.bin").read_bytes()
+                print("restored file identical:", same)
+                return 0 if same else 1
+
+            return anyio.run(run, backend="asyncio")
+    finally:
+        server.stop()
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--self-test"]:
+        sys.exit(self_test())
     sys.exit(anyio.run(main, backend="asyncio"))

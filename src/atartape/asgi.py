@@ -30,15 +30,9 @@ Send = Callable[[Message], Awaitable[None]]
 logger = logging.getLogger("atartape.http")
 
 
-# One chunk per worker-thread hop, of 1 MiB: few, large sends, and one buffer at a time for the
-# allocator to reuse. (Four 256 KiB chunks per hop, the player's default, made glibc give the
-# freed memory back and fault it in again: twice the CPU time of a bare in-memory server.)
-HTTP_CHUNK = 1 << 20
-
-
 def http_player(tape: Tape, source_root: str | os.PathLike[str] | None = None) -> TapePlayer:
-    """The player the HTTP front ends use: ``stream()`` in 1 MiB chunks, one per thread hop."""
-    return TapePlayer(tape, source_root, md5=False, chunk_size=HTTP_CHUNK, hop_bytes=HTTP_CHUNK)
+    """The player the HTTP front ends use: ``stream()`` only, so no hashing."""
+    return TapePlayer(tape, source_root, md5=False)
 
 
 class _ClientGone(Exception):

@@ -17,12 +17,13 @@ import csv
 import enum
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import paths
 from ._errors import ArchiveFormatError
-from .header import BLOCK_SIZE, ZERO_BLOCK, HeaderError, decode_header, padding
+from .header import BLOCK_SIZE, ZERO_BLOCK, EntryKind, HeaderError, decode_header, padding
+from .layout import Entry
 
 MAX_EXTENSION_SIZE = 8 * 1024 * 1024
 """The largest PAX or GNU long-name payload accepted: a guard against absurd allocations."""
@@ -451,3 +452,18 @@ def locate_index(tail: bytes, tail_offset: int) -> IndexLocation | NeedMore | No
             return IndexLocation(name, start, raw.size, raw.mode & 0o7777, raw.mtime)
         return None
     return NEED_MORE if tail_offset > 0 else None
+
+
+def index_member(entries: Sequence[Entry], fingerprint: str, start: int) -> tuple[Entry, bytes]:
+    """The embedded index member of a tape whose entries end at ``start``, and its CSV bytes.
+
+    It sits at the top level, where the seed's readers look for it and where it cannot land
+    inside the recorded folder when the tape is extracted (re-recording the extracted folder
+    gives the same fingerprint). Its mtime is the newest entry's, so the tape stays
+    deterministic.
+    """
+    name = index_name(fingerprint)
+    data = build_index_csv(index_row(e.arc_path, e.size, e.start_offset) for e in entries)
+    mtime = max((e.mtime for e in entries), default=0)
+    member = Entry(name, EntryKind.FILE, len(data), 0o644, mtime, start, "", mtime * 10**9)
+    return member, data

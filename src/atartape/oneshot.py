@@ -20,9 +20,6 @@ from ._store import Row
 from .events import TarEvent
 from .header import FOOTER_SIZE, EntryKind
 from .layout import Entry, assign_offsets, fingerprint
-from .members import build_index_csv, index_name, index_row
-
-INDEX_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -208,15 +205,13 @@ class TarTape:
 
     def _append_index(self, plan: _Plan, entries: list[Entry]) -> None:
         """The index member, last (after every sorted entry), served from memory."""
-        name = index_name(plan.fingerprint)
-        if any(entry.arc_path == name for entry in entries):
-            raise TarTapeError(f"{name!r} was added, but it is the name of the embedded index")
-        data = build_index_csv(index_row(e.arc_path, e.size, e.start_offset) for e in entries)
-        mtime = max((e.mtime for e in entries), default=0)
-        start = plan.total_size - FOOTER_SIZE
-        entry = Entry(name, EntryKind.FILE, len(data), INDEX_MODE, mtime, start, "", mtime * 10**9)
+        from .members import index_member
+
+        entry, data = index_member(entries, plan.fingerprint, plan.total_size - FOOTER_SIZE)
+        if any(e.arc_path == entry.arc_path for e in entries):
+            raise TarTapeError(f"{entry.arc_path!r} was added, but it is the embedded index's name")
         plan.rows.append(_index.entry_row(entry))
-        plan.memory[paths.to_bytes(name)] = data
+        plan.memory[paths.to_bytes(entry.arc_path)] = data
         plan.total_size = entry.end_offset + FOOTER_SIZE
 
 

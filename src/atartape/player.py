@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -16,8 +17,10 @@ from .events import TarEvent
 from .header import entry_span
 from .layout import check_window
 from .tape import Tape
-from .verify import VerifyReport, verify_tape
-from .volumes import Volume, make_volume, make_volumes
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
+    from .volumes import Volume
 
 
 class TapePlayer:
@@ -128,6 +131,8 @@ class TapePlayer:
         ``index``, ``count``; default ``"{name}.tar.{index:04d}"``). Raises :class:`ValueError`
         for a bad size or template.
         """
+        from .volumes import make_volumes
+
         return make_volumes(self, size, name_template=name_template)
 
     def volume(self, index: int, size: int | str, *, name_template: str | None = None) -> Volume:
@@ -136,6 +141,8 @@ class TapePlayer:
         Raises :class:`InvalidOffsetError` for an index past the last volume (or negative) and
         :class:`ValueError` for a bad size or template.
         """
+        from .volumes import make_volume
+
         return make_volume(self, index, size, name_template=name_template)
 
     async def verify(
@@ -153,6 +160,8 @@ class TapePlayer:
         Returns a report, truthy when all holds. Raises :class:`SourceNotFoundError` without
         the source and :class:`ValueError` for ``content`` on a tape without checksums.
         """
+        from .verify import verify_tape
+
         return await verify_tape(
             self.tape, self.source_root, deep=deep, content=content, sample=sample, seed=seed
         )

@@ -17,7 +17,6 @@ from ._scan import Exclude, ScanResult, scan
 from ._store import open_store
 from .header import FOOTER_SIZE, EntryKind
 from .layout import Entry, fingerprint
-from .members import build_index_csv, index_name, index_row
 from .tape import Tape, default_index_path
 
 CHECKSUMS = ("md5", "sha256")
@@ -103,8 +102,10 @@ class TapeRecorder:
         total_size = result.total_size
         embedded: tuple[Entry, bytes] | None = None
         if self.embed_index:
+            from .members import index_member  # built in a worker thread: it can be large
+
             embedded = await anyio.to_thread.run_sync(
-                _index_member, entries, tape_fingerprint, total_size
+                index_member, entries, tape_fingerprint, total_size - FOOTER_SIZE
             )
             total_size = embedded[0].end_offset + FOOTER_SIZE
         meta: dict[str, Any] = {
@@ -134,23 +135,6 @@ class TapeRecorder:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_quietly, temp_path)
         return Tape._from_meta(index_path, meta, source)
-
-
-def _index_member(
-    entries: list[Entry], tape_fingerprint: str, total_size: int
-) -> tuple[Entry, bytes]:
-    """The embedded index member and its CSV bytes (built in a worker thread: it can be large).
-
-    It sits at the top level, where the seed's readers look for it and where it cannot land
-    inside the recorded folder when the tape is extracted (re-recording the extracted folder
-    gives the same fingerprint). Its mtime is the newest entry's, so the tape stays
-    deterministic.
-    """
-    name = index_name(tape_fingerprint)
-    data = build_index_csv(index_row(e.arc_path, e.size, e.start_offset) for e in entries)
-    mtime = max((e.mtime for e in entries), default=0)
-    start = total_size - FOOTER_SIZE
-    return Entry(name, EntryKind.FILE, len(data), 0o644, mtime, start, "", mtime * 10**9), data
 
 
 def _make_parent(path: str) -> None:

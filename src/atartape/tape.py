@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -15,9 +15,9 @@ from ._errors import EntryNotFoundError, TapeNotFoundError
 from ._scan import INDEX_DIR
 from ._store import open_store
 from .layout import Entry
-from .locate import Location, locate_entry
-from .units import parse_size
-from .volumes import volume_count
+
+if TYPE_CHECKING:
+    from .locate import Location
 
 INDEX_NAME = "index.db"
 
@@ -126,8 +126,12 @@ class Tape:
         :class:`EntryNotFoundError` for an unknown path and :class:`ValueError` for a bad size.
         """
         if volume_size is not None:
+            from .units import parse_size
+
             parse_size(volume_size, what="volume size")  # fail before the index is opened
         entry = await self.entry(arc_path)
+        from .locate import locate_entry
+
         return locate_entry(entry, volume_size, checksum_algorithm=self.checksum_algorithm)
 
     def volume_count(self, size: int | str) -> int:
@@ -135,4 +139,6 @@ class Tape:
 
         Raises :class:`ValueError` for a bad size.
         """
+        from .volumes import volume_count
+
         return volume_count(self.total_size, size)

@@ -101,11 +101,11 @@ async def test_read_ahead_is_one_hop(dataset: Path, monkeypatch: pytest.MonkeyPa
     assert max(meter.hops) <= hop + chunk
 
 
-async def test_chunks_are_cache_sized(dataset: Path) -> None:
+async def test_chunk_sizes(dataset: Path) -> None:
     write(dataset / "huge.bin", os.urandom(2_000_000))
     tape = await atartape.record(dataset)
     sizes = [len(c) async for c in atartape.TapePlayer(tape).stream()]
-    assert max(sizes) <= 512 * 1024 + 1024
+    assert max(sizes) <= _engine.CHUNK_SIZE + 1024
     assert sum(sizes) == tape.total_size
     # Small entries are joined; small pieces remain only around a large file's header and tail.
     assert sum(1 for s in sizes if s < 64 * 1024) <= 4

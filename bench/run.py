@@ -1,6 +1,6 @@
 """Benchmark atartape against GNU tar, Python's tarfile, tartape and the Python floor.
 
-    python bench/run.py [--quick] [--only GROUP[,GROUP]] [--runs N] [--json PATH] [--markdown]
+    python bench/run.py [--quick] [--only GROUP,...] [--runs N] [--json PATH] [--markdown [PATH]]
 
 Builds its data sets once (under bench/.data, or $ATARTAPE_BENCH_DIR) and reuses them. Every
 contender is a whole process that writes its stream to /dev/null; the contenders of a group run
@@ -31,8 +31,10 @@ from tartape_env import ensure_tartape
 
 STREAM_GROUPS = ("small", "large", "real")
 GROUPS = (*STREAM_GROUPS, "record", "ttfb", "sparse")
-# Streaming the 20 GiB sparse file takes about 15 s a run (about 2 min for the group with its
-# warm-up), so it stays on by default in full mode; --no-sparse leaves it out.
+# The sparse group (a 20 GiB and a 1 GiB sparse file, 6 rounds) took 74 s in the full run of
+# bench/results.json (4.7 s per 20 GiB stream), within the 2-minute budget, so it is on by
+# default; --no-sparse leaves it out. (An earlier engine that refaulted its heap every hop took
+# about a minute per 20 GiB stream: if it grows past 2 minutes again, make it opt-in.)
 SPARSE_BY_DEFAULT = True
 
 
@@ -48,12 +50,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="measured runs per contender (default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
     p.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
-    p.add_argument("--markdown", action="store_true", help="also print a README-ready table")
+    p.add_argument(
+        "--markdown",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also give the tables in Markdown (README-ready): printed, or saved to PATH",
+    )
     p.add_argument(
         "--sparse",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="stream a 20 GiB and a 1 GiB sparse file (quick: 1.25 GiB and 64 MiB)",
+        help="stream a 20 GiB and a 1 GiB sparse file (on by default, about 75 s;\n"
+        "--quick uses 1.25 GiB and 64 MiB)",
     )
     args = p.parse_args(argv)
     only = [g for item in args.only or [] for g in item.split(",") if g]
@@ -175,6 +184,8 @@ class Bench:
         synthetic = self.index_dir / f"synthetic-{n}.db"
         source = self.root / "synthetic-src"
         print(f"  building the synthetic {n:,}-entry index ...", flush=True)
+        for old in (synthetic, synthetic.with_name(synthetic.name + "-journal")):
+            old.unlink(missing_ok=True)
         script = str(BENCH / "synthetic_index.py")
         proc = subprocess.run(
             [self.tools.python, script, str(synthetic), str(source), str(n)],
@@ -227,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     atartape_version = probe_atartape(sys.executable)
     if atartape_version is None:
         notes.append(f"atartape does not import in {sys.executable}: its contenders are skipped")
+    else:
+        # An editable install has no bytecode, and PYTHONDONTWRITEBYTECODE (set on this
+        # machine) keeps it so: every contender would compile atartape again, which pip does
+        # once, at install time, for tartape and for a wheel of atartape.
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(BENCH.parent / "src" / "atartape")],
+            check=False,
+        )
     tartape_python, tartape_version = ensure_tartape(base)
     if tartape_python is None:
         notes.append(f"tartape skipped: {tartape_version}")
@@ -236,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         atartape=atartape_version is not None,
         tartape_python=str(tartape_python) if tartape_python else None,
     )
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        notes.append(
+            f"the machine was busy when the run started (load average {load_before:.2f}): "
+            "timings are noisy"
+        )
+        print(f"warning: load average {load_before:.2f}; timings will be noisy", file=sys.stderr)
     bench = Bench(args, tools, root)
     bench.notes[:0] = notes
     sparse = args.sparse if args.sparse is not None else (args.quick or SPARSE_BY_DEFAULT)
@@ -244,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
     s = bench.sizes
     sparse_label = f"{datasets.human(s.sparse_big)} file - {datasets.human(s.sparse_small)}"
-    goals = evaluate(bench.results, sparse_label)
+    goals = evaluate(bench.results, sparse_label, s.synthetic_entries)
+    goals = [g for g in goals if g.group in args.groups]
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "mode": "quick" if args.quick else "full",
@@ -256,12 +283,18 @@ def main(argv: list[str] | None = None) -> int:
         "atartape": atartape_version or "missing",
         "tartape": tartape_version if tartape_python else "missing",
         "rss_floor_bytes": rss_floor(),
+        "load_average_start": round(load_before, 2),
+        "load_average_end": round(os.getloadavg()[0], 2),
         "seconds": round(time.perf_counter() - started, 1),
     }
     print()
     print(render(meta, bench.infos, bench.results, goals, bench.notes, markdown=False))
-    if args.markdown:
+    if args.markdown == "-":
         print(render(meta, bench.infos, bench.results, goals, bench.notes, markdown=True))
+    elif args.markdown:
+        md = render(meta, bench.infos, bench.results, goals, bench.notes, markdown=True)
+        Path(args.markdown).write_text(md)
+        print(f"Markdown tables saved to {args.markdown}")
     if args.json:
         data = to_json(meta, bench.infos, bench.results, goals, bench.notes)
         args.json.write_text(json.dumps(data, indent=2) + "\n")

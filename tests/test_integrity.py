@@ -214,7 +214,7 @@ async def test_failed_record_writes_nothing(tmp_path: Path) -> None:
 async def test_many_small_files_stop_at_the_first_change(
     tmp_path: Path, changed: list[int]
 ) -> None:
-    """Small files are read by two threads at once; the stream still stops at the first."""
+    """Small files are read many per hop; the stream stops at the first that changed."""
     root = tmp_path / "many"
     for i in range(200):
         write(root / f"f{i:03d}.txt", f"file {i}\n" * 3)

@@ -282,3 +282,22 @@ async def test_one_shot_refuses_duplicates_and_bad_paths(dataset: Path) -> None:
     missing.add_folder(dataset / "nope")
     with pytest.raises(atartape.SourceNotFoundError):
         [e async for e in missing.stream()]
+
+
+async def test_md5_of_files_larger_than_a_chunk(dataset: Path) -> None:
+    import hashlib
+
+    content = os.urandom(3 * 1024 * 1024 + 77)  # four chunks: hashed while the next are read
+    write(dataset / "huge.bin", content)
+    tape = await atartape.record(dataset)
+    for chunk_size in (None, 64 * 1024):
+        kwargs = (
+            {} if chunk_size is None else {"chunk_size": chunk_size, "hop_bytes": 2 * chunk_size}
+        )
+        player = atartape.TapePlayer(tape, **kwargs)  # type: ignore[arg-type]
+        ends = {
+            e.entry.arc_path: e.metadata.md5sum
+            async for e in player.play()
+            if e.type == "file_end" and e.entry is not None
+        }
+        assert ends["dataset/huge.bin"] == hashlib.md5(content).hexdigest()

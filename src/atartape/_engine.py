@@ -15,10 +15,10 @@ import os
 import stat
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 
@@ -40,23 +40,62 @@ CHUNK_SIZE = 1024 * 1024  # the largest bytes objects handed to the consumer
 HOP_BYTES = 2 * CHUNK_SIZE  # read per thread hop: amortises the hop, bounds the read-ahead
 _COALESCE_BELOW = 64 * 1024  # in byte mode, smaller pieces are joined up to CHUNK_SIZE
 _PADDING = [bytes(n) for n in range(BLOCK_SIZE)]
-_PARALLEL_RUN = 64  # small entries in a run before a second reader thread is worth its hand-off
-_pool: ThreadPoolExecutor | None = None
 
 
-def _reader_pool() -> ThreadPoolExecutor:
-    """The second reader threads, shared by every producer (created on first use)."""
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="atartape")
-    return _pool
+class _PipelinedMD5:
+    """The MD5 of a large file, hashed by a helper thread while the next pieces are read.
+
+    Hashing costs ten times what reading from the page cache does; done in turn with reading it
+    adds both up. The helper runs one task at a time, in order, so updates stay ordered; at
+    most two pieces wait for it (the caller waits past that), so memory stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5()
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, data: bytes) -> None:
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(_hasher().submit(self._md5.update, data))
+
+    def settle(self) -> None:
+        """Wait for the updates already handed over (also when the file is left half-way)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        self.settle()
+        return self._md5.hexdigest()
+
+
+_hasher_thread: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    """One thread that hashes, in submission order, for every producer."""
+    global _hasher_thread
+    if _hasher_thread is None:
+        _hasher_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atartape-md5")
+    return _hasher_thread
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS |= getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in for a file must not hang us
 
-Feed = Callable[[], Awaitable[list[Row]]]
-"""Returns the next batch of rows to produce, in stream order, or ``[]`` when there are none."""
+
+class Feed(Protocol):
+    """Where the rows of a play come from (the index, or a one-shot plan)."""
+
+    async def next_batch(self) -> list[Row]:
+        """The next rows to produce, in stream order; ``[]`` when there are none."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+Session = Callable[[], Awaitable[tuple["Producer", Feed]]]
+"""Opens a play: its producer and its feed (called inside the generator, on first use)."""
 
 
 @dataclass(slots=True)
@@ -116,7 +155,7 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
 
 
 class Producer:
-    """Produces the bytes of the window ``[start, end)`` from queued rows, one hop at a time.
+    """Produces the bytes ``[start, end)`` of a tape of ``total_size`` bytes from queued rows.
 
     ``resolve`` maps an archive path to the file that holds its content. ``memory`` holds the
     content of in-memory files, ``streams`` that of files whose content arrives as an async
@@ -129,6 +168,7 @@ class Producer:
         *,
         start: int,
         end: int,
+        total_size: int,
         resolve: Callable[[bytes], bytes],
         md5: bool,
         chunk_size: int = CHUNK_SIZE,
@@ -139,6 +179,7 @@ class Producer:
     ) -> None:
         self.start = start
         self.end = end
+        self.total_size = total_size
         self.resolve = resolve
         self.md5 = md5
         self.chunk_size = chunk_size
@@ -309,25 +350,11 @@ class Producer:
     def _read_run(
         self, rows: list[Row]
     ) -> tuple[list[tuple[bytes, bytes, str | None]], TarIntegrityError | None]:
-        """Check and read small entries; a long run is split with a second reader thread.
+        """Check and read small entries in order; stop at the first that fails its check.
 
-        Opening, checking and reading a small file is mostly system calls, which run without
-        the GIL: two threads keep two calls in flight. The result is in order, and stops at
-        the first entry that fails its check.
+        (A second reader thread for half of a run was tried: the two threads contend for the
+        GIL between their system calls, and the run took 30% longer.)
         """
-        if len(rows) < _PARALLEL_RUN:
-            return self._read_serial(rows)
-        half = len(rows) // 2
-        second = _reader_pool().submit(self._read_serial, rows[half:])
-        done, error = self._read_serial(rows[:half])
-        rest, rest_error = second.result()  # waited for even after an error: nothing lingers
-        if error is not None:
-            return done, error
-        return done + rest, rest_error
-
-    def _read_serial(
-        self, rows: list[Row]
-    ) -> tuple[list[tuple[bytes, bytes, str | None]], TarIntegrityError | None]:
         done = []
         for row in rows:
             try:
@@ -408,20 +435,24 @@ class Producer:
         pad = bytes(max(0, stop - max(skip, BLOCK_SIZE + size)))
         lo = min(max(skip - BLOCK_SIZE, 0), size)
         hi = max(min(stop - BLOCK_SIZE, size), lo)
-        digest = hashlib.md5() if self.md5 and skip == 0 and hi == size else None
+        digest = _PipelinedMD5() if self.md5 and skip == 0 and hi == size else None
         if head:
             yield head
         at = lo
-        while at < hi:
-            step = min(self.chunk_size, hi - at)
-            body = read(at, at + step, at + step == size)
+        try:
+            while at < hi:
+                step = min(self.chunk_size, hi - at)
+                body = read(at, at + step, at + step == size)
+                if digest is not None:
+                    digest.update(body)
+                yield body
+                at += step
+            if pad:
+                yield pad
+            return digest.hexdigest() if digest is not None else None
+        finally:
             if digest is not None:
-                digest.update(body)  # in this worker thread: hashlib releases the GIL
-            yield body
-            at += step
-        if pad:
-            yield pad
-        return digest.hexdigest() if digest is not None else None
+                digest.settle()
 
     def _read(self, fd: int, row: Row, lo: int, hi: int, to_end: bool) -> bytes:
         """Content bytes ``[lo, hi)``; at the end of the file, one more byte to see growth."""
@@ -469,7 +500,7 @@ class Producer:
 async def _refill(producer: Producer, feed: Feed, exhausted: bool) -> bool:
     if exhausted or len(producer.queue) >= 256:
         return exhausted
-    batch = await feed()
+    batch = await feed.next_batch()
     producer.queue.extend(batch)
     return not batch
 
@@ -479,10 +510,15 @@ def _footer(position: int, end: int, total_size: int) -> bytes:
     return bytes(max(0, end - lo))
 
 
-async def play_events(
-    producer: Producer, feed: Feed, total_size: int
-) -> AsyncGenerator[TarEvent, None]:
-    """Events for the producer's window of a tape whose rows come from ``feed``."""
+async def _close(producer: Producer, feed: Feed) -> None:
+    producer.close()
+    with anyio.CancelScope(shield=True):  # closing must finish, even when cancelled
+        await feed.aclose()
+
+
+async def play_events(open_session: Session) -> AsyncGenerator[TarEvent, None]:
+    """Events for the window of a play (the one generator between the consumer and the work)."""
+    producer, feed = await open_session()
     position = producer.start
     exhausted = False
     try:
@@ -515,7 +551,8 @@ async def play_events(
             if error is not None:
                 raise error
     finally:
-        producer.close()
+        await _close(producer, feed)
+    total_size = producer.total_size
     footer = _footer(position, producer.end, total_size)
     if footer:
         after = position + len(footer)
@@ -562,10 +599,9 @@ async def _streamed_entry(producer: Producer, position: int) -> AsyncGenerator[T
     yield TarEvent(TarEventType.FILE_END, meta, entry)
 
 
-async def play_bytes(
-    producer: Producer, feed: Feed, total_size: int
-) -> AsyncGenerator[bytes, None]:
-    """Only the bytes of the producer's window, in chunks of about ``producer.chunk_size``."""
+async def play_bytes(open_session: Session) -> AsyncGenerator[bytes, None]:
+    """Only the bytes of a play's window, in chunks of about ``producer.chunk_size``."""
+    producer, feed = await open_session()
     position = producer.start
     exhausted = False
     try:
@@ -581,10 +617,10 @@ async def play_bytes(
                 raise error
         rest = producer.flush()
     finally:
-        producer.close()
+        await _close(producer, feed)
     if rest:
         position += len(rest)
         yield rest
-    footer = _footer(position, producer.end, total_size)
+    footer = _footer(position, producer.end, producer.total_size)
     if footer:
         yield footer

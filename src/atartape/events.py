@@ -20,7 +20,11 @@ class TarEventType(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
+# Events are plain slotted records, not frozen ones: a play makes three per small file, and a
+# frozen dataclass takes four times as long to build (1.0 against 0.26 us, measured).
+
+
+@dataclass(slots=True)
 class EventMetadata:
     """Where an event sits in the stream.
 
@@ -38,7 +42,7 @@ class EventMetadata:
     md5sum: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TarEvent:
     """One event of a play. ``entry`` is ``None`` for the footer's data and ``tape_completed``."""
 

@@ -7,7 +7,6 @@ import os
 import stat
 import time
 from collections.abc import AsyncGenerator, AsyncIterable
-from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 import anyio.to_thread
@@ -50,6 +49,20 @@ class _Stream:
     chunks: AsyncIterable[bytes]
     mode: int
     mtime: int | None
+
+
+class _PlanFeed:
+    """The rows of a one-shot plan, handed over in one batch."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows: list[Row] | None = rows
+
+    async def next_batch(self) -> list[Row]:
+        rows, self._rows = self._rows or [], None
+        return rows
+
+    async def aclose(self) -> None:
+        self._rows = None
 
 
 @dataclass
@@ -133,22 +146,14 @@ class TarTape:
         :class:`TarTapeError` for two entries with one archive path, and
         :class:`TarIntegrityError` for a file that changed or a stream that broke its size.
         """
-        return self._stream()
+        return play_events(self._session)
 
-    async def _stream(self) -> AsyncGenerator[TarEvent, None]:
+    async def _session(self) -> tuple[Producer, _PlanFeed]:
         plan = await anyio.to_thread.run_sync(self._plan)
-        sent = False
-
-        async def feed() -> list[Row]:
-            nonlocal sent
-            if sent:
-                return []
-            sent = True
-            return plan.rows
-
         producer = Producer(
             start=0,
             end=plan.total_size,
+            total_size=plan.total_size,
             resolve=plan.disk.__getitem__,
             md5=self.md5,
             chunk_size=self.chunk_size,
@@ -156,9 +161,7 @@ class TarTape:
             streams=plan.streams,
             unchecked=plan.roots,
         )
-        async with aclosing(play_events(producer, feed, plan.total_size)) as events:
-            async for event in events:
-                yield event
+        return producer, _PlanFeed(plan.rows)
 
     def _plan(self) -> _Plan:
         """Scan the sources (in a worker thread) and lay out every entry in tape order."""

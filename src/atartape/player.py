@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -62,7 +62,7 @@ class TapePlayer:
         block) to release the open file at once.
         """
         start, end = check_window(self.tape.total_size, start_offset, end_offset)
-        return self._play(start, end)
+        return play_events(partial(self._session, start, end, self.md5))
 
     def stream(
         self, start_offset: int = 0, end_offset: int | None = None
@@ -73,23 +73,7 @@ class TapePlayer:
         Raises as :meth:`play` does.
         """
         start, end = check_window(self.tape.total_size, start_offset, end_offset)
-        return self._stream(start, end)
-
-    async def _play(self, start: int, end: int) -> AsyncGenerator[TarEvent, None]:
-        async with await self._open_index(start, end) as feed:
-            producer = self._producer(start, end, md5=self.md5, memory=feed.memory)
-            total = self.tape.total_size
-            async with aclosing(play_events(producer, feed.next_batch, total)) as events:
-                async for event in events:
-                    yield event
-
-    async def _stream(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        async with await self._open_index(start, end) as feed:
-            producer = self._producer(start, end, md5=False, memory=feed.memory)
-            total = self.tape.total_size
-            async with aclosing(play_bytes(producer, feed.next_batch, total)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+        return play_bytes(partial(self._session, start, end, False))
 
     def _producer(
         self, start: int, end: int, *, md5: bool, memory: dict[bytes, bytes] | None = None
@@ -105,6 +89,7 @@ class TapePlayer:
         return Producer(
             start=start,
             end=end,
+            total_size=self.tape.total_size,
             resolve=resolve,
             md5=md5,
             chunk_size=self.chunk_size,
@@ -113,14 +98,21 @@ class TapePlayer:
             memory=memory,
         )
 
-    async def _open_index(self, start: int, end: int) -> _IndexFeed:
+    async def _session(self, start: int, end: int, md5: bool) -> tuple[Producer, _IndexFeed]:
+        """Open a play: check the source is there, open the index, load embedded members."""
         if not await anyio.to_thread.run_sync(os.path.isdir, self.source_root):
             raise SourceNotFoundError(
                 f"the source of tape {self.tape.name!r} is not at {self.source_root!r} "
                 "(pass source_root= to play it from elsewhere)"
             )
         store = await open_store(self.tape.index_path, readonly=True, must_exist=True)
-        return _IndexFeed(store, start, end)
+        feed = _IndexFeed(store, start, end)
+        try:
+            await feed.load_embedded()
+        except BaseException:
+            await feed.aclose()
+            raise
+        return self._producer(start, end, md5=md5, memory=feed.memory), feed
 
     def volumes(self, size: int | str, *, name_template: str | None = None) -> list[Volume]:
         """The tape cut into volumes of ``size`` bytes (an int or ``"64MiB"``, ``"1GB"``).
@@ -178,21 +170,16 @@ class _IndexFeed:
         self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
         self._embedded: list[Row] = []
 
-    async def __aenter__(self) -> _IndexFeed:
-        # Embedded members (the index of a tape recorded with embed_index) follow every entry;
-        # when the window reaches them, their bytes are loaded now, before the producer exists.
-        try:
-            for row in await _index.embedded_rows(self.store):
-                if row[0] < self.end and row[0] + entry_span(row[3]) > self.start:
-                    self.memory[row[1]] = await _index.embedded_data(self.store, row[0])
-                    self._embedded.append(row)
-        except BaseException:
-            await self.store.__aexit__(None, None, None)
-            raise
-        return self
+    async def load_embedded(self) -> None:
+        """Embedded members (the index of a tape recorded with embed_index) follow every entry;
+        when the window reaches them, their bytes are loaded now, before the producer exists."""
+        for row in await _index.embedded_rows(self.store):
+            if row[0] < self.end and row[0] + entry_span(row[3]) > self.start:
+                self.memory[row[1]] = await _index.embedded_data(self.store, row[0])
+                self._embedded.append(row)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.store.__aexit__(*exc_info)
+    async def aclose(self) -> None:
+        await self.store.aclose()
 
     async def next_batch(self) -> list[Row]:
         rows = await self._entry_rows()

@@ -15,10 +15,9 @@ import os
 import stat
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
@@ -29,6 +28,9 @@ from ._store import Row
 from .events import EventMetadata, TarEvent, TarEventType
 from .header import BLOCK_SIZE, FOOTER_SIZE, encode_raw, entry_span
 from .layout import Entry
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 # One hop reads HOP_BYTES in pieces of CHUNK_SIZE. All pieces of a hop are alive at once and
 # freed together; when they add up to more than twice one piece, glibc trims the worker's heap
@@ -81,6 +83,9 @@ def _hasher() -> ThreadPoolExecutor:
     """One thread that hashes, in submission order, for every producer."""
     global _hasher_thread
     if _hasher_thread is None:
+        # Imported here: concurrent.futures costs 15 ms of start-up, for md5 of large files only.
+        from concurrent.futures import ThreadPoolExecutor
+
         _hasher_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atartape-md5")
     return _hasher_thread
 

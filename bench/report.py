@@ -23,6 +23,7 @@ class GroupInfo:
 
 def table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
+        rows = [[c.replace("|", "\\|") for c in r] for r in rows]
         lines = ["| " + " | ".join(header) + " |"]
         lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|")
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -93,7 +94,9 @@ def render(
     parts = [
         f"Medians of {meta['runs']} runs per contender after {meta['warmup']} warm-up, "
         f"run round-robin; Python {meta['python']}, {meta['cpus']} CPUs, "
-        f"atartape {meta['atartape']}, tartape {meta['tartape']}. Wall time is the whole "
+        f"atartape {meta['atartape']}, tartape {meta['tartape']}; load average "
+        f"{meta['load_average_start']} at the start, {meta['load_average_end']} at the end. "
+        "Wall time is the whole "
         "process, timed from outside; peak RSS from os.wait4. "
         f"Readings at the spawner's own size ({meta['rss_floor_bytes'] / MIB:.1f} MiB) "
         "are shown as <= (a child's ru_maxrss cannot go below its parent's RSS at spawn)."

@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".[test,lint]")  # every optional framework, for their types
     session.run("mypy", "--strict", "src/atartape")
 
 

@@ -390,20 +390,29 @@ class Producer:
         if kind != "file":
             self._check_other(row)
             return header, b"", None
+        fd = self._open_checked(row)
         try:
-            fd = os.open(self.resolve(arc), _OPEN_FLAGS)
-        except OSError as exc:
-            raise _open_error(row, exc) from None
-        try:
-            difference = _stat_error(row, os.fstat(fd))
-            if difference is not None:
-                raise difference
             data = os.pread(fd, size + 1, 0)  # one byte more: a file that grew shows it here
             if len(data) != size:
                 data = self._read(fd, row, 0, size, True)
         finally:
             os.close(fd)
         return header, data, hashlib.md5(data).hexdigest() if self.md5 else None
+
+    def _open_checked(self, row: Row) -> int:
+        """The file of a row, opened (never through a symlink) and checked against the index."""
+        try:
+            fd = os.open(self.resolve(row[1]), _OPEN_FLAGS)
+        except OSError as exc:
+            raise _open_error(row, exc) from None
+        try:
+            difference = _stat_error(row, os.fstat(fd))
+            if difference is not None:
+                raise difference
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _pieces(self, row: Row, skip: int, stop: int) -> Generator[bytes, None, str | None]:
         """The bytes ``[skip, stop)`` of one entry; returns the content MD5 when hashed whole."""
@@ -416,14 +425,8 @@ class Producer:
         data = self.memory.get(arc)
         if data is not None:
             return (yield from self._file_pieces(row, skip, stop, lambda lo, hi, _: data[lo:hi]))
+        fd = self._open_checked(row)
         try:
-            fd = os.open(self.resolve(arc), _OPEN_FLAGS)
-        except OSError as exc:
-            raise _open_error(row, exc) from None
-        try:
-            difference = _stat_error(row, os.fstat(fd))
-            if difference is not None:
-                raise difference
             return (
                 yield from self._file_pieces(
                     row, skip, stop, lambda lo, hi, to_end: self._read(fd, row, lo, hi, to_end)

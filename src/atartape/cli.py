@@ -15,6 +15,7 @@ unexpected error).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import json
@@ -608,7 +609,7 @@ def _serve_uvicorn(app: Any, sock: socket.socket, quiet: bool) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         anyio.run(server.serve, [sock], backend="asyncio")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # the latter: SIGINT on Python 3.10
         pass
     finally:
         sock.close()
@@ -823,7 +824,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BaseException as raised:
         error = _leaf(raised)
-        if isinstance(error, KeyboardInterrupt):
+        # Before Python 3.11 asyncio has no Runner: a SIGINT inside anyio.run comes out as the
+        # main task's CancelledError instead of KeyboardInterrupt.
+        if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
             print(f"{PROG} {command}: interrupted", file=sys.stderr)
             return 130
         if isinstance(error, SystemExit):

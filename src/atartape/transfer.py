@@ -948,7 +948,8 @@ class _Receiver:
                         )
                     )
             except OSError as exc:
-                self._fail(TransferError(f"cannot re-read {partial.part_path}: {exc}"))
+                if not self.rehash_scope.cancel_called:  # else: the file is being discarded
+                    self._fail(TransferError(f"cannot re-read {partial.part_path}: {exc}"))
         self.rehash_done.set()
 
     async def _handle(self, stream: ByteStream) -> None:
@@ -1000,7 +1001,9 @@ class _Receiver:
             old, self.file = self.file, None
             if old is not None:
                 if self.rehash_scope is not None:
+                    # Stop re-reading the old file, and wait until it has let go of it.
                     self.rehash_scope.cancel()
+                    await self.rehash_done.wait()
                 await self._disk(old.discard)
                 self.resumed_from = 0
             partial = _PartFile(self.out_path, fingerprint, total_size, self.segment_size)

@@ -20,7 +20,8 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The whole test suite, on each Python 3.10-3.13 this machine has."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    # One pytest worker per core (pytest-xdist): the suite is many short tests.
+    session.run("python", "-m", "pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -315,6 +315,16 @@ class _Sender:
     def _delay(self, attempts: int) -> float:
         return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempts - 1)))
 
+    async def _wait_to_retry(self, attempts: int, failure: str, retrying: str) -> None:
+        """Give up after ``retries`` failed attempts in a row, else back off and return."""
+        if attempts > self.retries:
+            raise TransferError(
+                f"{failure}; gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+            ) from None
+        delay = self._delay(attempts)
+        log.info("%s; %s in %.2g s", failure, retrying, delay)
+        await anyio.sleep(delay)
+
     async def _loop(self) -> SendResult:
         attempts = 0
         while True:
@@ -323,14 +333,8 @@ class _Sender:
                     stream = await anyio.connect_tcp(self.host, self.port)
             except OSError as exc:
                 attempts += 1
-                if attempts > self.retries:
-                    raise TransferError(
-                        f"cannot reach the receiver at {self.where} ({_describe(exc)}); "
-                        f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
-                    ) from None
-                delay = self._delay(attempts)
-                log.info("cannot reach %s (%s); retrying in %.2g s", self.where, exc, delay)
-                await anyio.sleep(delay)
+                failure = f"cannot reach the receiver at {self.where} ({_describe(exc)})"
+                await self._wait_to_retry(attempts, failure, "retrying")
                 continue
             self.connections += 1
             sent_before = self.bytes_sent
@@ -341,14 +345,8 @@ class _Sender:
                 if self.bytes_sent > sent_before:
                     attempts = 0  # that connection made progress: a new outage begins
                 attempts += 1
-                if attempts > self.retries:
-                    raise TransferError(
-                        f"the connection to {self.where} was lost ({_describe(exc)}); "
-                        f"gave up after {self.retries} retries"
-                    ) from None
-                delay = self._delay(attempts)
-                log.info("connection to %s lost (%s); resuming in %.2g s", self.where, exc, delay)
-                await anyio.sleep(delay)
+                failure = f"the connection to {self.where} was lost ({_describe(exc)})"
+                await self._wait_to_retry(attempts, failure, "resuming")
 
     async def _session(self, stream: ByteStream) -> SendResult:
         rx = BufferedByteReceiveStream(stream)

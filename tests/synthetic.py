@@ -7,6 +7,7 @@ tail of the tape (a resume near the end), the case these indexes exist to measur
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -14,7 +15,7 @@ import time
 from atartape._engine import index
 from atartape._engine.index import Row
 from atartape.format.header import EntryKind
-from atartape.format.layout import Entry, assign_offsets, fingerprint
+from atartape.format.layout import Entry, assign_offsets, fingerprint, identity
 
 
 def write_synthetic_index(
@@ -58,9 +59,13 @@ def write_synthetic_index(
         "source_root": os.path.abspath(root),
         "recorded_at": time.time(),
         "checksum": None,
+        "noise": [],
+        "exclude": [],
     }
+    meta["identity"] = identity(entries, promises=index.meta_promises(meta, []))
+    values = {k: json.dumps(v) if isinstance(v, list) else v for k, v in meta.items()}
     with sqlite3.connect(os.fspath(index_path)) as conn:
         conn.executescript(index.SCHEMA)
-        conn.executemany(index.INSERT_META, list(meta.items()))
+        conn.executemany(index.INSERT_META, list(values.items()))
         conn.executemany(index.INSERT_ENTRY, (Row.of(e) for e in entries))
     conn.close()

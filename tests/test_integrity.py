@@ -233,3 +233,35 @@ async def test_many_small_files_stop_at_the_first_change(
         async for event in player.play():
             events.append(event)
     assert b"".join(e.data for e in events) == full[: first.start_offset]
+
+
+@pytest.mark.parametrize("forge_mtime", [False, True], ids=["plain", "mtime-forged-back"])
+@pytest.mark.parametrize("mode", ["chunks", "play"])
+async def test_file_rewritten_in_place_while_read(
+    dataset: Path, mode: str, forge_mtime: bool
+) -> None:
+    """What `cp` over a file does: truncate, then write the same size. Checked after each
+    read, so the changed bytes never go out (the ctime moves even when the mtime is forged)."""
+    big = dataset / "sub" / "big.bin"
+    os.utime(big, (1_600_000_000, 1_600_000_000))
+    tape = await atartape.record(dataset)
+    player = atartape.TapePlayer(tape, chunk_size=4096, read_ahead=8192)
+    full = b"".join([c async for c in player.chunks()])
+    entry = await tape.entry("dataset/sub/big.bin")
+    stream = (
+        player.chunks(entry.start_offset) if mode == "chunks" else player.play(entry.start_offset)
+    )
+    received = bytearray()
+    with pytest.raises(TarIntegrityError, match="while being read") as info:
+        async for item in stream:
+            data = item if isinstance(item, bytes) else item.data
+            received += data
+            if len(received) >= 4096 and big.read_bytes()[:4] != b"\xff" * 4:
+                st = big.stat()
+                with open(big, "wb") as handle:
+                    handle.write(b"\xff" * st.st_size)
+                if forge_mtime:
+                    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert info.value.arc_path == "dataset/sub/big.bin"
+    assert full[entry.start_offset :].startswith(bytes(received))
+    assert b"\xff" * 4 not in received

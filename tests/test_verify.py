@@ -56,7 +56,7 @@ async def test_every_difference_is_reported(dataset: Path) -> None:
     assert reasons(report) == {
         "dataset/a.txt": "size",
         "dataset/exact.bin": "mtime",
-        "dataset/sub/deeper": "mtime",
+        "dataset/sub/deeper": "removed",
         "dataset/sub/deeper/c.txt": "missing",
         "dataset/empty_dir": "type",
         "dataset/link": "content",
@@ -65,6 +65,7 @@ async def test_every_difference_is_reported(dataset: Path) -> None:
     assert "recorded 6 bytes, now 14" in by_path["dataset/a.txt"].message
     assert "is now a file (it was recorded as a folder)" in by_path["dataset/empty_dir"].message
     assert "'a.txt' -> 'exact.bin'" in by_path["dataset/link"].message
+    assert "removed 'c.txt'" in by_path["dataset/sub/deeper"].message
     assert [e.arc_path for e in report.errors] == sorted(
         (e.arc_path for e in report.errors), key=os.fsencode
     )

@@ -15,12 +15,14 @@ from ._engine import play
 from ._engine.feed import PlanFeed
 from ._engine.index import Row
 from ._engine.producer import CHUNK_SIZE, Producer
-from ._engine.scan import Exclude, scan
+from ._engine.scan import scan
 from ._engine.sinks import ByteSink, EventSink
+from ._engine.source import ListedFolders, StrictFolders
 from .errors import DuplicateEntryError, PathConstraintError, SourceNotFoundError
 from .format import paths
 from .format.embedded import index_member
 from .format.events import TarEvent
+from .format.folders import Exclude, Selection
 from .format.header import FOOTER_SIZE, EntryKind
 from .format.layout import Entry, Window, assign_offsets, fingerprint
 
@@ -157,7 +159,7 @@ class TarTape:
             chunk_size=self.chunk_size,
             memory=plan.memory,
             streams=plan.streams,
-            unchecked_folders=plan.roots,
+            folders=StrictFolders(plan.roots),
         )
         return producer, PlanFeed(plan.rows)
 
@@ -171,7 +173,8 @@ class TarTape:
                 root = os.path.abspath(source.path)
                 arc_root = (source.arcname or os.path.basename(root)).strip("/")
                 roots.add(paths.to_bytes(arc_root))
-                for entry in scan(root, arc_root, exclude=source.exclude).entries:
+                folders = ListedFolders(root, arc_root, Selection.of(source.exclude), None)
+                for entry in scan(root, arc_root, folders).entries:
                     rel = paths.relative_to_root(entry.arc_path, arc_root)
                     planned.append((entry, os.path.join(root, rel) if rel else root))
             elif isinstance(source, _File):

@@ -10,10 +10,10 @@ import anyio.to_thread
 
 from ._engine import play
 from ._engine.feed import IndexFeed
+from ._engine.index import open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink
-from ._engine.source import require_folder
-from ._engine.store import open_store
+from ._engine.source import folders_for, require_folder
 from .format import paths
 from .format.events import TarEvent
 from .format.layout import Window, check_window
@@ -133,23 +133,23 @@ class TapePlayer:
         )
 
     async def _session(self, window: Window, md5: bool) -> tuple[Producer, IndexFeed]:
-        """Open a play: check the source is there, open the index, load embedded members."""
+        """Open a play: check the source is there, open the index (pinned to the recording
+        this player was made from), load embedded members."""
         tape = self.tape
-        await anyio.to_thread.run_sync(require_folder, self.source_root, tape.name)
-        store = await open_store(tape.index_path, readonly=True, must_exist=True)
-        feed = IndexFeed(store, window, tape.index_path)
+        root = await anyio.to_thread.run_sync(_absolute_folder, self.source_root, tape.name)
+        index = await open_index(tape.index_path, expected=tape.identity, shared=True)
+        feed = IndexFeed(index, window)
         try:
             await feed.load_embedded()
         except BaseException:
             await feed.aclose()
             raise
-        root = os.fsencode(self.source_root)
-        arc_root = paths.to_bytes(tape.arc_root)
-        cut = len(arc_root)
+        raw_root = os.fsencode(root)
+        cut = len(paths.to_bytes(tape.arc_root))
 
         def locate(arc: bytes) -> bytes:
             # "<arc_root>/a/b" lives at "<source_root>/a/b"; the root entry is the folder.
-            return root + arc[cut:]
+            return raw_root + arc[cut:]
 
         producer = Producer(
             window,
@@ -158,6 +158,11 @@ class TapePlayer:
             chunk_size=self.chunk_size,
             read_ahead=self.read_ahead,
             memory=feed.memory,
-            unchecked_folders=frozenset({arc_root}),
+            folders=folders_for(index, root),
         )
         return producer, feed
+
+
+def _absolute_folder(root: str, tape_name: str) -> str:
+    require_folder(root, tape_name)
+    return os.path.abspath(root)

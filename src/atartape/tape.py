@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import anyio.to_thread
 
-from ._engine import index
-from ._engine.scan import INDEX_DIR
-from ._engine.store import open_store
+from ._engine.index import open_index
+from ._engine.source import INDEX_DIR
 from .errors import EntryNotFoundError, TapeNotFoundError
+from .format import paths
 from .format.layout import Entry
 from .format.units import parse_size
 from .format.windows import Location, locate_entry, volume_count
@@ -32,9 +33,12 @@ def default_index_path(source: str | os.PathLike[str]) -> str:
 class Tape:
     """A recorded tape, opened from its index. Cheap to hold: no connection stays open.
 
-    Every figure is known without reading the source: ``total_size`` (bytes of the TAR stream),
-    ``fingerprint`` (SHA-256 of the layout), ``entry_count`` (every entry) and ``file_count``
-    (regular files). ``source_root`` is where the folder is read from when the tape plays.
+    Every figure is known without reading the source: ``total_size`` (bytes of the TAR
+    stream), ``fingerprint`` (the layout: same tree, same bytes), ``identity`` (the recording:
+    it changes whenever anything the index promises changes, to the nanosecond; the strong
+    validator that every play, volume, HTTP response and transfer made from this value checks
+    again before its first byte), ``entry_count`` (every entry) and ``file_count`` (regular
+    files). ``source_root`` is where the folder is read from when the tape plays.
     """
 
     index_path: str
@@ -42,10 +46,13 @@ class Tape:
     arc_root: str
     total_size: int
     fingerprint: str
+    identity: str
     entry_count: int
     file_count: int
     recorded_at: datetime
-    checksum_algorithm: str | None
+    checksum_algorithm: str | None = None
+    noise: tuple[str, ...] = ()
+    exclude_patterns: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -63,12 +70,14 @@ class Tape:
 
         ``source_root`` overrides where the tape plays from (by default: where it was recorded).
         Raises :class:`TapeNotFoundError` if there is no file and :class:`TapeFormatError` if
-        it is not a tape index.
+        it is not a tape index, or a damaged one.
         """
-        where = os.fspath(index_path)
-        async with await open_store(where, readonly=True, must_exist=True) as store:
-            meta = await index.read_meta(store, where)
-        return cls._from_meta(where, meta, source_root)
+        where = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(index_path))
+        async with await open_index(where, shared=True) as index:
+            tape = cls.from_meta(index.where, index.meta)
+        if source_root is not None:
+            tape = replace(tape, source_root=os.fspath(source_root))
+        return tape
 
     @classmethod
     async def discover(cls, source: str | os.PathLike[str]) -> Tape:
@@ -83,39 +92,50 @@ class Tape:
         return await cls.open(index_path, source_root=root)
 
     @classmethod
-    def _from_meta(
-        cls, where: str, meta: dict[str, Any], source_root: str | os.PathLike[str] | None
-    ) -> Tape:
+    def from_meta(cls, where: str, meta: dict[str, Any]) -> Tape:
+        """The tape an index's meta describes (the index at ``where``)."""
         return cls(
             index_path=where,
-            source_root=os.fspath(source_root) if source_root is not None else meta["source_root"],
+            source_root=meta["source_root"],
             arc_root=meta["arc_root"],
             total_size=meta["total_size"],
             fingerprint=meta["fingerprint"],
+            identity=meta["identity"],
             entry_count=meta["entry_count"],
             file_count=meta["file_count"],
             recorded_at=datetime.fromtimestamp(meta["recorded_at"], tz=timezone.utc),
             checksum_algorithm=meta.get("checksum"),
+            noise=tuple(meta.get("noise") or ()),
+            exclude_patterns=tuple(meta.get("exclude") or ()),
         )
 
     async def entries(self, start_offset: int = 0) -> AsyncIterator[Entry]:
-        """Every entry in stream order, from the one starting at or after ``start_offset``."""
-        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
-            async for entry in index.iter_entries(store, start_offset):
-                yield entry
+        """Every entry in stream order, from the one starting at or after ``start_offset``.
+
+        Raises :class:`TapeChangedError` if the index was re-recorded since this tape was
+        opened.
+        """
+        index = await open_index(self.index_path, expected=self.identity, shared=True)
+        async with index, aclosing(index.rows(start_offset)) as rows:
+            async for row in rows:
+                yield row.entry()
 
     async def entry(self, arc_path: str) -> Entry:
-        """The entry with this archive path; :class:`EntryNotFoundError` if there is none."""
-        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
-            entry = await index.entry_by_path(store, arc_path)
-        if entry is None:
+        """The entry with this archive path; :class:`EntryNotFoundError` if there is none.
+
+        Raises :class:`TapeChangedError` if the index was re-recorded since this tape was
+        opened.
+        """
+        async with await open_index(self.index_path, expected=self.identity, shared=True) as index:
+            row = await index.row_by_path(paths.to_bytes(arc_path))
+        if row is None:
             raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
-        return entry
+        return row.entry()
 
     async def locate(self, arc_path: str, volume_size: int | str | None = None) -> Location:
         """Where ``arc_path`` lies in the tape, and in its volumes of ``volume_size`` bytes.
 
-        Needs only the index (works offline). See :class:`~atartape.locate.Location`. Raises
+        Needs only the index (works offline). See :class:`~atartape.Location`. Raises
         :class:`EntryNotFoundError` for an unknown path and :class:`ValueError` for a bad size.
         """
         if volume_size is not None:

@@ -14,22 +14,31 @@ import heapq
 import os
 import random
 from collections import deque
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio.to_thread
 
-from ._engine import index
-from ._engine.index import Row
-from ._engine.source import check_entry, mismatch, open_file, require_folder
-from ._engine.store import open_store
-from .errors import TarIntegrityError
+from ._engine.index import Index, Row, meta_promises, open_index
+from ._engine.source import (
+    Folders,
+    ListedFolders,
+    check_entry,
+    folders_for,
+    mismatch,
+    open_file,
+    require_folder,
+)
+from .errors import TapeFormatError, TarIntegrityError
 from .format import paths
+from .format.header import FOOTER_SIZE
+from .format.layout import Entry, fingerprint, identity
 from .tape import Tape
 
 __all__ = ["Difference", "Reason", "VerifyError", "VerifyReport"]
 
-Reason = Literal["missing", "type", "size", "mtime", "content", "unreadable"]
+Reason = Literal["missing", "type", "size", "mtime", "content", "unreadable", "added", "removed"]
 
 HOP_ENTRIES = 512  # entries checked per thread hop
 HOP_BYTES = 16 * 1024 * 1024  # bytes hashed per thread hop (content checks)
@@ -41,9 +50,10 @@ class Difference:
     """One entry that no longer matches the index.
 
     ``reason`` is one of ``"missing"`` (gone), ``"type"`` (say a file became a folder),
-    ``"size"``, ``"mtime"`` (for a folder: names were added, removed or renamed in it),
-    ``"content"`` (the digest differs although size and mtime match, or a symlink points
-    elsewhere) and ``"unreadable"`` (it exists but cannot be read, e.g. no permission).
+    ``"size"``, ``"mtime"``, ``"content"`` (the digest differs although size and mtime match,
+    or a symlink points elsewhere), ``"unreadable"`` (it exists but cannot be read, e.g. no
+    permission), and for a folder ``"added"`` or ``"removed"`` (names that are not OS noise
+    were added to it, or only removed from it).
     ``message`` says what was recorded and what was found.
     """
 
@@ -118,6 +128,7 @@ class _Checker:
         self,
         root: str,
         arc_root: str,
+        folders: Folders,
         algorithm: str | None,
         *,
         hop_entries: int = HOP_ENTRIES,
@@ -125,6 +136,7 @@ class _Checker:
     ) -> None:
         self.root = os.fsencode(root)
         self.arc_root = paths.to_bytes(arc_root)
+        self.folders = folders
         self.algorithm = algorithm
         self.hop_entries = hop_entries
         self.hop_bytes = hop_bytes
@@ -170,7 +182,7 @@ class _Checker:
     def _check(self, row: Row) -> None:
         path = self.root + row.arc_path[len(self.arc_root) :]
         if row.kind != "file" or self.algorithm is None or row.checksum is None:
-            check_entry(path, row, (self.arc_root,))
+            check_entry(path, row, self.folders)
             return
         fd, _ = open_file(path, row)
         self._hashing = _Hashing(
@@ -268,10 +280,13 @@ async def verify(
 ) -> VerifyReport:
     """Check ``tape``'s source (``source_root``, by default where it was recorded).
 
-    See :meth:`TapePlayer.verify`, the public way to call it. Raises :class:`ValueError` when
-    ``content`` is asked of a tape recorded without checksums (there is nothing to compare
-    with) or ``sample`` is negative, and :class:`SourceNotFoundError` when the source folder is
-    missing. Differences are never raised: they are listed in the returned report.
+    See :meth:`TapePlayer.verify`, the public way to call it. A deep check also checks the
+    index itself: its rows lie back to back and its fingerprint and identity are those its rows
+    give. Raises :class:`ValueError` when ``content`` is asked of a tape recorded without
+    checksums (there is nothing to compare with) or ``sample`` is negative,
+    :class:`SourceNotFoundError` when the source folder is missing, :class:`TapeChangedError`
+    when the index was re-recorded and :class:`TapeFormatError` when it is damaged.
+    Differences of the source are never raised: they are listed in the returned report.
     """
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
         raise ValueError(f"sample must be a non-negative int, not {sample!r}")
@@ -282,41 +297,114 @@ async def verify(
         )
     root = os.fspath(source_root) if source_root is not None else tape.source_root
     await anyio.to_thread.run_sync(require_folder, root, tape.name)
-    checker = _Checker(
-        root,
-        tape.arc_root,
-        tape.checksum_algorithm if content else None,
-        hop_entries=hop_entries,
-        hop_bytes=hop_bytes,
-    )
+    root = await anyio.to_thread.run_sync(os.path.abspath, root)
     canaries = None if deep else _Canaries(sample, seed)
-    try:
-        async with await open_store(tape.index_path, readonly=True, must_exist=True) as store:
-            offset = 0
-            while True:
-                rows = await index.rows_from(store, offset)
-                for row in rows:
-                    if canaries is None:
-                        checker.queue.append(row)
-                    else:
+    async with await open_index(tape.index_path, expected=tape.identity, shared=True) as index:
+        checker = _Checker(
+            root,
+            tape.arc_root,
+            folders_for(index, root),
+            tape.checksum_algorithm if content else None,
+            hop_entries=hop_entries,
+            hop_bytes=hop_bytes,
+        )
+        audit = _IndexAudit(index) if deep else None
+        try:
+            async with aclosing(index.rows()) as rows:
+                async for row in rows:
+                    if audit is not None:
+                        audit.add(row)
+                    if canaries is not None:
                         canaries.add(row)
-                if canaries is None and len(checker.queue) >= hop_entries:
-                    await _drain(checker)
-                if len(rows) < index.BATCH_ROWS:
-                    break
-                offset = rows[-1].start_offset + 1
-        if canaries is not None:
-            checker.queue.extend(canaries.picked())
-        await _drain(checker)
-    finally:
-        checker.close()
+                        continue
+                    checker.queue.append(row)
+                    if len(checker.queue) >= hop_entries:
+                        await _drain(checker)
+            if canaries is not None:
+                checker.queue.extend(canaries.picked())
+            await _drain(checker)
+        finally:
+            checker.close()
+        if audit is not None:
+            await audit.finish()
+        differences = [await _detail(index, root, d) for d in checker.differences]
     return VerifyReport(
         deep=deep,
         content=content,
         checked=checker.checked,
         hashed_bytes=checker.hashed,
-        differences=checker.differences,
+        differences=differences,
     )
+
+
+class _IndexAudit:
+    """The deep check of the index itself, as its rows stream by."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.entries: list[Entry] = []
+        self.expected = 0
+
+    def add(self, row: Row) -> None:
+        if row.start_offset != self.expected:
+            raise self._damaged(
+                f"the entry {row.path!r} starts at {row.start_offset}, where the entry before "
+                f"it ends at {self.expected}"
+            )
+        self.expected = row.end_offset
+        self.entries.append(row.entry())
+
+    def _damaged(self, what: str) -> TapeFormatError:
+        return TapeFormatError(f"the index {self.index.where} is damaged: {what}")
+
+    async def finish(self) -> None:
+        meta = self.index.meta
+        embedded_rows = await self.index.embedded_rows()
+        end = embedded_rows[-1].end_offset if embedded_rows else self.expected
+        if end + FOOTER_SIZE != meta["total_size"]:
+            raise self._damaged(f"its entries end at {end}, its total size is {meta['total_size']}")
+        if fingerprint(self.entries) != meta["fingerprint"]:
+            raise self._damaged("its rows do not give the fingerprint it records")
+        if self.index.version >= 2:
+            data = [await self.index.embedded_data(r.start_offset) for r in embedded_rows]
+            if identity(self.entries, promises=meta_promises(meta, data)) != meta["identity"]:
+                raise self._damaged("its rows do not give the identity it records")
+
+
+async def _detail(index: Index, root: str, difference: Difference) -> Difference:
+    """A folder whose names changed: say which names were added or removed."""
+    if difference.reason != "mtime" or not difference.message.startswith("folder changed"):
+        return difference
+    row = await index.row_by_path(paths.to_bytes(difference.arc_path))
+    if row is None or row.kind != "dir":  # pragma: no cover - it was just read
+        return difference
+    recorded = set(await index.child_names(row.arc_path))
+    rel = row.arc_path[len(paths.to_bytes(index.meta["arc_root"])) :]
+    folder = os.fsencode(root) + rel
+    folders = folders_for(index, root)
+    now = await anyio.to_thread.run_sync(_names_now, folder, row, folders)
+    added = sorted(now - recorded)
+    removed = sorted(recorded - now)
+    if not added and not removed:
+        return difference
+    said = []
+    if added:
+        said.append("added " + ", ".join(repr(paths.from_bytes(n)) for n in added[:10]))
+    if removed:
+        said.append("removed " + ", ".join(repr(paths.from_bytes(n)) for n in removed[:10]))
+    reason: Reason = "added" if added else "removed"
+    return Difference(
+        difference.arc_path, reason, f"names changed since recording: {'; '.join(said)}"
+    )
+
+
+def _names_now(folder: bytes, row: Row, folders: Folders) -> set[bytes]:
+    """The names in ``folder`` that count, as the folder check counts them."""
+    if not isinstance(folders, ListedFolders):
+        return {name for name in os.listdir(folder)}
+    text = os.fsdecode(folder)
+    rel_folder = folders.rel_folder(row)
+    return {os.fsencode(n) for n in os.listdir(text) if folders.counts(text, rel_folder, n)}
 
 
 async def _drain(checker: _Checker) -> None:

@@ -51,18 +51,22 @@ async def test_missing_file(tmp_path: Path, driver: str) -> None:
         await _store.open_store(tmp_path / "none.db", must_exist=True, driver=driver)  # type: ignore[arg-type]
 
 
-async def test_tape_queries_on_both_drivers(tmp_path: Path, dataset: Path, driver: str) -> None:
+async def test_tape_queries_on_both_drivers(
+    tmp_path: Path, dataset: Path, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tape = await atartape.record(dataset)
-    async with await _store.open_store(tape.index_path, readonly=True, driver=driver) as store:  # type: ignore[arg-type]
-        meta = await _index.read_meta(store, tape.index_path)
-        assert meta["fingerprint"] == tape.fingerprint
-        everything = [e async for e in _index.iter_entries(store, batch=3)]
+    monkeypatch.setattr(_store, "default_driver", lambda: driver)
+    async with await _index.open_index(tape.index_path) as index:
+        assert index.meta["fingerprint"] == tape.fingerprint
+        assert index.identity == tape.identity
+        everything = [row async for row in index.rows(batch=3)]
         assert len(everything) == tape.entry_count
-        assert [e.start_offset for e in everything] == sorted(e.start_offset for e in everything)
-        big = await _index.entry_by_path(store, "dataset/sub/big.bin")
+        assert [r.start_offset for r in everything] == sorted(r.start_offset for r in everything)
+        big = await index.row_by_path(b"dataset/sub/big.bin")
         assert big is not None
-        assert await _index.start_covering(store, big.start_offset + 700) == big.start_offset
-        assert await _index.entry_by_path(store, "dataset/none") is None
+        assert await index.start_covering(big.start_offset + 700) == big.start_offset
+        assert await index.row_by_path(b"dataset/none") is None
+        assert sorted(await index.child_names(b"dataset/sub")) == [b"big.bin", b"deeper"]
 
 
 def test_resume_lookup_is_an_indexed_search(tmp_path: Path) -> None:
@@ -86,22 +90,24 @@ def test_resume_lookup_is_an_indexed_search(tmp_path: Path) -> None:
 
 
 class CountingStores:
-    """Wraps open_store so a test sees how many rows each opened store fetched."""
+    """Counts the entry rows the index hands out (the meta is read once, apart)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.stores: list[_store.IndexStore] = []
-        original = _store.open_store
+        self.rows = 0
+        rows_from = _index.Index.rows_from
+        start_covering = _index.Index.start_covering
 
-        async def counting(*args: Any, **kwargs: Any) -> _store.IndexStore:
-            store = await original(*args, **kwargs)
-            self.stores.append(store)
-            return store
+        async def counting_rows(index: _index.Index, *args: Any) -> Any:
+            found = await rows_from(index, *args)
+            self.rows += len(found)
+            return found
 
-        monkeypatch.setattr("atartape.player.open_store", counting)
+        async def counting_search(index: _index.Index, *args: Any) -> Any:
+            self.rows += 1
+            return await start_covering(index, *args)
 
-    @property
-    def rows(self) -> int:
-        return sum(s.rows_fetched for s in self.stores)
+        monkeypatch.setattr(_index.Index, "rows_from", counting_rows)
+        monkeypatch.setattr(_index.Index, "start_covering", counting_search)
 
 
 @pytest.fixture

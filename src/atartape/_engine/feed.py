@@ -13,9 +13,7 @@ from typing import Protocol
 
 from ..errors import TapeFormatError
 from ..format.layout import Window
-from . import index
-from .index import Row
-from .store import IndexStore
+from .index import BATCH_ROWS, Index, Row
 
 
 class Feed(Protocol):
@@ -43,10 +41,10 @@ class PlanFeed:
 class IndexFeed:
     """Batches of index rows for ``window``, checked against each other as they stream."""
 
-    def __init__(self, store: IndexStore, window: Window, where: str) -> None:
-        self.store = store
+    def __init__(self, index: Index, window: Window) -> None:
+        self.index = index
         self.window = window
-        self.where = where
+        self.where = index.where
         self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
         self._embedded: list[Row] = []  # every embedded member (they follow every entry)
         self._pending_embedded: list[Row] = []  # those in the window, handed out last
@@ -57,14 +55,14 @@ class IndexFeed:
     async def load_embedded(self) -> None:
         """Embedded members (the index of a tape recorded with ``embed_index``) follow every
         entry; when the window reaches them, their bytes are loaded now."""
-        self._embedded = await index.embedded_rows(self.store)
+        self._embedded = await self.index.embedded_rows()
         for row in self._embedded:
             if self.window.overlaps(row.start_offset, row.end_offset - row.start_offset):
-                self.memory[row.arc_path] = await index.embedded_data(self.store, row.start_offset)
+                self.memory[row.arc_path] = await self.index.embedded_data(row.start_offset)
                 self._pending_embedded.append(row)
 
     async def aclose(self) -> None:
-        await self.store.aclose()
+        await self.index.aclose()
 
     def _damaged(self, what: str) -> TapeFormatError:
         return TapeFormatError(f"the index {self.where} is damaged: {what}")
@@ -81,13 +79,13 @@ class IndexFeed:
         window = self.window
         if self._next is None:
             # The first entry is found by one search on the start-offset key, never a scan.
-            first = await index.start_covering(self.store, window.start)
+            first = await self.index.start_covering(window.start)
             self._next = 0 if first is None else first
         elif self._next >= window.end:
             self._entries_done = True
             return []
-        rows = await index.rows_from(self.store, self._next)
-        last_batch = len(rows) < index.BATCH_ROWS
+        rows = await self.index.rows_from(self._next)
+        last_batch = len(rows) < BATCH_ROWS
         self._check(rows, last_batch)
         if last_batch:
             self._entries_done = True

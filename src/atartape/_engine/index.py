@@ -3,24 +3,36 @@
 Entries are keyed by their start offset (the rowid), which grows with stream order: the entry that
 covers a byte is found by one B-tree search, and rows are read in batches from there on. A
 :class:`Row` is one entry as the index stores it, with named columns; the column order of every
-query is :data:`COLUMNS`, taken from :class:`Row` itself.
+query is :data:`COLUMNS`, taken from :class:`Row` itself. :class:`Index` is an opened index:
+its meta (with the recording's identity) and its queries.
+
+Version 2 added the folder listings and the identity; version 1 indexes are still read (their
+identity is computed when they are opened, their folders checked by mtime alone).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from ..errors import TapeFormatError
+import anyio
+import anyio.to_thread
+
+from ..errors import TapeChangedError, TapeFormatError, TapeNotFoundError
 from ..format import paths
+from ..format.folders import DEFAULT_NOISE
 from ..format.header import EntryKind, entry_span
-from ..format.layout import Entry
-from .store import IndexStore
+from ..format.layout import Entry, identity
+from .store import IndexStore, loop_token, open_store
 
 FORMAT = "atartape-index"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 BATCH_ROWS = 2048
+INT64_MAX = 2**63 - 1
 
 _KINDS = {kind.value: kind for kind in EntryKind}
 
@@ -37,6 +49,7 @@ class Row(NamedTuple):
     mtime_ns: int
     linkname: bytes
     checksum: str | None
+    listing: str | None
 
     @property
     def end_offset(self) -> int:
@@ -59,6 +72,7 @@ class Row(NamedTuple):
             linkname=paths.from_bytes(self.linkname),
             mtime_ns=self.mtime_ns,
             checksum=self.checksum,
+            listing=self.listing,
         )
 
     @classmethod
@@ -73,10 +87,12 @@ class Row(NamedTuple):
             entry.mtime_ns,
             paths.to_bytes(entry.linkname),
             entry.checksum,
+            entry.listing,
         )
 
 
 COLUMNS = ", ".join(Row._fields)
+_COLUMNS_V1 = COLUMNS.replace("listing", "NULL")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -87,88 +103,14 @@ CREATE TABLE entries (
     size INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     mtime INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    mtime_ns NOT NULL,
     linkname BLOB NOT NULL,
-    checksum TEXT
+    checksum TEXT,
+    listing TEXT
 );
 """
 INSERT_ENTRY = f"INSERT INTO entries ({COLUMNS}) VALUES ({', '.join('?' * len(Row._fields))})"
 INSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?)"
-
-
-def rows(raw: Iterable[tuple[Any, ...]]) -> list[Row]:
-    return [Row._make(values) for values in raw]
-
-
-async def read_meta(store: IndexStore, where: str) -> dict[str, Any]:
-    """The meta table as a dict; :class:`TapeFormatError` if ``where`` is not a tape index."""
-    try:
-        found = await store.fetchall("SELECT key, value FROM meta")
-    except sqlite3.DatabaseError as exc:
-        raise TapeFormatError(f"{where} is not a tape index ({exc})") from None
-    meta: dict[str, Any] = dict(found)
-    if meta.get("format") != FORMAT:
-        raise TapeFormatError(f"{where} is not a tape index (no format marker)")
-    if meta.get("version") != VERSION:
-        raise TapeFormatError(
-            f"{where} is a tape index of version {meta.get('version')}; "
-            f"this library reads version {VERSION}"
-        )
-    return meta
-
-
-async def write_entries(store: IndexStore, entries: Iterable[Entry]) -> None:
-    await store.executemany(INSERT_ENTRY, (Row.of(e) for e in entries))
-
-
-async def start_covering(store: IndexStore, offset: int) -> int | None:
-    """Start of the last entry that starts at or before ``offset`` (one indexed search)."""
-    found = await store.fetchone(
-        "SELECT start_offset FROM entries WHERE start_offset <= ? "
-        "ORDER BY start_offset DESC LIMIT 1",
-        (offset,),
-    )
-    return None if found is None else int(found[0])
-
-
-async def rows_from(store: IndexStore, offset: int, limit: int = BATCH_ROWS) -> list[Row]:
-    """Up to ``limit`` rows of entries starting at or after ``offset``, in stream order."""
-    return rows(
-        await store.fetchall(
-            f"SELECT {COLUMNS} FROM entries WHERE start_offset >= ? ORDER BY start_offset LIMIT ?",
-            (offset, limit),
-        )
-    )
-
-
-async def iter_entries(
-    store: IndexStore, offset: int = 0, batch: int = BATCH_ROWS
-) -> AsyncIterator[Entry]:
-    """Every entry from ``offset`` on, in stream order, read ``batch`` rows at a time."""
-    while True:
-        found = await rows_from(store, offset, batch)
-        for row in found:
-            yield row.entry()
-        if len(found) < batch:
-            return
-        offset = found[-1].start_offset + 1
-
-
-async def entry_by_path(store: IndexStore, arc_path: str) -> Entry | None:
-    found = await store.fetchone(
-        f"SELECT {COLUMNS} FROM entries WHERE arc_path = ?", (paths.to_bytes(arc_path),)
-    )
-    return None if found is None else Row._make(found).entry()
-
-
-# ------------------------------------------------------------------ embedded members
-#
-# A tape recorded with ``embed_index=True`` ends with an index member (a CSV, see
-# :mod:`atartape.format.embedded`) that exists only in the index: its row and its bytes live in
-# the ``embedded`` table, created only for such tapes. Its row is not in ``entries``: the
-# fingerprint, entry_count and file_count cover the real entries, while total_size includes it.
-# The bytes are kept, not regenerated at play time, so a play that ends before it never pays for
-# it, and a play that reaches it reads one row.
 
 EMBEDDED_SCHEMA = """
 CREATE TABLE embedded (
@@ -180,39 +122,290 @@ CREATE TABLE embedded (
     data BLOB NOT NULL
 );
 """
+"""A tape recorded with ``embed_index=True`` ends with an index member (a CSV, see
+:mod:`atartape.format.embedded`) that exists only in the index: its row and its bytes live in the
+``embedded`` table, created only for such tapes. The fingerprint, entry_count and file_count cover
+the real entries, while total_size includes it. Its bytes are kept, not made again when the tape
+plays, so a play that ends before it never pays for them."""
 
 
-async def write_embedded(store: IndexStore, entry: Entry, data: bytes) -> None:
-    """Store an in-memory member (its table must exist: :data:`EMBEDDED_SCHEMA`)."""
-    arc_path = paths.to_bytes(entry.arc_path)
-    await store.execute(
-        "INSERT INTO embedded (start_offset, arc_path, size, mode, mtime, data) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (entry.start_offset, arc_path, len(data), entry.mode, entry.mtime, data),
-    )
+def stored(row: Row) -> tuple[Any, ...]:
+    """The values of a row as SQLite stores them: a nanosecond mtime past 2262, which no 64-bit
+    integer holds, is kept exactly as text."""
+    if row.mtime_ns > INT64_MAX or row.mtime_ns < -INT64_MAX:
+        return (*row[:6], str(row.mtime_ns), *row[7:])
+    return row
 
 
-async def embedded_rows(store: IndexStore) -> list[Row]:
-    """The rows of the tape's embedded members, shaped like ``entries`` rows; ``[]`` if none."""
-    table = await store.fetchone(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embedded'"
-    )
-    if table is None:
-        return []
-    found = await store.fetchall(
-        "SELECT start_offset, arc_path, size, mode, mtime FROM embedded ORDER BY start_offset"
-    )
-    return [
-        Row(start, arc, EntryKind.FILE.value, size, mode, mtime, mtime * 10**9, b"", None)
-        for start, arc, size, mode, mtime in found
-    ]
+def _row(values: Sequence[Any]) -> Row:
+    row = Row._make(values)
+    if type(row.mtime_ns) is not int:  # stored as text (see stored())
+        row = row._replace(mtime_ns=int(row.mtime_ns))
+    return row
 
 
-async def embedded_data(store: IndexStore, start_offset: int) -> bytes:
-    """The bytes of the embedded member starting at ``start_offset``."""
-    found = await store.fetchone(
-        "SELECT data FROM embedded WHERE start_offset = ?", (start_offset,)
-    )
-    if found is None:
-        raise TapeFormatError(f"the index has no embedded member at offset {start_offset}")
-    return bytes(found[0])
+def meta_promises(meta: dict[str, Any], embedded: Iterable[bytes]) -> list[bytes]:
+    """What a tape promises beside its entries, as :func:`~atartape.format.layout.identity`
+    hashes it: its folder rules and the bytes of its embedded members."""
+    rules = json.dumps(
+        {"noise": meta.get("noise"), "exclude": meta.get("exclude"), "root": meta["arc_root"]},
+        sort_keys=True,
+    ).encode()
+    return [rules, *embedded]
+
+
+class Index:
+    """An opened tape index: its meta, and the queries a play, a listing or a check makes.
+
+    Open it with :func:`open_index`; close it with :meth:`aclose` (or ``async with``).
+    """
+
+    def __init__(self, store: IndexStore, meta: dict[str, Any], where: str) -> None:
+        self.store = store
+        self.meta = meta
+        self.where = where
+        self.version: int = meta["version"]
+        self._select = COLUMNS if self.version >= 2 else _COLUMNS_V1
+        self._release: Callable[[], Awaitable[None]] = store.aclose
+
+    def share(self, release: Callable[[], Awaitable[None]]) -> Index:
+        """Another handle on this opened index, whose :meth:`aclose` calls ``release``."""
+        handle = Index(self.store, self.meta, self.where)
+        handle._release = release
+        return handle
+
+    @property
+    def identity(self) -> str:
+        value: str = self.meta["identity"]
+        return value
+
+    async def __aenter__(self) -> Index:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._release()
+
+    def require(self, expected: str) -> None:
+        """Raise :class:`TapeChangedError` unless this index is the recording ``expected``."""
+        if self.identity != expected:
+            raise TapeChangedError(
+                f"the index {self.where} was re-recorded: it now holds recording "
+                f"{self.identity[:16]}..., not {expected[:16]}... (open the tape again)"
+            )
+
+    async def start_covering(self, offset: int) -> int | None:
+        """Start of the last entry that starts at or before ``offset`` (one indexed search)."""
+        found = await self.store.fetchone(
+            "SELECT start_offset FROM entries WHERE start_offset <= ? "
+            "ORDER BY start_offset DESC LIMIT 1",
+            (offset,),
+        )
+        return None if found is None else int(found[0])
+
+    async def rows_from(self, offset: int, limit: int = BATCH_ROWS) -> list[Row]:
+        """Up to ``limit`` rows of entries starting at or after ``offset``, in stream order."""
+        found = await self.store.fetchall(
+            f"SELECT {self._select} FROM entries WHERE start_offset >= ? "
+            "ORDER BY start_offset LIMIT ?",
+            (offset, limit),
+        )
+        return [_row(values) for values in found]
+
+    async def rows(self, offset: int = 0, batch: int = BATCH_ROWS) -> AsyncGenerator[Row, None]:
+        """Every row from ``offset`` on, in stream order, read ``batch`` rows at a time."""
+        while True:
+            found = await self.rows_from(offset, batch)
+            for row in found:
+                yield row
+            if len(found) < batch:
+                return
+            offset = found[-1].start_offset + 1
+
+    async def row_by_path(self, arc_path: bytes) -> Row | None:
+        found = await self.store.fetchone(
+            f"SELECT {self._select} FROM entries WHERE arc_path = ?", (arc_path,)
+        )
+        return None if found is None else _row(found)
+
+    async def child_names(self, folder: bytes) -> list[bytes]:
+        """The names of the entries directly inside ``folder`` (one range search on paths)."""
+        prefix = folder + b"/"
+        found = await self.store.fetchall(
+            "SELECT arc_path FROM entries WHERE arc_path > ? AND arc_path < ?",
+            (prefix, folder + b"0"),  # "0" follows "/": the range holds the whole subtree
+        )
+        cut = len(prefix)
+        return [arc[cut:] for (arc,) in found if b"/" not in arc[cut:]]
+
+    async def embedded_rows(self) -> list[Row]:
+        """The rows of the tape's embedded members, shaped like entry rows; ``[]`` if none."""
+        table = await self.store.fetchone(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embedded'"
+        )
+        if table is None:
+            return []
+        found = await self.store.fetchall(
+            "SELECT start_offset, arc_path, size, mode, mtime FROM embedded ORDER BY start_offset"
+        )
+        return [
+            Row(start, arc, EntryKind.FILE.value, size, mode, mtime, mtime * 10**9, b"", None, None)
+            for start, arc, size, mode, mtime in found
+        ]
+
+    async def embedded_data(self, start_offset: int) -> bytes:
+        """The bytes of the embedded member starting at ``start_offset``."""
+        sql = "SELECT data FROM embedded WHERE start_offset = ?"
+        found = await self.store.fetchone(sql, (start_offset,))
+        if found is None:
+            raise TapeFormatError(f"the index has no embedded member at offset {start_offset}")
+        return bytes(found[0])
+
+
+async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
+    try:
+        found = await store.fetchall("SELECT key, value FROM meta")
+    except sqlite3.DatabaseError as exc:
+        raise TapeFormatError(f"{where} is not a tape index ({exc})") from None
+    meta: dict[str, Any] = dict(found)
+    if meta.get("format") != FORMAT:
+        raise TapeFormatError(f"{where} is not a tape index (no format marker)")
+    if meta.get("version") not in READABLE:
+        raise TapeFormatError(
+            f"{where} is a tape index of version {meta.get('version')}; "
+            f"this library reads versions {', '.join(map(str, READABLE))}"
+        )
+    required = ("total_size", "fingerprint", "entry_count", "file_count", "arc_root")
+    missing = [key for key in (*required, "recorded_at", "source_root") if key not in meta]
+    if missing:
+        raise TapeFormatError(f"{where} is damaged: its meta lacks {', '.join(missing)}")
+    for key in ("total_size", "entry_count", "file_count"):
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TapeFormatError(f"{where} is damaged: its {key} is {value!r}")
+    for key in ("noise", "exclude"):
+        if isinstance(meta.get(key), str):
+            try:
+                meta[key] = json.loads(meta[key])
+            except ValueError:
+                raise TapeFormatError(f"{where} is damaged: its {key} is not JSON") from None
+    meta.setdefault("noise", [] if meta["version"] == 1 else list(DEFAULT_NOISE))
+    return meta
+
+
+async def open_index(
+    path: str | os.PathLike[str], *, expected: str | None = None, shared: bool = False
+) -> Index:
+    """Open the tape index at ``path`` read-only.
+
+    ``expected`` pins the recording: :class:`TapeChangedError` if the index holds another one.
+    ``shared``: every play of one index file in this event loop shares one connection (on
+    asyncio, one aiosqlite thread), opened by the first and closed by the last; a file that a
+    new recording replaced is another file, with a connection of its own. Raises
+    :class:`~atartape.TapeNotFoundError` when there is no file and :class:`TapeFormatError`
+    when it is not a tape index (or a damaged one).
+    """
+    if shared:
+        index = await _SHARED.open(os.fspath(path))
+        if expected is not None:
+            try:
+                index.require(expected)
+            except BaseException:
+                await index.aclose()
+                raise
+        return index
+    return await _open_index(os.fspath(path), expected)
+
+
+async def _open_index(where: str, expected: str | None) -> Index:
+    store = await open_store(where, readonly=True, must_exist=True)
+    try:
+        meta = await _read_meta(store, where)
+        index = Index(store, meta, where)
+        if "identity" not in meta:  # version 1: computed once here, from every row
+            meta["identity"] = await _compute_identity(index)
+        if expected is not None:
+            index.require(expected)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+        raise
+    return index
+
+
+class _SharedIndexes:
+    """The indexes opened for sharing, per event loop and per file (device and inode)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[object, int, int], tuple[Index, list[int]]] = {}
+        self._locks: dict[object, anyio.Lock] = {}
+
+    async def open(self, where: str) -> Index:
+        st = await anyio.to_thread.run_sync(_stat_index, where)
+        key = (loop_token(), st.st_dev, st.st_ino)
+        lock = self._locks.setdefault(key[0], anyio.Lock())
+        async with lock:
+            found = self._open.get(key)
+            if found is None:
+                found = (await _open_index(where, None), [0])
+                self._open[key] = found
+            index, users = found
+            users[0] += 1
+
+        async def release() -> None:
+            users[0] -= 1
+            if users[0] == 0 and self._open.get(key) is found:
+                del self._open[key]
+                if not any(k[0] == key[0] for k in self._open):
+                    self._locks.pop(key[0], None)
+                await index.store.aclose()
+
+        return index.share(release)
+
+
+def _stat_index(where: str) -> os.stat_result:
+    try:
+        return os.stat(where)
+    except OSError:
+        raise TapeNotFoundError(f"no tape index at {where!r}") from None
+
+
+_SHARED = _SharedIndexes()
+
+
+async def _compute_identity(index: Index) -> str:
+    entries = [row.entry() async for row in index.rows()]
+    embedded = [await index.embedded_data(row.start_offset) for row in await index.embedded_rows()]
+    return identity(entries, promises=meta_promises(index.meta, embedded))
+
+
+async def write_index(
+    path: str,
+    meta: dict[str, Any],
+    entries: Iterable[Entry],
+    embedded: Sequence[tuple[Entry, bytes]] = (),
+) -> None:
+    """Write a new index file at ``path`` (which must not exist) in one transaction."""
+    async with await open_store(path) as store:
+        await store.executescript(SCHEMA + (EMBEDDED_SCHEMA if embedded else ""))
+        await store.execute("BEGIN")
+        values = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in meta.items()}
+        await store.executemany(INSERT_META, list(values.items()))
+        await store.executemany(INSERT_ENTRY, (stored(Row.of(e)) for e in entries))
+        for entry, data in embedded:
+            await store.execute(
+                "INSERT INTO embedded (start_offset, arc_path, size, mode, mtime, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.start_offset,
+                    paths.to_bytes(entry.arc_path),
+                    len(data),
+                    entry.mode,
+                    entry.mtime,
+                    data,
+                ),
+            )
+        await store.commit()

@@ -21,7 +21,7 @@ from ..format.layout import Window
 from .files import pread_exact
 from .index import Row
 from .sinks import Sink
-from .source import check_entry, check_unchanged, mismatch, open_file
+from .source import Folders, StrictFolders, check_entry, check_unchanged, mismatch, open_file
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,9 +92,9 @@ class Producer:
 
     ``locate`` maps an archive path to the file that holds its content. ``memory`` holds the
     content of in-memory files, ``streams`` that of files whose content arrives as an async
-    iterable (produced on the event loop, see :mod:`atartape._engine.play`), and
-    ``unchecked_folders`` the folders whose mtime is not promised (roots). Runs in a worker
-    thread, one hop at a time.
+    iterable (produced on the event loop, see :mod:`atartape._engine.play`), and ``folders``
+    says whether a folder whose mtime moved still holds its promise. Runs in a worker thread,
+    one hop at a time.
     """
 
     def __init__(
@@ -107,7 +107,7 @@ class Producer:
         read_ahead: int = READ_AHEAD,
         memory: Mapping[bytes, bytes] | None = None,
         streams: Mapping[bytes, AsyncIterable[bytes]] | None = None,
-        unchecked_folders: frozenset[bytes] = frozenset(),
+        folders: Folders | None = None,
     ) -> None:
         self.window = window
         self.locate = locate
@@ -116,7 +116,7 @@ class Producer:
         self.read_ahead = read_ahead
         self.memory: Mapping[bytes, bytes] = {} if memory is None else memory
         self.streams: Mapping[bytes, AsyncIterable[bytes]] = {} if streams is None else streams
-        self.unchecked_folders = unchecked_folders
+        self.folders: Folders = folders if folders is not None else StrictFolders()
         self.queue: deque[Row] = deque()
         self._current: Generator[bytes, None, str | None] | None = None
         self._current_row: Row | None = None
@@ -211,7 +211,7 @@ class Producer:
         """A whole small entry, checked (and read) at once."""
         header = encode_raw(row.arc_path, row.kind, row.size, row.mode, row.mtime, row.linkname)
         if row.kind != "file":
-            check_entry(self.locate(row.arc_path), row, self.unchecked_folders)
+            check_entry(self.locate(row.arc_path), row, self.folders)
             sink.whole(row, header, b"", b"", None)
             return
         fd, opened = open_file(self.locate(row.arc_path), row)
@@ -238,7 +238,7 @@ class Producer:
         header = encode_raw(row.arc_path, row.kind, row.size, row.mode, row.mtime, row.linkname)
         if row.kind != "file":
             if row.arc_path not in self.memory:
-                check_entry(self.locate(row.arc_path), row, self.unchecked_folders)
+                check_entry(self.locate(row.arc_path), row, self.folders)
             yield header[skip:stop]
             return None
         data = self.memory.get(row.arc_path)

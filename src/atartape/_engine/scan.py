@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import PathConstraintError, SourceNotFoundError
 from ..format import paths
 from ..format.header import EntryKind
 from ..format.layout import Entry, assign_offsets
-
-INDEX_DIR = ".tartape"
-
-Exclude = Iterable[str] | Callable[[str], bool] | None
+from .source import ListedFolders
 
 _READ_SIZE = 1 << 20
 
@@ -26,25 +21,6 @@ class ScanResult:
     entries: list[Entry]
     total_size: int
     skipped: list[str] = field(default_factory=list)  # sockets, FIFOs, devices
-
-
-def exclusion_test(exclude: Exclude) -> Callable[[str, str], bool]:
-    """A test ``(relative_path, name) -> excluded`` from glob patterns or a predicate.
-
-    A pattern matches an entry's name (``*.tmp``, ``.git``) or its whole path relative to the
-    recorded folder (``logs/*.gz``). A callable receives the relative path.
-    """
-    if exclude is None:
-        return lambda rel, name: False
-    if callable(exclude):
-        predicate = exclude
-        return lambda rel, name: bool(predicate(rel))
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    patterns = [p.rstrip("/") for p in exclude]
-    return lambda rel, name: any(
-        fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in patterns
-    )
 
 
 def file_digest(path: str, algorithm: str) -> str:
@@ -58,15 +34,16 @@ def file_digest(path: str, algorithm: str) -> str:
 def scan(
     source_root: str,
     arc_root: str,
+    folders: ListedFolders,
     *,
-    exclude: Exclude = None,
-    skip: frozenset[str] = frozenset(),
     checksum: str | None = None,
 ) -> ScanResult:
     """Scan ``source_root`` into sorted, laid-out entries whose paths start with ``arc_root``.
 
-    Symlinks are stored, never followed; sockets, FIFOs and devices are skipped; absolute paths
-    in ``skip`` (the index and its temporary files) are left out. Raises
+    ``folders`` says which names count (see :class:`ListedFolders`): what it leaves out (the
+    index, OS noise, pattern exclusions) and what its selection's predicate excludes is not
+    archived; every folder's entry records the digest of the names that count. Symlinks are
+    stored, never followed; sockets, FIFOs and devices are skipped. Raises
     :class:`SourceNotFoundError` if the folder is missing and :class:`PathConstraintError`
     listing every path that cannot be stored.
     """
@@ -76,12 +53,12 @@ def scan(
         raise SourceNotFoundError(f"source folder {source_root!r} does not exist") from None
     if not stat.S_ISDIR(root_stat.st_mode):
         raise SourceNotFoundError(f"source {source_root!r} is not a folder")
-    is_excluded = exclusion_test(exclude)
-    skip = skip | {os.path.join(source_root, INDEX_DIR)}  # a tape's own metadata, never archived
+    predicate = folders.selection.predicate
 
     found: list[tuple[bytes, EntryKind, int, int, int, str, str | None]] = []
     skipped: list[str] = []
     violations: list[tuple[str, str]] = []
+    listings: dict[str, str] = {}  # arc path of a folder -> its listing digest
 
     def add(arc: str, kind: EntryKind, st: os.stat_result, link: str, digest: str | None) -> None:
         size = st.st_size if kind is EntryKind.FILE else 0
@@ -94,14 +71,15 @@ def scan(
         found.append((paths.to_bytes(arc), kind, size, mode, st.st_mtime_ns, link, digest))
 
     add(arc_root, EntryKind.DIRECTORY, root_stat, "", None)
-    pending = [(source_root, "")]
+    pending = [(source_root, "", arc_root)]
     while pending:
-        folder, rel_folder = pending.pop()
+        folder, rel_folder, arc_folder = pending.pop()
         with os.scandir(folder) as listing:
-            children = list(listing)
+            children = [c for c in listing if folders.counts(folder, rel_folder, c.name)]
+        listings[arc_folder] = folders.listing(folder, rel_folder, (c.name for c in children))
         for child in children:
             rel = paths.join(rel_folder, child.name)
-            if child.path in skip or is_excluded(rel, child.name):
+            if predicate is not None and predicate(rel):
                 continue
             try:
                 st = child.stat(follow_symlinks=False)
@@ -110,7 +88,7 @@ def scan(
             arc = paths.join(arc_root, rel)
             if stat.S_ISDIR(st.st_mode):
                 add(arc, EntryKind.DIRECTORY, st, "", None)
-                pending.append((child.path, rel))
+                pending.append((child.path, rel, arc))
             elif stat.S_ISREG(st.st_mode):
                 digest = file_digest(child.path, checksum) if checksum else None
                 add(arc, EntryKind.FILE, st, "", digest)
@@ -123,18 +101,21 @@ def scan(
         raise PathConstraintError(sorted(violations, key=lambda v: paths.to_bytes(v[0])))
     found.sort(key=lambda item: paths.sort_key(item[0]))
     starts, total = assign_offsets(item[2] for item in found)
-    entries = [
-        Entry(
-            arc_path=paths.from_bytes(raw),
-            kind=kind,
-            size=size,
-            mode=mode,
-            mtime=mtime_ns // 1_000_000_000,
-            start_offset=start,
-            linkname=link,
-            mtime_ns=mtime_ns,
-            checksum=digest,
+    entries = []
+    for start, (raw, kind, size, mode, mtime_ns, link, digest) in zip(starts, found):
+        arc = paths.from_bytes(raw)
+        entries.append(
+            Entry(
+                arc_path=arc,
+                kind=kind,
+                size=size,
+                mode=mode,
+                mtime=mtime_ns // 1_000_000_000,
+                start_offset=start,
+                linkname=link,
+                mtime_ns=mtime_ns,
+                checksum=digest,
+                listing=listings.get(arc) if kind is EntryKind.DIRECTORY else None,
+            )
         )
-        for start, (raw, kind, size, mode, mtime_ns, link, digest) in zip(starts, found)
-    ]
     return ScanResult(entries, total, skipped)

@@ -16,12 +16,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Literal
 
 from ..errors import SourceNotFoundError, TarIntegrityError
 from ..format import paths
-from .index import Row
+from ..format.folders import Selection, listing_digest
+from .index import Index, Row
+
+INDEX_DIR = ".tartape"
+"""The folder, in the recorded folder, that holds its tape's index: never archived."""
 
 Reason = Literal["missing", "type", "size", "mtime", "content", "unreadable"]
 
@@ -130,12 +134,102 @@ def check_unchanged(fd: int, row: Row, opened: os.stat_result) -> None:
         )
 
 
-def check_entry(path: bytes, row: Row, unchecked_folders: Collection[bytes] = ()) -> None:
+class StrictFolders:
+    """A folder holds its promise while its mtime is the recorded one (``exempt`` folders, the
+    roots of a one-shot tape or of an index of version 1, always do)."""
+
+    def __init__(self, exempt: Collection[bytes] = ()) -> None:
+        self.exempt = frozenset(exempt)
+
+    def check(self, path: bytes, row: Row) -> None:
+        if row.arc_path not in self.exempt:
+            raise _folder_changed(row, None)
+
+
+class ListedFolders:
+    """A folder holds its promise while it holds the names it held when it was recorded, less
+    the OS noise and the excluded names (see :mod:`atartape.format.folders`); looked at only
+    when its mtime has moved.
+
+    ``root`` is the recorded folder and ``arc_root`` its archive path; ``index_path`` the
+    tape's index, whose own files never count (``.tartape`` in the root, or the index file and
+    its temporary files wherever it lies). Both paths are absolute.
+    """
+
+    def __init__(
+        self, root: str, arc_root: str, selection: Selection, index_path: str | None
+    ) -> None:
+        self.root = root
+        self.arc_root = paths.to_bytes(arc_root)
+        self.selection = selection
+        self._index_folder, self._index_name = os.path.split(index_path) if index_path else ("", "")
+
+    def counts(self, folder: str, rel_folder: str, name: str) -> bool:
+        """Whether ``name`` in ``folder`` (at ``rel_folder`` in the tape) is in its listing."""
+        if not rel_folder and name == INDEX_DIR:
+            return False
+        if (
+            self._index_name
+            and folder == self._index_folder
+            and _is_index_file(name, self._index_name)
+        ):
+            return False
+        return self.selection.listed(rel_folder, name)
+
+    def listing(self, folder: str, rel_folder: str, names: Iterable[str]) -> str:
+        """The listing digest of ``names`` found in ``folder``."""
+        return listing_digest(
+            os.fsencode(name) for name in names if self.counts(folder, rel_folder, name)
+        )
+
+    def rel_folder(self, row: Row) -> str:
+        return paths.from_bytes(row.arc_path[len(self.arc_root) + 1 :])
+
+    def check(self, path: bytes, row: Row) -> None:
+        if row.listing is None:
+            raise _folder_changed(row, None)
+        folder = os.fsdecode(path)
+        try:
+            names = os.listdir(folder)
+        except OSError as exc:
+            raise _missing_or_unreadable(row, exc) from None
+        if self.listing(folder, self.rel_folder(row), names) != row.listing:
+            raise _folder_changed(row, "names were added, removed or renamed in it")
+
+
+Folders = StrictFolders | ListedFolders
+
+
+def folders_for(index: Index, root: str) -> Folders:
+    """How the folders of the tape ``index`` describes are checked when played from ``root``."""
+    meta = index.meta
+    arc_root = meta["arc_root"]
+    if index.version < 2:
+        return StrictFolders({paths.to_bytes(arc_root)})
+    selection = Selection(patterns=meta.get("exclude") or (), noise=meta.get("noise") or ())
+    return ListedFolders(root, arc_root, selection, index.where)
+
+
+def _is_index_file(name: str, index_name: str) -> bool:
+    return name in (index_name, f"{index_name}-journal") or (
+        name.startswith(f".{index_name}.") and ".tmp" in name
+    )
+
+
+def _folder_changed(row: Row, what: str | None) -> TarIntegrityError:
+    return mismatch(
+        row,
+        "mtime",
+        f"folder changed since recording: {what or 'names were added, removed or renamed in it'}"
+        f" (its mtime was {row.mtime_ns} ns)",
+    )
+
+
+def check_entry(path: bytes, row: Row, folders: Folders) -> None:
     """Check a source entry of any kind against ``row``; raise the first difference.
 
-    A file is opened (and closed), so a file that cannot be read is found here too; a folder's
-    mtime says whether names were added to it or removed (except the folders in
-    ``unchecked_folders``: the roots, which hold the index); a symlink's target is read.
+    A file is opened (and closed), so a file that cannot be read is found here too; a folder
+    whose mtime moved is checked by ``folders``; a symlink's target is read.
     """
     if row.kind == "file":
         fd, _ = open_file(path, row)
@@ -149,13 +243,8 @@ def check_entry(path: bytes, row: Row, unchecked_folders: Collection[bytes] = ()
     if difference is not None:
         raise difference
     if row.kind == "dir":
-        if st.st_mtime_ns != row.mtime_ns and row.arc_path not in unchecked_folders:
-            raise mismatch(
-                row,
-                "mtime",
-                "folder changed since recording: names were added, removed or renamed in it "
-                f"(mtime recorded {row.mtime_ns} ns, now {st.st_mtime_ns})",
-            )
+        if st.st_mtime_ns != row.mtime_ns:
+            folders.check(path, row)
     else:
         try:
             target = os.readlink(path)

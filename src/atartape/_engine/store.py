@@ -30,6 +30,17 @@ def running_backend() -> str:
     return sniffio.current_async_library()
 
 
+def loop_token() -> object:
+    """The running event loop (asyncio) or run (trio): what a shared connection belongs to."""
+    if running_backend() == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop()
+    import trio
+
+    return trio.lowlevel.current_trio_token()
+
+
 def default_driver() -> Driver:
     return "aiosqlite" if running_backend() == "asyncio" else "thread"
 

@@ -22,7 +22,9 @@ class Entry:
     """One entry of a tape, as the index promises it.
 
     ``mtime`` is the whole-second time written to the header; ``mtime_ns`` is the exact time
-    the source had at recording, which the integrity check compares against.
+    the source had at recording, which the integrity check compares against. ``checksum`` is
+    the content digest recorded with ``record(..., checksum=...)``; ``listing`` (folders) the
+    digest of the names the folder held (see :mod:`atartape.format.folders`).
     """
 
     arc_path: str
@@ -34,6 +36,7 @@ class Entry:
     linkname: str = ""
     mtime_ns: int = 0
     checksum: str | None = None
+    listing: str | None = None
 
     @property
     def data_offset(self) -> int:
@@ -148,9 +151,10 @@ def check_window(total_size: int, start: int, end: int | None) -> Window:
 
 
 def fingerprint(entries: Iterable[Entry]) -> str:
-    """The tape's identity: SHA-256 over each entry's path, type, size, mtime, mode and target.
+    """The tape's layout: SHA-256 over each entry's path, type, size, mtime, mode and target.
 
-    Offsets follow from sizes, so they need not be hashed; the order of the entries is.
+    Same tree, same fingerprint, same bytes. Offsets follow from sizes, so they need not be
+    hashed; the order of the entries is.
     """
     digest = hashlib.sha256(b"atartape-1\n")
     for entry in entries:
@@ -159,4 +163,28 @@ def fingerprint(entries: Iterable[Entry]) -> str:
         digest.update(b"\0%s\0%d\0%d\0%o\0" % fields)
         digest.update(paths.to_bytes(entry.linkname))
         digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def identity(entries: Iterable[Entry], *, promises: Iterable[bytes] = ()) -> str:
+    """The recording's identity: SHA-256 over everything the index promises.
+
+    Beside what the fingerprint covers, it hashes each entry's nanosecond mtime, recorded
+    digest and folder listing, and ``promises``: the tape's other commitments (its folder rules,
+    the bytes of an embedded index). Any change to what the index promises changes it, so it is
+    the strong validator of a recording (the HTTP ETag): two recordings with one identity
+    produce the same bytes from the same source.
+    """
+    digest = hashlib.sha256(b"atartape-identity-1\n")
+    for entry in entries:
+        digest.update(paths.to_bytes(entry.arc_path))
+        fields = (entry.kind.value.encode(), entry.size, entry.mtime_ns, entry.mtime, entry.mode)
+        digest.update(b"\0%s\0%d\0%d\0%d\0%o\0" % fields)
+        digest.update(paths.to_bytes(entry.linkname))
+        digest.update(
+            b"\0%s\0%s\n" % ((entry.checksum or "").encode(), (entry.listing or "").encode())
+        )
+    for promise in promises:
+        digest.update(b"%d\0" % len(promise))
+        digest.update(promise)
     return digest.hexdigest()

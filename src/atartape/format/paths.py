@@ -25,9 +25,14 @@ def from_bytes(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def sort_key(raw: bytes) -> bytes:
-    """The key that orders entries in a tape: the raw bytes of the archive path."""
-    return raw
+def sort_key(raw: bytes) -> list[bytes]:
+    """The key that orders entries in a tape: the path's components, compared as bytes.
+
+    Comparing component by component keeps each folder's contents right after it, together
+    (``a_test/``, ``a_test/empty``, then ``a_test.py``), which plain byte order does not
+    (``.`` sorts before ``/``), and it never depends on the locale.
+    """
+    return raw.split(b"/")
 
 
 def split_ustar(raw: bytes) -> tuple[bytes, bytes] | None:

@@ -29,7 +29,50 @@ from .common import (
     message,
     open_tape,
 )
+from .parser import Commands, offset, size
 from .progress import progress_bar
+
+
+def register(commands: Commands) -> None:
+    sub = commands.add(
+        "record", "record a folder into a tape (scan it, write its index)", record, tape=False
+    )
+    sub.add_argument("src", metavar="SRC", help="the folder to record")
+    sub.add_argument("--index", metavar="PATH", help="where to write the index")
+    sub.add_argument(
+        "--exclude", metavar="PATTERN", action="append", default=[], help="glob to leave out"
+    )
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    sub.add_argument("--checksum", choices=("md5", "sha256"), help="store a digest per file")
+    sub.add_argument("--json", action="store_true", help="print the tape as JSON")
+
+    sub = commands.add("info", "describe a recorded tape", info)
+    sub.add_argument("--json", action="store_true", help="print the tape as JSON")
+
+    commands.add("ls", "list the entries: start offset, size, type, path", ls)
+
+    sub = commands.add("play", "write the tape's TAR stream (or a window of it)", play)
+    sub.add_argument(
+        "-o", "--output", metavar="OUT", help="file to write, or - for stdout (the default)"
+    )
+    sub.add_argument("--offset", type=offset, default=0, help="first byte to play (default 0)")
+    sub.add_argument("--end", type=offset, help="byte to stop before (default: the end)")
+    sub.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a partial OUT from its current size (needs -o OUT)",
+    )
+
+    sub = commands.add("verify", "check the source folder against the tape", verify)
+    sub.add_argument("--deep", action="store_true", help="check every entry, not a sample")
+    sub.add_argument("--content", action="store_true", help="re-hash files (recorded digests)")
+
+    sub = commands.add("locate", "where one file lies in the tape", locate)
+    sub.add_argument("arc_path", metavar="ARC_PATH", help="the file's path in the tape")
+    sub.add_argument(
+        "--volume-size", metavar="SIZE", type=size, help="also its pieces per volume (64MiB)"
+    )
+    sub.add_argument("--json", action="store_true", help="print the location as JSON")
 
 
 def _tape_fields(tape: Tape) -> dict[str, Any]:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import importlib
 import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 
@@ -38,20 +36,6 @@ from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG, UsageError, Verific
 from .parser import build_parser
 
 __all__ = ["main"]
-
-# Each command: its module (imported only when it runs) and function.
-_COMMANDS = {
-    "record": ("commands", "record"),
-    "info": ("commands", "info"),
-    "ls": ("commands", "ls"),
-    "play": ("commands", "play"),
-    "verify": ("commands", "verify"),
-    "locate": ("commands", "locate"),
-    "serve": ("serve", "serve"),
-    "send": ("transfer", "send"),
-    "receive": ("transfer", "receive"),
-}
-_BLOCKING = frozenset({"serve"})  # runs its own server loop
 
 _USAGE_ERRORS = (
     InvalidOffsetError,
@@ -78,11 +62,9 @@ _USAGE_ERRNOS = {
 
 
 def _run(args: argparse.Namespace) -> int:
-    module, name = _COMMANDS[args.command]
-    handler: Any = getattr(importlib.import_module(f".{module}", __package__), name)
-    if args.command in _BLOCKING:
-        return int(handler(args))
-    return int(anyio.run(handler, args, backend=args.backend))
+    if args.blocking:
+        return int(args.handler(args))
+    return int(anyio.run(args.handler, args, backend=args.backend))
 
 
 def _leaf(exc: BaseException) -> BaseException:

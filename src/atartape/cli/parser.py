@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..format.units import parse_size
 from .common import PROG, UsageError
 
 BACKENDS = ("asyncio", "trio")
+Handler = Callable[[argparse.Namespace], Any]
+"""Runs a command: an async function (run on the chosen backend) or a blocking one."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +38,7 @@ def _whole(what: str, *, minimum: int = 0, maximum: int | None = None) -> Any:
     return parse
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -44,19 +48,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad size: {exc}") from None
 
 
-_offset = _whole("offset")
-_count = _whole("count")
-_port = _whole("port", maximum=65535)
+offset = _whole("offset")
+count = _whole("count")
+port = _whole("port", maximum=65535)
 
 
-def _address(text: str) -> tuple[str, int]:
+def address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
         raise argparse.ArgumentTypeError(f"bad address {text!r}: expected HOST:PORT")
@@ -64,6 +68,28 @@ def _address(text: str) -> tuple[str, int]:
         host = host[1:-1]
     number: int = _whole("port", minimum=1, maximum=65535)(port)
     return host, number
+
+
+class Commands:
+    """Where each command module adds its sub-commands (see their ``register``)."""
+
+    def __init__(
+        self, subparsers: Any, common: argparse.ArgumentParser, tape_args: argparse.ArgumentParser
+    ) -> None:
+        self._subparsers = subparsers
+        self._common = common
+        self._tape_args = tape_args
+
+    def add(
+        self, name: str, text: str, handler: Handler, *, tape: bool = True
+    ) -> argparse.ArgumentParser:
+        """A sub-command ``name`` run by ``handler``; ``tape``: it takes SRC and --index."""
+        parents = [self._common, self._tape_args] if tape else [self._common]
+        sub: argparse.ArgumentParser = self._subparsers.add_parser(
+            name, help=text, description=text, parents=parents
+        )
+        sub.set_defaults(handler=handler, blocking=not inspect.iscoroutinefunction(handler))
+        return sub
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:
@@ -100,83 +126,14 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         "--index", metavar="PATH", help="the tape's index (default: SRC/.tartape/index.db)"
     )
 
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def command(name: str, text: str, *parents: Any) -> Any:
-        return commands.add_parser(name, help=text, description=text, parents=[common, *parents])
-
-    sub = command("record", "record a folder into a tape (scan it, write its index)")
-    sub.add_argument("src", metavar="SRC", help="the folder to record")
-    sub.add_argument("--index", metavar="PATH", help="where to write the index")
-    sub.add_argument(
-        "--exclude", metavar="PATTERN", action="append", default=[], help="glob to leave out"
+    commands = Commands(
+        parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser),
+        common,
+        tape_args,
     )
-    sub.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    sub.add_argument("--checksum", choices=("md5", "sha256"), help="store a digest per file")
-    sub.add_argument("--json", action="store_true", help="print the tape as JSON")
+    from . import commands as tape_commands
+    from . import serve, transfer
 
-    sub = command("info", "describe a recorded tape", tape_args)
-    sub.add_argument("--json", action="store_true", help="print the tape as JSON")
-
-    command("ls", "list the entries: start offset, size, type, path", tape_args)
-
-    sub = command("play", "write the tape's TAR stream (or a window of it)", tape_args)
-    sub.add_argument(
-        "-o", "--output", metavar="OUT", help="file to write, or - for stdout (the default)"
-    )
-    sub.add_argument("--offset", type=_offset, default=0, help="first byte to play (default 0)")
-    sub.add_argument("--end", type=_offset, help="byte to stop before (default: the end)")
-    sub.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a partial OUT from its current size (needs -o OUT)",
-    )
-
-    sub = command("verify", "check the source folder against the tape", tape_args)
-    sub.add_argument("--deep", action="store_true", help="check every entry, not a sample")
-    sub.add_argument("--content", action="store_true", help="re-hash files (recorded digests)")
-
-    sub = command("locate", "where one file lies in the tape", tape_args)
-    sub.add_argument("arc_path", metavar="ARC_PATH", help="the file's path in the tape")
-    sub.add_argument(
-        "--volume-size", metavar="SIZE", type=_size, help="also its pieces per volume (64MiB)"
-    )
-    sub.add_argument("--json", action="store_true", help="print the location as JSON")
-
-    sub = command("serve", "serve the tape over HTTP (Range requests resume)", tape_args)
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sub.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any)")
-    sub.add_argument("--filename", help="download name (default: <tape name>.tar)")
-
-    sub = command("send", "send the tape to 'atartape receive', resuming", tape_args)
-    sub.add_argument("address", metavar="HOST:PORT", type=_address, help="the receiver")
-    sub.add_argument(
-        "--retries", type=_count, default=10, help="failed attempts in a row before giving up"
-    )
-    sub.add_argument("--backoff", type=_seconds, default=0.5, help="first retry delay (s)")
-    sub.add_argument("--max-backoff", type=_seconds, default=30.0, help="longest delay (s)")
-    sub.add_argument(
-        "--idle-timeout", type=_seconds, default=60.0, help="silence that drops a connection"
-    )
-    sub.add_argument(
-        "--trust-receiver",
-        action="store_true",
-        help="take the receiver's digest of bytes it already held instead of re-reading them",
-    )
-
-    sub = command("receive", "receive a tape from 'atartape send' into OUT")
-    sub.add_argument("out", metavar="OUT", help="the tar file to write (OUT.part meanwhile)")
-    sub.add_argument("--port", type=_port, required=True, help="port to listen on (0: any)")
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sub.add_argument(
-        "--force",
-        action="store_true",
-        help="discard a partial OUT.part that cannot be resumed, replace an existing OUT",
-    )
-    sub.add_argument(
-        "--segment-size", type=_size, default="64MiB", help="checkpoint interval (64MiB)"
-    )
-    sub.add_argument(
-        "--idle-timeout", type=_seconds, default=60.0, help="silence that drops a connection"
-    )
+    for module in (tape_commands, serve, transfer):
+        module.register(commands)
     return parser

@@ -13,6 +13,14 @@ from typing import Any
 import anyio
 
 from .common import EXIT_OK, PROG, UsageError, open_tape
+from .parser import Commands, port
+
+
+def register(commands: Commands) -> None:
+    sub = commands.add("serve", "serve the tape over HTTP (Range requests resume)", serve)
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sub.add_argument("--port", type=port, default=8000, help="port (default 8000; 0: any)")
+    sub.add_argument("--filename", help="download name (default: <tape name>.tar)")
 
 
 def serve(args: argparse.Namespace) -> int:

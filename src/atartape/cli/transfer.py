@@ -12,7 +12,44 @@ from typing import Any
 import anyio.to_thread
 
 from .common import EXIT_OK, PROG, open_tape, write_stdout
+from .parser import Commands, address, count, port, seconds, size
 from .progress import Progress, progress_bar
+
+
+def register(commands: Commands) -> None:
+    sub = commands.add("send", "send the tape to 'atartape receive', resuming", send)
+    sub.add_argument("address", metavar="HOST:PORT", type=address, help="the receiver")
+    sub.add_argument(
+        "--retries", type=count, default=10, help="failed attempts in a row before giving up"
+    )
+    sub.add_argument("--backoff", type=seconds, default=0.5, help="first retry delay (s)")
+    sub.add_argument("--max-backoff", type=seconds, default=30.0, help="longest delay (s)")
+    sub.add_argument(
+        "--idle-timeout", type=seconds, default=60.0, help="silence that drops a connection"
+    )
+    sub.add_argument(
+        "--trust-receiver",
+        action="store_true",
+        help="take the receiver's digest of bytes it already held instead of re-reading them",
+    )
+
+    sub = commands.add(
+        "receive", "receive a tape from 'atartape send' into OUT", receive, tape=False
+    )
+    sub.add_argument("out", metavar="OUT", help="the tar file to write (OUT.part meanwhile)")
+    sub.add_argument("--port", type=port, required=True, help="port to listen on (0: any)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="discard a partial OUT.part that cannot be resumed, replace an existing OUT",
+    )
+    sub.add_argument(
+        "--segment-size", type=size, default="64MiB", help="checkpoint interval (64MiB)"
+    )
+    sub.add_argument(
+        "--idle-timeout", type=seconds, default=60.0, help="silence that drops a connection"
+    )
 
 
 class _TransferBar:

@@ -26,10 +26,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff")
+    """ruff check, ruff format --check, and the import contracts of the layers (pyproject)."""
+    session.install("ruff", "import-linter", "-e", ".")
     session.run("ruff", "check", "src", "tests", "examples", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "examples", "bench", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session(python="3.11")

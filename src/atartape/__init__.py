@@ -4,7 +4,8 @@ Record a folder once (:func:`record`), then play its tape from any byte offset
 (:class:`TapePlayer`): every byte position is fixed before the first byte is sent.
 
 Every name below is imported on first use, so ``import atartape`` costs almost nothing and
-``import atartape.format.header`` imports neither anyio nor sqlite3. The layers, from the bottom:
+``import atartape.format.header`` imports neither anyio nor sqlite3 (``__init__.pyi`` gives
+type checkers the same names). The layers, from the bottom:
 :mod:`atartape.format` (pure), ``atartape._engine`` (anyio and the disk), the library modules
 (:mod:`~atartape.tape`, :mod:`~atartape.recorder`, :mod:`~atartape.player`, ...), and the edges
 (:mod:`atartape.archive`, the HTTP front ends, :mod:`atartape.transfer`, :mod:`atartape.cli`).
@@ -13,46 +14,9 @@ Every name below is imported on first use, so ``import atartape`` costs almost n
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._version import __version__
-
-if TYPE_CHECKING:
-    from .archive import Archive, HttpRangeSource, LocalFileSource, RangeSource, open_archive
-    from .errors import (
-        ArchiveFormatError,
-        DuplicateEntryError,
-        EntryNotFoundError,
-        InvalidOffsetError,
-        NotAFileError,
-        PathConstraintError,
-        RangeSourceError,
-        SourceNotFoundError,
-        TapeChangedError,
-        TapeExistsError,
-        TapeFormatError,
-        TapeNotFoundError,
-        TarIntegrityError,
-        TarTapeError,
-        TransferError,
-        TransferIntegrityError,
-        TransferProtocolError,
-        TransferRefusedError,
-        UnsafeMemberError,
-    )
-    from .format.events import EventMetadata, TarEvent, TarEventType
-    from .format.header import EntryKind
-    from .format.layout import Entry
-    from .format.members import Member, MemberType
-    from .format.units import format_size, parse_size
-    from .format.windows import Fragment, Location
-    from .oneshot import TarTape
-    from .player import TapePlayer
-    from .recorder import TapeRecorder, record
-    from .restore import restore_file
-    from .tape import Tape
-    from .verify import Difference, VerifyError, VerifyReport
-    from .volumes import Volume
 
 # Every public name and the module that defines it.
 _EXPORTS = {

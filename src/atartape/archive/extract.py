@@ -30,6 +30,8 @@ import stat
 from ..errors import ArchiveFormatError, UnsafeMemberError
 from ..format.members import Member, MemberType
 
+__all__ = ["Extractor", "PartFile", "member_parts"]
+
 _REFUSED_TYPES = {
     MemberType.CHAR_DEVICE: "a character device",
     MemberType.BLOCK_DEVICE: "a block device",

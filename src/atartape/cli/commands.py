@@ -32,6 +32,8 @@ from .common import (
 from .parser import Commands, offset, size
 from .progress import progress_bar
 
+__all__ = ["info", "locate", "ls", "play", "record", "register", "verify"]
+
 
 def register(commands: Commands) -> None:
     sub = commands.add(

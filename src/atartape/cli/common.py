@@ -12,6 +12,19 @@ import anyio.to_thread
 from ..errors import SourceNotFoundError, TapeNotFoundError
 from ..tape import Tape
 
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "Stdout",
+    "UsageError",
+    "VerificationFailed",
+    "message",
+    "open_tape",
+    "write_stdout",
+]
+
 PROG = "atartape"
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..format.units import parse_size
 from .common import PROG, UsageError
+
+__all__ = [
+    "BACKENDS",
+    "Commands",
+    "Handler",
+    "address",
+    "build_parser",
+    "count",
+    "offset",
+    "port",
+    "seconds",
+    "size",
+]
 
 BACKENDS = ("asyncio", "trio")
 Handler = Callable[[argparse.Namespace], Any]
@@ -92,8 +105,11 @@ class Commands:
         return sub
 
 
-def build_parser(version: str) -> argparse.ArgumentParser:
-    """The argument parser of the ``atartape`` command; ``command`` names the one chosen."""
+def build_parser(
+    version: str, registers: Sequence[Callable[[Commands], None]]
+) -> argparse.ArgumentParser:
+    """The argument parser of the ``atartape`` command, with the sub-commands each of
+    ``registers`` adds; ``command`` names the one chosen."""
     parser = _Parser(
         prog=PROG,
         description="Deterministic, resumable TAR streams of folders: record a folder once, "
@@ -131,9 +147,6 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         common,
         tape_args,
     )
-    from . import commands as tape_commands
-    from . import serve, transfer
-
-    for module in (tape_commands, serve, transfer):
-        module.register(commands)
+    for register in registers:
+        register(commands)
     return parser

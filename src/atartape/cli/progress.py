@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any, TextIO
 
+__all__ = ["Progress", "progress_bar", "wants_bar"]
+
 
 class Progress:
     """A progress bar that shows nothing; :func:`progress_bar` may return a real one."""

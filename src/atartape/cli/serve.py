@@ -15,6 +15,8 @@ import anyio
 from .common import EXIT_OK, PROG, UsageError, open_tape
 from .parser import Commands, port
 
+__all__ = ["register", "serve"]
+
 
 def register(commands: Commands) -> None:
     sub = commands.add("serve", "serve the tape over HTTP (Range requests resume)", serve)

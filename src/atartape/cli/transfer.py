@@ -15,6 +15,8 @@ from .common import EXIT_OK, PROG, open_tape, write_stdout
 from .parser import Commands, address, count, port, seconds, size
 from .progress import Progress, progress_bar
 
+__all__ = ["receive", "register", "send"]
+
 
 def register(commands: Commands) -> None:
     sub = commands.add("send", "send the tape to 'atartape receive', resuming", send)

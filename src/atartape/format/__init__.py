@@ -15,3 +15,5 @@ and tested alone (think h11).
 - :mod:`~atartape.format.http`: HTTP range and validator planning.
 - :mod:`~atartape.format.wire`: the transfer protocol's frames and digest chain.
 """
+
+__all__ = []

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .layout import Entry
 
+__all__ = ["EventMetadata", "TarEvent", "TarEventType"]
+
 
 class TarEventType(str, enum.Enum):
     """Event types; a ``str`` enum, so ``TarEventType.FILE_DATA == "file_data"``."""

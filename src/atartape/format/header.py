@@ -13,6 +13,40 @@ from dataclasses import dataclass
 
 from . import paths
 
+__all__ = [
+    "BLOCK_SIZE",
+    "CHKSUM",
+    "DEVMAJOR",
+    "DEVMINOR",
+    "FOOTER",
+    "FOOTER_SIZE",
+    "GID",
+    "GNAME",
+    "LINKNAME",
+    "MAGIC",
+    "MODE",
+    "MTIME",
+    "NAME",
+    "PREFIX",
+    "SIZE",
+    "TYPEFLAG",
+    "UID",
+    "UNAME",
+    "VERSION",
+    "ZERO_BLOCK",
+    "EntryKind",
+    "HeaderError",
+    "RawHeader",
+    "decode_header",
+    "decode_number",
+    "encode_header",
+    "encode_number",
+    "encode_raw",
+    "entry_span",
+    "header_checksums",
+    "padding",
+]
+
 BLOCK_SIZE = 512
 FOOTER_SIZE = 2 * BLOCK_SIZE
 FOOTER = bytes(FOOTER_SIZE)

@@ -15,6 +15,25 @@ from datetime import datetime, timezone
 from typing import Final
 from urllib.parse import quote
 
+__all__ = [
+    "ALLOWED_METHODS",
+    "ALLOW_HEADER",
+    "CONTENT_TYPE",
+    "UNSATISFIABLE",
+    "ByteRange",
+    "Plan",
+    "Representation",
+    "Unsatisfiable",
+    "content_disposition",
+    "etag",
+    "http_date",
+    "if_range_matches",
+    "method_allowed",
+    "parse_range",
+    "plain_response",
+    "plan_response",
+]
+
 CONTENT_TYPE: Final = "application/x-tar"
 ALLOWED_METHODS: Final = ("GET", "HEAD")
 ALLOW_HEADER: Final = ", ".join(ALLOWED_METHODS)

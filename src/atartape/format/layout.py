@@ -16,6 +16,16 @@ from ..errors import InvalidOffsetError
 from . import paths
 from .header import BLOCK_SIZE, FOOTER_SIZE, EntryKind, encode_header, entry_span, padding
 
+__all__ = [
+    "Entry",
+    "Window",
+    "assign_offsets",
+    "check_window",
+    "entry_at",
+    "fingerprint",
+    "identity",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:

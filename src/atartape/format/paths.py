@@ -8,6 +8,22 @@ content), so every path must fit the 100-byte name field plus the 155-byte prefi
 
 from __future__ import annotations
 
+__all__ = [
+    "MAX_COMPONENT",
+    "MAX_LINKNAME",
+    "MAX_PATH",
+    "NAME_FIELD",
+    "PREFIX_FIELD",
+    "from_bytes",
+    "header_name",
+    "join",
+    "relative_to_root",
+    "sort_key",
+    "split_ustar",
+    "to_bytes",
+    "violation",
+]
+
 NAME_FIELD = 100
 PREFIX_FIELD = 155
 MAX_PATH = 255  # NAME_FIELD + PREFIX_FIELD: the longest path a plain USTAR header carries

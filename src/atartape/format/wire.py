@@ -23,6 +23,29 @@ from typing import Any
 
 from ..errors import TransferProtocolError
 
+__all__ = [
+    "CRC_SIZE",
+    "HEAD_SIZE",
+    "MAX_CONTROL",
+    "MAX_PAYLOAD",
+    "PROTOCOL",
+    "Kind",
+    "chain_next",
+    "chain_of",
+    "chain_seed",
+    "check_frame",
+    "decode_data",
+    "decode_head",
+    "decode_message",
+    "encode_data",
+    "encode_frame",
+    "encode_message",
+    "get_int",
+    "get_str",
+    "segment_count",
+    "segment_end",
+]
+
 PROTOCOL = "atartape-transfer/1"
 MAX_PAYLOAD = 4 * 1024 * 1024 + 8  # a DATA frame holds at most 4 MiB
 MAX_CONTROL = 64 * 1024  # a JSON message is small

@@ -36,6 +36,26 @@ from ..format.wire import (
     encode_message,
 )
 
+__all__ = [
+    "DEFAULT_SEGMENT_SIZE",
+    "DROPS",
+    "FRAME_DATA",
+    "ProgressCallback",
+    "ReceiveResult",
+    "SendResult",
+    "describe",
+    "expect",
+    "expect_any",
+    "hash_and_frame",
+    "hash_file_range",
+    "log",
+    "peer_error",
+    "read_frame",
+    "send_error",
+    "send_message",
+    "wait_pinging",
+]
+
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 FRAME_DATA = 1024 * 1024  # the most data bytes in one DATA frame
 

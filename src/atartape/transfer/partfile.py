@@ -12,6 +12,8 @@ from .._engine.files import fsync_folder, unlink_quietly, write_atomically
 from ..errors import TransferIntegrityError, TransferProtocolError, TransferRefusedError
 from ..format.wire import chain_next, chain_seed, segment_count, segment_end
 
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "PartFile", "load_partial"]
+
 STATE_FORMAT = "atartape-transfer-state"
 STATE_VERSION = 1
 

@@ -12,6 +12,7 @@ import pytest
 
 import atartape
 from atartape.restore import FetchRange, restore_file
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 
@@ -26,21 +27,30 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
 
 
-async def store_volumes(tape: atartape.Tape, folder: Path) -> None:
+async def store_volumes(tape: atartape.Tape, folder: Path, size: int | str = VOLUME) -> None:
     """Write every volume to a file, as an upload to any store would."""
     folder.mkdir()
-    for volume in atartape.TapePlayer(tape).volumes(VOLUME):
+    for volume in atartape.TapePlayer(tape).volumes(size):
         async with await anyio.open_file(folder / volume.name, "wb") as handle:
             async for chunk in volume:
                 await handle.write(chunk)
 
 
 def from_volume_files(
-    tape: atartape.Tape, folder: Path, calls: list[tuple[int, int, int]]
+    tape: atartape.Tape,
+    folder: Path,
+    calls: list[tuple[int, int, int]],
+    size: int | str | None = None,
 ) -> FetchRange:
+    """Ranges of the stored volume files (cut at ``size``: bytes past a file's end are not
+    there, as with an object store)."""
+
     async def fetch_range(volume_index: int, start: int, end: int) -> bytes:
         calls.append((volume_index, start, end))
-        async with await anyio.open_file(folder / f"{tape.name}.tar.{volume_index:04d}", "rb") as f:
+        path = folder / f"{tape.name}.tar.{volume_index:04d}"
+        if not await anyio.Path(path).exists():
+            raise FileNotFoundError(path)
+        async with await anyio.open_file(path, "rb") as f:
             await f.seek(start)
             return await f.read(end - start)
 
@@ -62,7 +72,10 @@ async def test_restore_from_volume_files(dataset: Path, tmp_path: Path) -> None:
         where, from_volume_files(offline, tmp_path / "store", calls), out / "big.bin"
     )
     assert written == out / "big.bin" and written.read_bytes() == original
-    assert [c[0] for c in calls] == where.volume_indexes  # one fetch per fragment here
+    proofs = [
+        f.volume_index for at, data in where.proofs() for f in where.fragments_of(at, len(data))
+    ]
+    assert [c[0] for c in calls] == proofs + where.volume_indexes  # the proofs, then the data
     assert leftovers(out) == []
     c_where = await offline.locate("dataset/sub/deeper/c.txt", volume_size=VOLUME)
     restored = await restore_file(c_where, from_volume_files(offline, tmp_path / "store", []), out)
@@ -84,8 +97,10 @@ async def test_restore_from_the_whole_tape_in_bounded_pieces(dataset: Path, tmp_
     where = await tape.locate("dataset/sub/big.bin")
     dest = await restore_file(where, fetch_range, tmp_path / "big.bin", max_fetch=100_000)
     assert dest.read_bytes() == (dataset / "sub" / "big.bin").read_bytes()
-    assert len(calls) == 8 and all(c[0] == 0 and c[2] - c[1] <= 100_000 for c in calls)
-    assert calls[0][1] == where.data_offset and calls[-1][2] == where.data_offset + where.size
+    assert calls[0] == (0, where.start_offset, where.data_offset)  # the header proves it first
+    data = calls[1:]
+    assert len(data) == 8 and all(c[0] == 0 and c[2] - c[1] <= 100_000 for c in data)
+    assert data[0][1] == where.data_offset and data[-1][2] == where.data_offset + where.size
 
 
 async def test_digest_mismatch_leaves_no_file(dataset: Path, tmp_path: Path) -> None:
@@ -111,8 +126,10 @@ async def test_short_fetch_and_failing_fetch_leave_no_file(dataset: Path, tmp_pa
     tape = await atartape.record(dataset)  # no digest: the size is still checked
     where = await tape.locate("dataset/sub/big.bin")
 
+    full = await full_stream(atartape.TapePlayer(tape))
+
     async def short(volume_index: int, start: int, end: int) -> bytes:
-        return bytes(end - start - 1)
+        return full[start : end if end - start == 512 else end - 1]
 
     with pytest.raises(atartape.TarIntegrityError, match="returned 767999 bytes, expected 768000"):
         await restore_file(where, short, out / "big.bin")
@@ -168,3 +185,52 @@ async def test_empty_file_existing_dest_and_non_files(dataset: Path, tmp_path: P
         with pytest.raises(ValueError, match="only regular files"):
             await restore_file(await tape.locate(path), never, out / "x")
     assert sorted(os.listdir(out)) == ["empty.bin"]
+
+
+@pytest.mark.parametrize("asked", ["64KB", "60KiB", "1MB"])
+async def test_a_wrong_volume_size_writes_nothing(
+    dataset: Path, tmp_path: Path, asked: str
+) -> None:
+    """Parts cut at 64KiB, restored as if cut at another size (an easy slip), no checksums:
+    the header of each entry, fetched first, tells the bytes are not this entry's."""
+    write(dataset / "more" / "data.bin", os.urandom(300_000))
+    tape = await atartape.record(dataset)
+    await store_volumes(tape, tmp_path / "store", size="64KiB")
+    out = tmp_path / "out"
+    out.mkdir()
+    refused = 0
+    said: list[str] = []
+    async for entry in tape.entries():
+        if not entry.is_file or not entry.size:
+            continue
+        wrong = await tape.locate(entry.arc_path, volume_size=asked)
+        fetch = from_volume_files(tape, tmp_path / "store", [], size="64KiB")
+        try:
+            restored = await restore_file(wrong, fetch, out / "x", overwrite=True)
+        except FileNotFoundError:
+            refused += 1  # asked for a volume the store does not have
+        except atartape.TarIntegrityError as exc:
+            said.append(str(exc))
+            refused += 1
+        else:  # the piece it needed happens to sit where both sizes put it: then it is right
+            assert restored.read_bytes() == (dataset.parent / entry.arc_path).read_bytes()
+    assert refused > 0
+    assert all("not this tape's" in text or "returned" in text for text in said)
+    assert leftovers(out) == []
+
+
+async def test_another_tape_is_not_restored_from(dataset: Path, tmp_path: Path) -> None:
+    """Same layout, one mtime another second: the stored object is another recording's."""
+    tape = await atartape.record(dataset, index_path=tmp_path / "one.db")
+    where = await tape.locate("dataset/sub/deeper/c.txt")
+    os.utime(dataset / "sub" / "deeper" / "c.txt", (1_000_000_000, 1_000_000_000))
+    other = await atartape.record(dataset, index_path=tmp_path / "two.db")
+    assert other.total_size == tape.total_size
+    other_bytes = await full_stream(atartape.TapePlayer(other))
+
+    async def fetch(volume_index: int, start: int, end: int) -> bytes:
+        return other_bytes[start:end]
+
+    with pytest.raises(atartape.TarIntegrityError, match="not this tape's"):
+        await restore_file(where, fetch, tmp_path / "c.txt")
+    assert not (tmp_path / "c.txt").exists()

@@ -34,6 +34,46 @@ def _exists(dest: str) -> FileExistsError:
     return FileExistsError(errno.EEXIST, "destination exists (pass overwrite=True)", dest)
 
 
+async def _fetch(
+    location: Location, fetch_range: FetchRange, volume: int, start: int, end: int
+) -> bytes | bytearray | memoryview:
+    data = await fetch_range(volume, start, end)
+    if len(data) != end - start:
+        raise TarIntegrityError(
+            f"{location.arc_path!r}: fetch_range({volume}, {start}, {end}) returned "
+            f"{len(data)} bytes, expected {end - start}",
+            arc_path=location.arc_path,
+            reason="size",
+        )
+    return data
+
+
+async def _prove(location: Location, fetch_range: FetchRange) -> None:
+    """Fetch the bytes that prove the location (see :meth:`Location.proofs`) and compare."""
+    for start, expected in location.proofs():
+        pieces = location.fragments_of(start, len(expected))
+        found = b"".join(
+            [
+                bytes(
+                    await _fetch(
+                        location, fetch_range, f.volume_index, f.offset_in_volume, f.end_in_volume
+                    )
+                )
+                for f in pieces
+            ]
+        )
+        if found != expected:
+            where = ", ".join(f"volume {f.volume_index} at {f.offset_in_volume}" for f in pieces)
+            what = "its header" if start == location.start_offset else "the bytes after it"
+            raise TarIntegrityError(
+                f"{location.arc_path!r}: the fetched bytes are not this tape's ({what}, {where}, "
+                "differ); is the volume size the one the parts were cut with, and the object "
+                "the right one? Nothing was written",
+                arc_path=location.arc_path,
+                reason="content",
+            )
+
+
 def _open_beside(target: str) -> AtomicFile:
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     return AtomicFile(target, mode=0o600)
@@ -69,10 +109,14 @@ async def restore_file(
     are created. With ``preserve`` the recorded
     permission bits and mtime are applied.
 
-    The file is written to a temporary name beside ``dest``, checked, then renamed into place:
-    ``dest`` holds the whole, verified file or is left as it was. Checks: every fetch returns
-    exactly the bytes asked for, the total is the recorded size, and the content matches the
-    recorded digest when the tape was recorded with ``checksum=``.
+    First the bytes that prove the location are fetched: the entry's own 512-byte header (from
+    the previous volume too, when it straddles a boundary), and when the content reaches past
+    the first volume the bytes just after it; a wrong volume size or the wrong object fails
+    here, before anything is written. The file is
+    then written to a temporary name beside ``dest``, checked, and renamed into place: ``dest``
+    holds the whole, verified file or is left as it was. Checks: every fetch returns exactly the
+    bytes asked for, the total is the recorded size, and the content matches the recorded
+    digest when the tape was recorded with ``checksum=``.
 
     Raises :class:`TarIntegrityError` when a check fails (no file is left behind),
     :class:`FileExistsError` when ``dest`` exists and ``overwrite`` is false (checked before
@@ -92,6 +136,7 @@ async def restore_file(
     step = parse_size(max_fetch, what="max_fetch")
     algorithm = location.checksum_algorithm if location.checksum else None
     target = await anyio.to_thread.run_sync(_target, os.fspath(dest), location.arc_path, overwrite)
+    await _prove(location, fetch_range)
     temp = await anyio.to_thread.run_sync(_open_beside, target)
     digest = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
     try:
@@ -99,13 +144,7 @@ async def restore_file(
             at = fragment.offset_in_volume
             while at < fragment.end_in_volume:
                 stop = min(at + step, fragment.end_in_volume)
-                data = await fetch_range(fragment.volume_index, at, stop)
-                if len(data) != stop - at:
-                    raise TarIntegrityError(
-                        f"{location.arc_path!r}: fetch_range({fragment.volume_index}, {at}, "
-                        f"{stop}) returned {len(data)} bytes, expected {stop - at}",
-                        arc_path=location.arc_path,
-                    )
+                data = await _fetch(location, fetch_range, fragment.volume_index, at, stop)
                 await anyio.to_thread.run_sync(temp.write, data)
                 if digest is not None:
                     digest.update(data)

@@ -140,8 +140,15 @@ class Tape:
         """
         if volume_size is not None:
             parse_size(volume_size, what="volume size")  # fail before the index is opened
-        entry = await self.entry(arc_path)
-        return locate_entry(entry, volume_size, checksum_algorithm=self.checksum_algorithm)
+        async with await open_index(self.index_path, expected=self.identity, shared=True) as index:
+            row = await index.row_by_path(paths.to_bytes(arc_path))
+            if row is None:
+                raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
+            after = await index.bytes_after(row)
+        entry = row.entry()
+        return locate_entry(
+            entry, volume_size, checksum_algorithm=self.checksum_algorithm, after=after
+        )
 
     def volume_count(self, size: int | str) -> int:
         """How many volumes of ``size`` bytes (``"64MiB"``) the tape makes (the last may be

@@ -24,7 +24,7 @@ import anyio.to_thread
 from ..errors import TapeChangedError, TapeFormatError, TapeNotFoundError
 from ..format import paths
 from ..format.folders import DEFAULT_NOISE
-from ..format.header import EntryKind, entry_span
+from ..format.header import FOOTER_SIZE, EntryKind, entry_span
 from ..format.layout import Entry, identity
 from .store import IndexStore, loop_token, open_store
 
@@ -230,6 +230,18 @@ class Index:
             f"SELECT {self._select} FROM entries WHERE arc_path = ?", (arc_path,)
         )
         return None if found is None else _row(found)
+
+    async def bytes_after(self, row: Row) -> bytes:
+        """The tape's bytes just past ``row``: the next header, or the footer."""
+        found = await self.store.fetchone(
+            f"SELECT {self._select} FROM entries WHERE start_offset = ?", (row.end_offset,)
+        )
+        if found is not None:
+            return _row(found).entry().header()
+        for embedded in await self.embedded_rows():
+            if embedded.start_offset == row.end_offset:
+                return embedded.entry().header()
+        return bytes(FOOTER_SIZE)
 
     async def child_names(self, folder: bytes) -> list[bytes]:
         """The names of the entries directly inside ``folder`` (one range search on paths)."""

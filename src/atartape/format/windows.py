@@ -151,6 +151,8 @@ class Location:
     when ``volume_size`` is ``None``; none when ``size`` is 0). ``checksum`` is the digest
     recorded for the file with ``checksum_algorithm``, if the tape was recorded with one;
     ``mode`` and ``mtime`` are the permission bits and whole-second mtime of the header.
+    ``header`` is the entry's 512-byte header and ``after`` the tape's bytes just past the
+    entry (the next header, or the footer): :meth:`proofs` uses them.
     """
 
     arc_path: str
@@ -165,6 +167,8 @@ class Location:
     checksum_algorithm: str | None = None
     mode: int = 0o644
     mtime: int = 0
+    header: bytes | None = field(default=None, repr=False)
+    after: bytes | None = field(default=None, repr=False)
 
     @property
     def range_header(self) -> dict[str, str] | None:
@@ -176,14 +180,45 @@ class Location:
         """The volumes holding some of the content, in order."""
         return [fragment.volume_index for fragment in self.fragments]
 
+    def proofs(self) -> list[tuple[int, bytes]]:
+        """The tape bytes that prove a store holds this tape, cut as the location says:
+        ``(tape offset, bytes)`` pairs, each to be found exactly where the volume size puts it.
+
+        The entry's own header proves the object; when the content reaches past the first
+        volume, the bytes just after it (the next header, or the footer) prove the volume size
+        too: a wrong size moves every piece of a volume ``i > 0``, so the bytes found there are
+        another part of the tape. An empty file needs no proof: nothing is fetched for it.
+        """
+        found: list[tuple[int, bytes]] = []
+        if not self.size:
+            return found  # nothing to fetch, nothing that could be wrong
+        if self.header is not None:
+            found.append((self.start_offset, self.header))
+        reaches_on = any(f.volume_index > 0 for f in self.fragments)
+        if self.after is not None and (reaches_on or self.header is None):
+            found.append((self.end_offset, self.after))
+        return found
+
+    def fragments_of(self, start: int, length: int) -> list[Fragment]:
+        """Where the tape bytes ``[start, start + length)`` lie, cut at volume boundaries."""
+        if self.volume_size is None:
+            return [Fragment(0, start, length)]
+        pieces = split_range(start, start + length, self.volume_size)
+        return [Fragment(index, offset, size) for index, offset, size in pieces]
+
 
 def locate_entry(
-    entry: Entry, volume_size: int | str | None = None, *, checksum_algorithm: str | None = None
+    entry: Entry,
+    volume_size: int | str | None = None,
+    *,
+    checksum_algorithm: str | None = None,
+    after: bytes | None = None,
 ) -> Location:
     """The :class:`Location` of ``entry`` in a tape cut into volumes of ``volume_size`` bytes.
 
     ``volume_size`` is an int or a string such as ``"5MiB"``; ``None`` means the tape is one
-    piece. Raises :class:`ValueError` for a bad volume size.
+    piece. ``after`` is the tape's bytes just past the entry (see :meth:`Location.proofs`).
+    Raises :class:`ValueError` for a bad volume size.
     """
     start, end = entry.data_offset, entry.data_offset + entry.size
     if volume_size is None:
@@ -205,4 +240,6 @@ def locate_entry(
         checksum_algorithm=checksum_algorithm if entry.checksum else None,
         mode=entry.mode,
         mtime=entry.mtime,
+        header=entry.header(),
+        after=after,
     )

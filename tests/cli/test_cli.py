@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -18,9 +19,12 @@ import termios
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+import atartape
+from atartape.cli.commands import resume_record, resume_record_path
 from tests.helpers import write
 
 TIMEOUT = 60
@@ -161,13 +165,22 @@ def test_play_stdout_and_windows(shared: Path, shared_full: bytes) -> None:
     assert run("play", shared, "--offset", len(shared_full)).stdout == b""
 
 
+def cut_short(out: Path, data: bytes, tape: atartape.Tape, start: int, end: int) -> None:
+    """A play of [start, end) to ``out`` that stopped after ``data`` (as a crash leaves it)."""
+    out.write_bytes(data)
+    Path(resume_record_path(str(out))).write_bytes(resume_record(tape, start, end))
+
+
 def test_play_resume(shared: Path, shared_full: bytes, tmp_path: Path) -> None:
+    tape = anyio.run(atartape.Tape.discover, shared)
     out = tmp_path / "part.tar"
-    for cut in (0, 1, 2048 + 1000, len(shared_full) // 2, len(shared_full) - 1, len(shared_full)):
-        out.write_bytes(shared_full[:cut])
+    record = Path(resume_record_path(str(out)))
+    for cut in (0, 1, 2048 + 1000, len(shared_full) // 2, len(shared_full) - 1):
+        cut_short(out, shared_full[:cut], tape, 0, tape.total_size)
         done = run("play", shared, "-o", out, "--resume")
         assert done.returncode == 0, done.stderr
         assert out.read_bytes() == shared_full
+        assert not record.exists()  # complete: nothing left to resume
         if 0 < cut < len(shared_full):
             assert f"resuming {out} at byte {cut}".encode() in done.stderr
     out.unlink()
@@ -175,14 +188,36 @@ def test_play_resume(shared: Path, shared_full: bytes, tmp_path: Path) -> None:
     assert out.read_bytes() == shared_full
     # A window resumes inside the window.
     a, b = 1000, 600_000
-    out.write_bytes(shared_full[a : a + 12345])
+    cut_short(out, shared_full[a : a + 12345], tape, a, b)
     ok("play", shared, "-o", out, "--resume", "--offset", a, "--end", b)
     assert out.read_bytes() == shared_full[a:b]
-    # A file longer than the window is not a partial play of it: refused, left as it was.
-    out.write_bytes(shared_full + b"x")
-    assert "not a partial play" in fails(2, "play", shared, "-o", out, "--resume")
-    assert out.read_bytes() == shared_full + b"x"
     assert "-o OUT" in fails(2, "play", shared, "--resume")
+
+
+def test_resume_refuses_what_it_cannot_prove(
+    shared: Path, shared_full: bytes, tmp_path: Path
+) -> None:
+    tape = anyio.run(atartape.Tape.discover, shared)
+    out = tmp_path / "part.tar"
+    half = shared_full[: len(shared_full) // 2]
+    # No record beside it: a complete file, or one that atartape did not write.
+    out.write_bytes(half)
+    assert "no record of the play" in fails(2, "play", shared, "-o", out, "--resume")
+    assert out.read_bytes() == half
+    # Another window of this tape.
+    cut_short(out, half, tape, 512, tape.total_size)
+    assert "the window 512-" in fails(2, "play", shared, "-o", out, "--resume")
+    assert out.read_bytes() == half
+    # Another recording of the tape (or another tape): its identity differs.
+    other = dataclasses.replace(tape, identity="0" * 64)
+    cut_short(out, half, other, 0, tape.total_size)
+    assert "another recording" in fails(2, "play", shared, "-o", out, "--resume")
+    assert out.read_bytes() == half
+    # The right record, but the bytes held changed since.
+    changed = half[:-10] + b"x" * 10
+    cut_short(out, changed, tape, 0, tape.total_size)
+    assert "changed since it was written" in fails(2, "play", shared, "-o", out, "--resume")
+    assert out.read_bytes() == changed
 
 
 BAD_INPUT = {
@@ -245,7 +280,10 @@ def test_help_version_and_no_command() -> None:
 
 def test_verify(recorded: Path) -> None:
     assert ok("verify", recorded, "--deep") == ""
-    ok("verify", recorded)
+    said = run("verify", recorded).stderr.decode()
+    assert "checked every entry (10) and the index itself of 'dataset': all hold" in said
+    said = run("verify", recorded, "--sample", "3").stderr.decode()
+    assert "a canary sample: " in said and " of 10 entries" in said and "3 at random" in said
     write(recorded / "a.txt", "changed size\n")
     (recorded / "sub" / "deeper" / "c.txt").unlink()
     done = run("verify", recorded, "--deep")

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.to_thread
 
+from .._engine import files
 from ..errors import EntryNotFoundError, SourceNotFoundError, TapeExistsError
 from ..format.events import TarEventType
 from ..format.layout import check_window
@@ -29,7 +30,7 @@ from .common import (
     message,
     open_tape,
 )
-from .parser import Commands, offset, size
+from .parser import Commands, count, offset, size
 from .progress import progress_bar
 
 __all__ = ["info", "locate", "ls", "play", "record", "register", "verify"]
@@ -66,7 +67,14 @@ def register(commands: Commands) -> None:
     )
 
     sub = commands.add("verify", "check the source folder against the tape", verify)
-    sub.add_argument("--deep", action="store_true", help="check every entry, not a sample")
+    how = sub.add_mutually_exclusive_group()
+    how.add_argument(
+        "--sample",
+        type=count,
+        metavar="N",
+        help="check only a canary sample: first, last, largest, newest and N at random",
+    )
+    how.add_argument("--deep", action="store_true", help="check every entry (the default)")
     sub.add_argument("--content", action="store_true", help="re-hash files (recorded digests)")
 
     sub = commands.add("locate", "where one file lies in the tape", locate)
@@ -189,12 +197,74 @@ def _stdout_buffer() -> BinaryIO:
     return sys.stdout.buffer
 
 
-def _open_output(path: str, resume: bool) -> tuple[BinaryIO, int]:
-    """Open ``path`` to write (append when resuming); return it and the bytes it holds."""
-    if resume:
-        handle = open(path, "ab")  # noqa: SIM115 - closed by _Sink.close
-        return handle, handle.seek(0, os.SEEK_END)
-    return open(path, "wb"), 0
+RESUME_FORMAT = "atartape-play"
+
+
+def resume_record_path(output: str) -> str:
+    """Beside a file being played: which recording and window it holds part of."""
+    return output + ".atartape"
+
+
+def resume_record(tape: Tape, start: int, end: int) -> bytes:
+    """What a play to a file writes beside it first, so that ``--resume`` can prove it."""
+    fields = {
+        "format": RESUME_FORMAT,
+        "identity": tape.identity,
+        "start": start,
+        "end": end,
+        "total_size": tape.total_size,
+    }
+    return json.dumps(fields).encode()
+
+
+def _begin_output(path: str, record: bytes) -> BinaryIO:
+    """A fresh play to ``path``: the resume record first, then the file, truncated."""
+    files.write_atomically(resume_record_path(path), record)
+    return open(path, "wb")
+
+
+def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO, int]:
+    """``path`` opened to append, after proving it holds part of this very play.
+
+    Raises :class:`UsageError` (nothing changed) when its resume record is missing or names
+    another recording or window.
+    """
+    try:
+        held = os.path.getsize(path)
+    except FileNotFoundError:
+        return _begin_output(path, record), 0
+    marker = resume_record_path(path)
+    try:
+        with open(marker, "rb") as handle:
+            found = json.loads(handle.read())
+    except FileNotFoundError:
+        if held:
+            raise UsageError(
+                f"{path} holds {held} bytes but no record of the play it belongs to ({marker}): "
+                "it was completed, or not written by 'atartape play -o'; nothing was changed"
+            ) from None
+        return _begin_output(path, record), 0
+    except ValueError:
+        raise UsageError(f"{marker} is damaged; nothing was changed") from None
+    expected = json.loads(record)
+    if found != expected:
+        what = (
+            "another recording of the tape, or another tape"
+            if found.get("identity") != expected["identity"]
+            else f"the window {found.get('start')}-{found.get('end')}"
+        )
+        raise UsageError(
+            f"{path} holds part of {what}, not of {tape_name!r} "
+            f"{expected['start']}-{expected['end']} as recorded now; nothing was changed "
+            "(play without --resume to start over)"
+        )
+    return open(path, "ab"), held
+
+
+def _tail(path: str, size: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(size - length)
+        return handle.read(length)
 
 
 async def play(args: argparse.Namespace) -> int:
@@ -206,11 +276,19 @@ async def play(args: argparse.Namespace) -> int:
     tape = await open_tape(args)
     window = check_window(tape.total_size, args.offset, args.end)
     start, end = window.start, window.end
+    player = TapePlayer(tape, md5=False)
+    record = resume_record(tape, start, end)
+    held = 0
     if to_stdout:
-        handle, held = _stdout_buffer(), 0
+        handle = _stdout_buffer()
+    elif args.resume:
+        handle, held = await anyio.to_thread.run_sync(
+            _continue_output, args.output, record, tape.name
+        )
     else:
-        handle, held = await anyio.to_thread.run_sync(_open_output, args.output, args.resume)
+        handle = await anyio.to_thread.run_sync(_begin_output, args.output, record)
     sink = _Sink(handle)
+    completed = False
     try:
         if held > end - start:
             raise UsageError(
@@ -218,8 +296,19 @@ async def play(args: argparse.Namespace) -> int:
                 f"of the window {start}-{end}: it is not a partial play of this tape"
             )
         if held:
+            # The record says which play this is; the last bytes held must be that play's too
+            # (a file changed after it was cut short is not resumed).
+            length = min(held, 64 * 1024)
+            expected = b"".join(
+                [c async for c in player.chunks(start + held - length, start + held)]
+            )
+            found = await anyio.to_thread.run_sync(_tail, args.output, held, length)
+            if found != expected:
+                raise UsageError(
+                    f"the last {length} bytes of {args.output} are not the tape's bytes there: "
+                    "it changed since it was written; nothing was changed"
+                )
             message(args, f"resuming {args.output} at byte {start + held} of {end}")
-        player = TapePlayer(tape, md5=False)
         position = start + held
         with progress_bar(end - start, initial=held, label=tape.name, quiet=args.quiet) as bar:
             if bar.enabled:
@@ -234,26 +323,39 @@ async def play(args: argparse.Namespace) -> int:
                 async with aclosing(player.chunks(position, end)) as chunks:
                     async for chunk in chunks:
                         await sink.write(chunk)
+        completed = True
     finally:
         await sink.close()
+        if completed and not to_stdout:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    files.unlink_quietly, resume_record_path(args.output)
+                )
     return EXIT_OK
 
 
 async def verify(args: argparse.Namespace) -> int:
     tape = await open_tape(args)
-    report = await TapePlayer(tape).verify(deep=args.deep, content=args.content)
+    deep = args.sample is None
+    report = await TapePlayer(tape).verify(deep=deep, content=args.content, sample=args.sample or 0)
     out = Stdout()
     for problem in report.differences:
         await out.line(f"{problem.arc_path}: {problem.reason}: {problem.message}")
     await out.flush()
-    kind = "deep check" if args.deep else "canary check"
+    of = f"{report.checked} of {tape.entry_count} entries"
+    if deep:
+        what = f"every entry ({report.checked}) and the index itself"
+    else:
+        what = f"a canary sample: {of} (first, last, largest, newest and {args.sample} at random)"
+    if args.content:
+        what += f", re-hashing {format_size(report.hashed_bytes, exact=False)}"
     if not report:
-        count = len(report.differences)
+        differ = len(report.differences)
         raise VerificationFailed(
-            f"{kind} of {tape.name!r}: {count} entr{'ies' if count != 1 else 'y'} "
+            f"checked {what} of {tape.name!r}: {differ} entr{'ies' if differ != 1 else 'y'} "
             "no longer match the tape"
         )
-    message(args, f"{kind} of {tape.name!r}: {report.checked} entries hold")
+    message(args, f"checked {what} of {tape.name!r}: all hold")
     return EXIT_OK
 
 

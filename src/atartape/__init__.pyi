@@ -31,6 +31,7 @@ from .errors import (
 )
 from .format.events import (
     EventMetadata,
+    Progress,
     TarEvent,
     TarEventType,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "MemberType",
     "NotAFileError",
     "PathConstraintError",
+    "Progress",
     "RangeSource",
     "RangeSourceError",
     "SourceNotFoundError",

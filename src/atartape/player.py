@@ -15,7 +15,7 @@ from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink
 from ._engine.source import folders_for, require_folder
 from .format import paths
-from .format.events import TarEvent
+from .format.events import Progress, TarEvent
 from .format.layout import Window, check_window
 from .format.windows import DEFAULT_NAME_TEMPLATE, volume_count, volume_name, volume_window
 from .tape import Tape
@@ -116,6 +116,7 @@ class TapePlayer:
         content: bool = False,
         sample: int = 16,
         seed: int | str | None = None,
+        progress: Progress | None = None,
     ) -> VerifyReport:
         """Check the source against the index, without producing the stream.
 
@@ -125,11 +126,20 @@ class TapePlayer:
         most recently modified entry and ``sample`` entries picked at random (``seed`` makes
         the pick repeatable). ``content`` also re-hashes each checked file against the digest
         recorded by ``record(..., checksum=...)``. Returns a :class:`VerifyReport`, truthy when
-        all holds; differences are listed, never raised. Raises :class:`SourceNotFoundError`
-        without the source and :class:`ValueError` for ``content`` on a tape without checksums.
+        all holds; differences are listed, never raised. ``progress`` (a
+        :class:`~atartape.Progress`) counts the entries checked and the bytes re-hashed.
+        Raises :class:`SourceNotFoundError` without the source, :class:`ValueError` for
+        ``content`` on a tape without checksums, :class:`TapeChangedError` when the index was
+        re-recorded and :class:`TapeFormatError` when it is damaged.
         """
         return await verify(
-            self.tape, self.source_root, deep=deep, content=content, sample=sample, seed=seed
+            self.tape,
+            self.source_root,
+            deep=deep,
+            content=content,
+            sample=sample,
+            seed=seed,
+            progress=progress,
         )
 
     async def _session(self, window: Window, md5: bool) -> tuple[Producer, IndexFeed]:

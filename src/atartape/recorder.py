@@ -16,6 +16,7 @@ from ._engine.source import ListedFolders
 from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError
 from .format import paths
 from .format.embedded import index_member
+from .format.events import Progress
 from .format.folders import DEFAULT_NOISE, Exclude, Selection
 from .format.header import FOOTER_SIZE, EntryKind
 from .format.layout import Entry, fingerprint, identity
@@ -36,6 +37,7 @@ async def record(
     arcname: str | None = None,
     checksum: str | None = None,
     embed_index: bool = False,
+    progress: Progress | None = None,
 ) -> Tape:
     """Record the folder ``source`` into a tape and return it, ready to play.
 
@@ -51,7 +53,8 @@ async def record(
     ``embed_index`` appends to the tape, as its last member (after every entry, before the
     footer), a CSV named ``.tarindex_<first 16 hex of the fingerprint>.csv`` listing every
     entry (see :mod:`atartape.format.embedded`), so that a reader can fetch one file of the
-    archive without scanning it.
+    archive without scanning it. ``progress`` (a :class:`~atartape.Progress`) counts the
+    entries scanned and the bytes hashed while the recording runs.
 
     The index is written to a temporary file beside its destination and renamed into place:
     on any error no index is written and an existing one is left as it was. Raises
@@ -80,9 +83,17 @@ async def record(
     arc_root = arcname or os.path.basename(source) or "root"
     folders = ListedFolders(source, arc_root, selection, index_path)
     # Made before the scan: creating .tartape changes the root's mtime, which the scan must see.
-    await anyio.to_thread.run_sync(_prepare_folder, index_path)
+    try:
+        await anyio.to_thread.run_sync(_prepare_folder, index_path)
+    except OSError as exc:
+        raise PermissionError(
+            exc.errno,
+            f"cannot write the tape index there ({exc.strerror}); "
+            "choose another place with index_path= (--index)",
+            index_path,
+        ) from None
     result = await anyio.to_thread.run_sync(
-        lambda: scan(source, arc_root, folders, checksum=checksum)
+        lambda: scan(source, arc_root, folders, checksum=checksum, progress=progress)
     )
     entries = result.entries
     tape_fingerprint = fingerprint(entries)

@@ -32,6 +32,7 @@ from ._engine.source import (
 )
 from .errors import TapeFormatError, TarIntegrityError
 from .format import paths
+from .format.events import Progress
 from .format.header import FOOTER_SIZE
 from .format.layout import Entry, fingerprint, identity
 from .tape import Tape
@@ -133,7 +134,9 @@ class _Checker:
         *,
         hop_entries: int = HOP_ENTRIES,
         hop_bytes: int = HOP_BYTES,
+        progress: Progress | None = None,
     ) -> None:
+        self.progress = progress if progress is not None else Progress()
         self.root = os.fsencode(root)
         self.arc_root = paths.to_bytes(arc_root)
         self.folders = folders
@@ -169,6 +172,7 @@ class _Checker:
             row = self.queue.popleft()
             entries += 1
             self.checked += 1
+            self.progress.entries += 1
             try:
                 self._check(row)
             except TarIntegrityError as error:
@@ -202,6 +206,7 @@ class _Checker:
             job.remaining -= len(data)
             done += len(data)
         self.hashed += done
+        self.progress.bytes += done
         if job.remaining > 0 and done >= budget:
             return max(done, 1)  # more to hash in the next hop
         extra = os.read(job.fd, 1) if job.remaining == 0 else b""
@@ -277,6 +282,7 @@ async def verify(
     seed: int | str | None = None,
     hop_entries: int = HOP_ENTRIES,
     hop_bytes: int = HOP_BYTES,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Check ``tape``'s source (``source_root``, by default where it was recorded).
 
@@ -307,6 +313,7 @@ async def verify(
             tape.checksum_algorithm if content else None,
             hop_entries=hop_entries,
             hop_bytes=hop_bytes,
+            progress=progress,
         )
         audit = _IndexAudit(index) if deep else None
         try:

@@ -116,7 +116,7 @@ class Volume:
         before anything is read, and what reading raises (see the class).
         """
         try:
-            digest = hashlib.new(algorithm)
+            digest = hashlib.new(algorithm, usedforsecurity=False)
         except (ValueError, TypeError):
             raise ValueError(
                 f"unknown hash algorithm {algorithm!r}; "

@@ -11,6 +11,7 @@ import pty
 import re
 import select
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -246,6 +247,8 @@ BAD_INPUT = {
     "bad address": ["send", "{src}", "nowhere"],
     "bad port": ["receive", "{out}", "--port", "70000"],
     "receive over a file": ["receive", "{src}/a.txt", "--port", "0"],
+    "a file for a folder": ["record", "{src}/a.txt"],
+    "a file for a folder (ls)": ["ls", "{src}/a.txt"],
 }
 
 
@@ -456,3 +459,128 @@ def test_transfer_refused_for_another_tape_exits_2(recorded: Path, tmp_path: Pat
             receiver.wait()
     assert receiver.returncode == 0
     assert out.read_bytes() == run("play", other).stdout
+
+
+def test_a_file_given_as_the_folder_says_so(shared: Path) -> None:
+    assert "is not a folder" in fails(2, "record", shared / "a.txt")
+    assert "is not a folder" in fails(2, "info", shared / "a.txt")
+
+
+def test_a_reader_that_leaves_early(shared: Path) -> None:
+    """`ls | head` is a success; a tar cut short by its reader is not (141, as SIGPIPE)."""
+    for command, expected in ((["ls"], 0), (["play", "-o", "-"], 141)):
+        tail = " ".join(command[1:])
+        shell = f"{sys.executable} -m atartape {command[0]} {shared} {tail} | head -c 10"
+        done = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {shell} > /dev/null; echo ${{PIPESTATUS[0]}}"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert done.stdout.strip().splitlines()[-1] == str(expected), done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_locate_takes_paths_on_disk_too(shared: Path) -> None:
+    expected = json.loads(ok("locate", shared, "dataset/sub/big.bin", "--json"))
+    for spelling in ("sub/big.bin", f"{shared}/sub/big.bin", "/dataset/sub/big.bin"):
+        assert json.loads(ok("locate", shared, spelling, "--json")) == expected, spelling
+    cwd = os.getcwd()
+    os.chdir(shared.parent)
+    try:
+        assert json.loads(ok("locate", shared, "./dataset/sub/big.bin", "--json")) == expected
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_folder_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+    write(root / "x.txt", "x")
+    text = ok("record", root)
+    assert "caf\\xe9" in text  # shown escaped, never a crash
+    listed = ok("ls", root)
+    assert "caf\\xe9/x.txt" in listed
+    out = tmp_path / "out.tar"
+    ok("play", root, "-o", out)
+    with tarfile.open(out) as archive:
+        assert os.fsencode(archive.getnames()[0]) == b"caf\xe9"
+
+
+def test_index_problems_are_one_line(tmp_path: Path, dataset: Path) -> None:
+    ok("record", dataset)
+    index = dataset / ".tartape" / "index.db"
+    # A damaged page: the index cannot be read.
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(index.read_bytes())
+    data[100:4096] = os.urandom(3996)
+    damaged.write_bytes(bytes(data))
+    assert "index" in fails(2, "ls", dataset, "--index", damaged)
+    # Rows with bad values.
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(index.read_bytes())
+    with sqlite3.connect(bad) as conn:
+        conn.execute("UPDATE entries SET kind = 'weird' WHERE start_offset = 512")
+    conn.close()
+    assert "bad values" in fails(2, "play", dataset, "--index", bad, "-o", tmp_path / "o.tar")
+    # A missing meta key.
+    nometa = tmp_path / "nometa.db"
+    nometa.write_bytes(index.read_bytes())
+    with sqlite3.connect(nometa) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'total_size'")
+    conn.close()
+    assert "lacks total_size" in fails(2, "info", dataset, "--index", nometa)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes everything")
+def test_unreadable_and_read_only_places(tmp_path: Path, dataset: Path) -> None:
+    ok("record", dataset)
+    index = dataset / ".tartape" / "index.db"
+    index.chmod(0)
+    try:
+        assert "Permission denied" in fails(2, "info", dataset)
+    finally:
+        index.chmod(0o644)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        err = fails(2, "record", dataset, "--index", locked / "i.db")
+        assert "--index" in err
+    finally:
+        locked.chmod(0o755)
+
+
+def test_read_only_folder_names_the_remedy(tmp_path: Path) -> None:
+    """A folder on a read-only mount (root cannot write there either)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    write(mount / "x.txt", "x")
+    done = subprocess.run(["mount", "-o", "bind,ro", str(mount), str(mount)], check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot make a read-only bind mount here")
+    try:
+        err = fails(2, "record", mount)
+        assert "--index" in err and "Read-only" in err
+        ok("record", mount, "--index", tmp_path / "elsewhere.db")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_while_recording(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        root = tmp_path / "many"
+        for i in range(3000):
+            write(root / f"a-rather-long-file-name-{i:05d}.txt", "x")
+        err = fails(1, "record", root, "--index", small / "i.db")
+        assert "No space left" in err or "no space left" in err
+        assert os.listdir(small) == []  # nothing half-written
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -116,11 +116,31 @@ class IndexFeed:
                     f"the entry {row.path!r} starts at {row.start_offset}, "
                     f"where the entry before it ends at {expected}"
                 )
-            if row.size < 0 or row.start_offset % 512:
-                raise self._damaged(f"the entry {row.path!r} has a bad offset or size")
+            if not _well_formed(row):
+                raise self._damaged(f"the entry {row.path!r} has bad values: {tuple(row)!r}")
             expected = row.end_offset
         self._expected = expected
         if last_batch and expected is not None and expected != end:
             raise self._damaged(f"the entries end at {expected}, but the footer begins at {end}")
         if self._embedded and self._embedded[-1].end_offset != self.window.footer_start:
             raise self._damaged("the embedded index does not end where the footer begins")
+
+
+_KINDS = frozenset({"file", "dir", "symlink"})
+
+
+def _well_formed(row: Row) -> bool:
+    """The values of a row have the types and ranges every row has."""
+    return (
+        type(row.start_offset) is int
+        and type(row.size) is int
+        and type(row.mode) is int
+        and type(row.mtime) is int
+        and type(row.mtime_ns) is int
+        and type(row.arc_path) is bytes
+        and type(row.linkname) is bytes
+        and row.kind in _KINDS
+        and row.size >= 0
+        and row.start_offset % 512 == 0
+        and (row.size == 0 or row.kind == "file")
+    )

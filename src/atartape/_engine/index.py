@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -277,12 +276,33 @@ class Index:
         return bytes(found[0])
 
 
+def _stored_meta(value: Any) -> Any:
+    """A meta value as SQLite stores it: lists as JSON, text that is not UTF-8 (a folder name
+    kept through ``surrogateescape``) as its exact bytes."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        raw = paths.to_bytes(value)
+        return value if raw.isascii() or _is_utf8(raw) else raw
+    return value
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
     try:
         found = await store.fetchall("SELECT key, value FROM meta")
-    except sqlite3.DatabaseError as exc:
-        raise TapeFormatError(f"{where} is not a tape index ({exc})") from None
-    meta: dict[str, Any] = dict(found)
+    except TapeFormatError as exc:
+        raise TapeFormatError(f"{where} is not a tape index ({exc.__cause__ or exc})") from None
+    meta: dict[str, Any] = {
+        key: paths.from_bytes(value) if isinstance(value, bytes) else value for key, value in found
+    }
     if meta.get("format") != FORMAT:
         raise TapeFormatError(f"{where} is not a tape index (no format marker)")
     if meta.get("version") not in READABLE:
@@ -404,7 +424,7 @@ async def write_index(
     async with await open_store(path) as store:
         await store.executescript(SCHEMA + (EMBEDDED_SCHEMA if embedded else ""))
         await store.execute("BEGIN")
-        values = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in meta.items()}
+        values = {k: _stored_meta(v) for k, v in meta.items()}
         await store.executemany(INSERT_META, list(values.items()))
         await store.executemany(INSERT_ENTRY, (stored(Row.of(e)) for e in entries))
         for entry, data in embedded:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import PathConstraintError, SourceNotFoundError
 from ..format import paths
+from ..format.events import Progress
 from ..format.header import EntryKind
 from ..format.layout import Entry, assign_offsets
 from .source import ListedFolders
@@ -23,11 +24,12 @@ class ScanResult:
     skipped: list[str] = field(default_factory=list)  # sockets, FIFOs, devices
 
 
-def file_digest(path: str, algorithm: str) -> str:
+def file_digest(path: str, algorithm: str, progress: Progress) -> str:
     digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         while chunk := handle.read(_READ_SIZE):
             digest.update(chunk)
+            progress.bytes += len(chunk)
     return digest.hexdigest()
 
 
@@ -37,6 +39,7 @@ def scan(
     folders: ListedFolders,
     *,
     checksum: str | None = None,
+    progress: Progress | None = None,
 ) -> ScanResult:
     """Scan ``source_root`` into sorted, laid-out entries whose paths start with ``arc_root``.
 
@@ -54,6 +57,7 @@ def scan(
     if not stat.S_ISDIR(root_stat.st_mode):
         raise SourceNotFoundError(f"source {source_root!r} is not a folder")
     predicate = folders.selection.predicate
+    progress = progress if progress is not None else Progress()
 
     found: list[tuple[bytes, EntryKind, int, int, int, str, str | None]] = []
     skipped: list[str] = []
@@ -69,6 +73,7 @@ def scan(
             violations.append((arc, reason))
         mode = stat.S_IMODE(st.st_mode)
         found.append((paths.to_bytes(arc), kind, size, mode, st.st_mtime_ns, link, digest))
+        progress.entries += 1
 
     add(arc_root, EntryKind.DIRECTORY, root_stat, "", None)
     pending = [(source_root, "", arc_root)]
@@ -90,7 +95,7 @@ def scan(
                 add(arc, EntryKind.DIRECTORY, st, "", None)
                 pending.append((child.path, rel, arc))
             elif stat.S_ISREG(st.st_mode):
-                digest = file_digest(child.path, checksum) if checksum else None
+                digest = file_digest(child.path, checksum, progress) if checksum else None
                 add(arc, EntryKind.FILE, st, "", digest)
             elif stat.S_ISLNK(st.st_mode):
                 add(arc, EntryKind.SYMLINK, st, os.readlink(child.path), None)

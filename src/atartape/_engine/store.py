@@ -7,6 +7,7 @@ call at a time. :func:`open_store` picks the driver from the running backend.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
-from ..errors import TapeNotFoundError
+from ..errors import TapeFormatError, TapeNotFoundError
 
 Row = tuple[Any, ...]
 Driver = Literal["aiosqlite", "thread"]
@@ -46,30 +47,68 @@ def default_driver() -> Driver:
 
 
 class IndexStore:
-    """The operations the engine needs from SQLite. ``rows_fetched`` counts every row read."""
+    """The operations the engine needs from SQLite. ``rows_fetched`` counts every row read.
+
+    SQLite's own errors never leave it: a full disk is an ``OSError`` (ENOSPC), a file that
+    cannot be opened or written a ``PermissionError``, anything else (a damaged page, a file
+    that is not a database) a :class:`TapeFormatError`, each naming the file.
+    """
 
     rows_fetched: int = 0
+    path: str = ""
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        raise NotImplementedError
+        try:
+            rows = await self._fetchall(sql, params)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        self.rows_fetched += len(rows)
+        return rows
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        raise NotImplementedError
+        try:
+            await self._execute(sql, params)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        try:
+            await self._executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
     async def executescript(self, sql: str) -> None:
-        raise NotImplementedError
+        try:
+            await self._executescript(sql)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
     async def commit(self) -> None:
-        raise NotImplementedError
+        try:
+            await self._commit()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
 
     async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    async def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def _executescript(self, sql: str) -> None:
+        raise NotImplementedError
+
+    async def _commit(self) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> IndexStore:
@@ -80,20 +119,50 @@ class IndexStore:
             await self.aclose()
 
 
+_SQLITE_FULL, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM = 13, 8, 14, 3
+
+
+def translate(exc: sqlite3.Error, path: str) -> Exception:
+    """The error of atartape (or the OS) that a SQLite error on the index ``path`` means."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text:
+        return OSError(errno.ENOSPC, f"no space left to write the tape index ({text})", path)
+    if (
+        code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM)
+        or "readonly" in text
+        or ("unable to open" in text)
+    ):
+        return PermissionError(
+            errno.EACCES,
+            f"the tape index cannot be opened or written ({text}); "
+            "choose another place with index_path= (--index)",
+            path,
+        )
+    if isinstance(exc, sqlite3.DatabaseError):
+        return TapeFormatError(f"the tape index {path} cannot be read: it is damaged ({text})")
+    return TapeFormatError(f"the tape index {path} cannot be read ({text})")  # pragma: no cover
+
+
 def _connect(path: str, readonly: bool, must_exist: bool) -> sqlite3.Connection:
     """Open a connection (in a worker thread: it touches the disk)."""
     if must_exist and not os.path.isfile(path):
         raise TapeNotFoundError(f"no tape index at {path!r}")
-    if readonly:
-        uri = "file:" + _uri_path(os.path.abspath(path)) + "?mode=ro"
-        return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    if readonly and not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, "the tape index cannot be read", path)
+    try:
+        if readonly:
+            uri = "file:" + _uri_path(os.path.abspath(path)) + "?mode=ro"
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
 
 
 def _uri_path(path: str) -> str:
     from urllib.parse import quote
 
-    return quote(path)
+    return quote(os.fsencode(path))
 
 
 class _ThreadStore(IndexStore):
@@ -108,21 +177,20 @@ class _ThreadStore(IndexStore):
     def _fetchall_sync(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._conn.execute(sql, params).fetchall()
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
         rows: list[Row] = await self._call(self._fetchall_sync, sql, params)
-        self.rows_fetched += len(rows)
         return rows
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def _execute(self, sql: str, params: Sequence[Any]) -> None:
         await self._call(self._conn.execute, sql, params)
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    async def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._call(self._conn.executemany, sql, rows)
 
-    async def executescript(self, sql: str) -> None:
+    async def _executescript(self, sql: str) -> None:
         await self._call(self._conn.executescript, sql)
 
-    async def commit(self) -> None:
+    async def _commit(self) -> None:
         await self._call(self._conn.commit)
 
     async def aclose(self) -> None:
@@ -133,24 +201,22 @@ class _AiosqliteStore(IndexStore):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        rows = list(await self._conn.execute_fetchall(sql, params))
-        self.rows_fetched += len(rows)
-        return rows
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+    async def _execute(self, sql: str, params: Sequence[Any]) -> None:
         cursor = await self._conn.execute(sql, params)
         await cursor.close()
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    async def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         cursor = await self._conn.executemany(sql, rows)
         await cursor.close()
 
-    async def executescript(self, sql: str) -> None:
+    async def _executescript(self, sql: str) -> None:
         cursor = await self._conn.executescript(sql)
         await cursor.close()
 
-    async def commit(self) -> None:
+    async def _commit(self) -> None:
         await self._conn.commit()
 
     async def aclose(self) -> None:
@@ -172,8 +238,12 @@ async def open_store(
     # Connect in a worker thread first: a failure then surfaces here, and not inside
     # aiosqlite's thread, which cannot report it cleanly.
     conn = await anyio.to_thread.run_sync(_connect, path, readonly, must_exist)
+    store: IndexStore
     if (driver or default_driver()) == "thread":
-        return _ThreadStore(conn)
-    import aiosqlite
+        store = _ThreadStore(conn)
+    else:
+        import aiosqlite
 
-    return _AiosqliteStore(await aiosqlite.Connection(lambda: conn, 256))
+        store = _AiosqliteStore(await aiosqlite.Connection(lambda: conn, 256))
+    store.path = path
+    return store

@@ -15,8 +15,8 @@ import anyio
 import anyio.to_thread
 
 from .._engine import files
-from ..errors import EntryNotFoundError, SourceNotFoundError, TapeExistsError
-from ..format.events import TarEventType
+from ..errors import EntryNotFoundError, TapeExistsError
+from ..format.events import Progress, TarEventType
 from ..format.layout import check_window
 from ..format.units import format_size
 from ..player import TapePlayer
@@ -27,8 +27,10 @@ from .common import (
     Stdout,
     UsageError,
     VerificationFailed,
+    folder_problem,
     message,
     open_tape,
+    with_progress,
 )
 from .parser import Commands, count, offset, size
 from .progress import progress_bar
@@ -124,16 +126,27 @@ async def _print_tape(tape: Tape, as_json: bool) -> None:
 
 
 async def record(args: argparse.Namespace) -> int:
-    if not await anyio.to_thread.run_sync(os.path.isdir, args.src):
-        raise SourceNotFoundError(f"folder {args.src!r} does not exist")
-    try:
-        tape = await record_tape(
+    problem = await anyio.to_thread.run_sync(folder_problem, args.src)
+    if problem is not None:
+        raise problem
+    progress = Progress()
+    bar = progress_bar(None, label=f"recording {args.src}", quiet=args.quiet, unit=" entries")
+
+    async def work() -> Tape:
+        return await record_tape(
             args.src,
             index_path=args.index,
             exclude=args.exclude or None,
             overwrite=args.overwrite,
             checksum=args.checksum,
+            progress=progress,
         )
+
+    def hashed(progress: Progress) -> str:
+        return f"{format_size(progress.bytes, exact=False)} hashed" if args.checksum else ""
+
+    try:
+        tape = await with_progress(work, progress, bar, hashed)
     except TapeExistsError as exc:
         raise TapeExistsError(str(exc).replace("pass overwrite=True", "use --overwrite")) from None
     await _print_tape(tape, args.json)
@@ -359,16 +372,32 @@ async def verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _candidates(path: str, arc_root: str, source_root: str) -> list[str]:
+    """The archive paths a user may mean by ``path``: the archive path itself, a path inside
+    the recorded folder ("sub/x" for "data/sub/x"), or a path on disk ("./data/sub/x")."""
+    found = [path.strip("/")]
+    relative = os.path.relpath(os.path.abspath(path), source_root)
+    if relative == ".":
+        found.append(arc_root)
+    elif not relative.startswith(".."):
+        found.append(f"{arc_root}/{relative.replace(os.sep, '/')}")
+    found.append(f"{arc_root}/{os.path.normpath(path).strip('/')}")
+    return list(dict.fromkeys(found))
+
+
 async def locate(args: argparse.Namespace) -> int:
     tape = await open_tape(args)
-    try:
-        location = await tape.locate(args.arc_path, volume_size=args.volume_size)
-    except EntryNotFoundError:
-        # Accept a path relative to the tape's root folder too: "sub/file" for "data/sub/file".
-        if args.arc_path.startswith(tape.arc_root + "/"):
-            raise
-        fuller = f"{tape.arc_root}/{args.arc_path.strip('/')}"
-        location = await tape.locate(fuller, volume_size=args.volume_size)
+    candidates = await anyio.to_thread.run_sync(
+        _candidates, args.arc_path, tape.arc_root, tape.source_root
+    )
+    for candidate in candidates:
+        try:
+            location = await tape.locate(candidate, volume_size=args.volume_size)
+            break
+        except EntryNotFoundError:
+            continue
+    else:
+        raise EntryNotFoundError(f"{args.arc_path!r} is not in the tape {tape.name!r}")
     out = Stdout()
     header = location.range_header
     if args.json:

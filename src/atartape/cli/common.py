@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ..errors import SourceNotFoundError, TapeNotFoundError
+from ..format.events import Progress
 from ..tape import Tape
+from .progress import Bar
+
+T = TypeVar("T")
 
 __all__ = [
     "EXIT_FAILURE",
@@ -20,8 +26,11 @@ __all__ = [
     "Stdout",
     "UsageError",
     "VerificationFailed",
+    "folder_problem",
     "message",
     "open_tape",
+    "printable",
+    "with_progress",
     "write_stdout",
 ]
 
@@ -39,10 +48,25 @@ class VerificationFailed(Exception):
     """A check found problems (already printed); exits with status 1."""
 
 
+def printable(text: str) -> str:
+    """``text`` as any terminal can show it: bytes that are not UTF-8 (kept in names through
+    ``surrogateescape``) become ``\\xNN`` escapes instead of failing to print."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def message(args: argparse.Namespace, text: str) -> None:
     """A message for the user on stderr, unless ``--quiet``."""
     if not args.quiet:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+        print(f"{PROG}: {printable(text)}", file=sys.stderr, flush=True)
+
+
+def folder_problem(path: str) -> SourceNotFoundError | None:
+    """Why ``path`` cannot be a recorded folder (synchronous), or ``None``."""
+    if os.path.isdir(path):
+        return None
+    if os.path.exists(path):
+        return SourceNotFoundError(f"{path!r} is not a folder")
+    return SourceNotFoundError(f"folder {path!r} does not exist")
 
 
 async def open_tape(args: argparse.Namespace) -> Tape:
@@ -53,9 +77,36 @@ async def open_tape(args: argparse.Namespace) -> Tape:
             raise TapeNotFoundError(f"no tape index at {args.index!r}")
         root = await anyio.to_thread.run_sync(os.path.abspath, src)
         return await Tape.open(args.index, source_root=root)
-    if not await anyio.to_thread.run_sync(os.path.isdir, src):
-        raise SourceNotFoundError(f"folder {src!r} does not exist")
+    problem = await anyio.to_thread.run_sync(folder_problem, src)
+    if problem is not None:
+        raise problem
     return await Tape.discover(src)
+
+
+async def with_progress(
+    work: Callable[[], Awaitable[T]],
+    progress: Progress,
+    bar: Bar,
+    describe: Callable[[Progress], str] | None = None,
+) -> T:
+    """Run ``work`` while a task moves ``bar`` to ``progress.entries`` a few times a second."""
+
+    async def tick() -> None:
+        while True:
+            bar.update_to(progress.entries)
+            if describe is not None:
+                bar.set_file(describe(progress))
+            await anyio.sleep(0.2)
+
+    with bar:
+        if not bar.enabled:
+            return await work()
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            result = await work()
+            group.cancel_scope.cancel()
+        bar.update_to(progress.entries)
+    return result
 
 
 class Stdout:
@@ -65,7 +116,7 @@ class Stdout:
         self.lines: list[str] = []
 
     async def line(self, text: str) -> None:
-        self.lines.append(text)
+        self.lines.append(printable(text))
         if len(self.lines) >= 2000:
             await self.flush()
 

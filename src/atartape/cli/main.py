@@ -2,7 +2,9 @@
 
 Exit status: 0 on success; 1 on an integrity or verification failure (a source file changed, a
 transfer digest differs, the peer of a transfer stopped or stayed unreachable); 2 on bad usage or
-bad input (a missing folder, no tape, a bad offset or size, an unknown path, a refused transfer).
+bad input (a missing folder, no tape, a bad offset or size, an unknown path, a refused transfer,
+a damaged index); 130 when interrupted; 141 when ``play -o -`` lost its reader (a listing whose
+reader left early, ``ls | head``, still exits 0).
 Errors are one line on stderr, never a traceback (set ``ATARTAPE_DEBUG=1`` to see one for an
 unexpected error).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.util
 import os
 import sys
 import traceback
@@ -38,6 +41,8 @@ from .parser import build_parser
 
 __all__ = ["main"]
 
+EXIT_BROKEN_PIPE = 141
+
 _USAGE_ERRORS = (
     InvalidOffsetError,
     PathConstraintError,
@@ -63,6 +68,8 @@ _USAGE_ERRNOS = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise UsageError("--backend trio needs trio: pip install 'atartape[trio]'")
     if args.blocking:
         return int(args.handler(args))
     return int(anyio.run(args.handler, args, backend=args.backend))
@@ -131,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, SystemExit):
             raise
         if isinstance(error, BrokenPipeError):
-            # The reader of stdout left (`atartape play SRC | head -c 100`): stop quietly.
+            # The reader of stdout left (`atartape ls SRC | head`): stop quietly. A listing
+            # read as far as its reader wanted is a success; a tar cut short is not (141, as
+            # a process killed by SIGPIPE).
             _silence_stdout()
-            return EXIT_FAILURE
+            return EXIT_BROKEN_PIPE if command == "play" else EXIT_OK
         if not isinstance(error, Exception):
             raise
         known = isinstance(error, (TarTapeError, UsageError, VerificationFailed, OSError))

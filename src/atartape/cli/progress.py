@@ -12,10 +12,10 @@ import os
 import sys
 from typing import Any, TextIO
 
-__all__ = ["Progress", "progress_bar", "wants_bar"]
+__all__ = ["Bar", "progress_bar", "wants_bar"]
 
 
-class Progress:
+class Bar:
     """A progress bar that shows nothing; :func:`progress_bar` may return a real one."""
 
     enabled = False
@@ -33,25 +33,27 @@ class Progress:
     def close(self) -> None:
         """Finish the bar (it stays on screen)."""
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Bar:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
-class _TqdmProgress(Progress):
+class _TqdmBar(Bar):
     enabled = True
 
-    def __init__(self, tqdm: Any, stream: TextIO, total: int, initial: int, label: str) -> None:
+    def __init__(
+        self, tqdm: Any, stream: TextIO, total: int | None, initial: int, label: str, unit: str
+    ) -> None:
         # A terminal that reports no size (a fresh pty) would get no bar at all: assume 80x24.
         known_size = _known_size(stream)
         self._bar = tqdm.tqdm(
             total=total,
             initial=initial,
             desc=label,
-            unit="B",
-            unit_scale=True,
+            unit=unit,
+            unit_scale=unit == "B",
             unit_divisor=1024,
             file=stream,
             dynamic_ncols=known_size,
@@ -99,23 +101,25 @@ def wants_bar(quiet: bool, stream: TextIO | None = None) -> bool:
 
 
 def progress_bar(
-    total: int,
+    total: int | None,
     *,
     initial: int = 0,
     label: str = "",
     quiet: bool = False,
     stream: TextIO | None = None,
-) -> Progress:
-    """A bar for ``total`` bytes starting at ``initial``, or a silent stand-in.
+    unit: str = "B",
+) -> Bar:
+    """A bar for ``total`` units (bytes by default; ``None``: a count with no end yet),
+    starting at ``initial``, or a silent stand-in.
 
     Silent when ``quiet``, when ``stream`` (default: stderr) is not a terminal, or when tqdm is
     not installed. Never raises.
     """
     stream = stream if stream is not None else sys.stderr
     if not wants_bar(quiet, stream):
-        return Progress()
+        return Bar()
     try:
         tqdm = importlib.import_module("tqdm")
     except ImportError:
-        return Progress()
-    return _TqdmProgress(tqdm, stream, total, initial, label)
+        return Bar()
+    return _TqdmBar(tqdm, stream, total, initial, label, unit)

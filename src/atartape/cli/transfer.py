@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from .common import EXIT_OK, PROG, open_tape, write_stdout
 from .parser import Commands, address, count, port, seconds, size
-from .progress import Progress, progress_bar
+from .progress import Bar, progress_bar
 
 __all__ = ["receive", "register", "send"]
 
@@ -60,7 +60,7 @@ class _TransferBar:
     def __init__(self, label: str, quiet: bool) -> None:
         self.label = label
         self.quiet = quiet
-        self.bar: Progress | None = None
+        self.bar: Bar | None = None
 
     def __call__(self, position: int, total: int) -> None:
         if self.bar is None:
@@ -70,7 +70,7 @@ class _TransferBar:
     def write(self, text: str) -> None:
         if self.quiet:
             return
-        (self.bar or Progress()).write(text)
+        (self.bar or Bar()).write(text)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .layout import Entry
 
-__all__ = ["EventMetadata", "TarEvent", "TarEventType"]
+__all__ = ["EventMetadata", "Progress", "TarEvent", "TarEventType"]
 
 
 class TarEventType(str, enum.Enum):
@@ -52,3 +52,16 @@ class TarEvent:
     metadata: EventMetadata
     entry: Entry | None = None
     data: bytes = b""
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far a long operation (``record``, ``verify``) has gone, updated while it runs.
+
+    ``entries`` counts the entries scanned or checked, ``bytes`` the bytes hashed. Pass one to
+    the operation and read it from another task (the counters move in a worker thread; reading
+    them is safe at any time).
+    """
+
+    entries: int = 0
+    bytes: int = 0

@@ -103,13 +103,22 @@ class PathConstraintError(TarTapeError, ValueError):
     ``violations`` lists every offending path with the reason, not only the first.
     """
 
-    def __init__(self, violations: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, violations: Sequence[tuple[str, str]], *, auto_truncate: bool = False
+    ) -> None:
         self.violations = list(violations)
         lines = [f"{path!r}: {reason}" for path, reason in self.violations]
         count = len(self.violations)
+        remedy = (
+            ""
+            if auto_truncate
+            else "\n(record with auto_truncate=True, or --auto-truncate, to shorten long paths "
+            "deterministically and keep the originals in the index)"
+        )
         super().__init__(
             f"{count} path{'s' if count != 1 else ''} cannot be stored in a tape:\n  "
             + "\n  ".join(lines)
+            + remedy
         )
 
 

@@ -154,7 +154,7 @@ class TarTape:
         plan = await anyio.to_thread.run_sync(self._plan)
         producer = Producer(
             Window(0, plan.total_size, plan.total_size),
-            locate=plan.disk.__getitem__,
+            locate=lambda row: plan.disk[row.arc_path],
             md5=self.md5,
             chunk_size=self.chunk_size,
             memory=plan.memory,

@@ -13,8 +13,7 @@ from ._engine.feed import IndexFeed
 from ._engine.index import open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink
-from ._engine.source import folders_for, require_folder
-from .format import paths
+from ._engine.source import folders_for, require_folder, source_locator
 from .format.events import Progress, TarEvent
 from .format.layout import Window, check_window
 from .format.windows import DEFAULT_NAME_TEMPLATE, volume_count, volume_name, volume_window
@@ -154,16 +153,9 @@ class TapePlayer:
         except BaseException:
             await feed.aclose()
             raise
-        raw_root = os.fsencode(root)
-        cut = len(paths.to_bytes(tape.arc_root))
-
-        def locate(arc: bytes) -> bytes:
-            # "<arc_root>/a/b" lives at "<source_root>/a/b"; the root entry is the folder.
-            return raw_root + arc[cut:]
-
         producer = Producer(
             window,
-            locate=locate,
+            locate=source_locator(root, tape.arc_root),
             md5=md5,
             chunk_size=self.chunk_size,
             read_ahead=self.read_ahead,

@@ -11,9 +11,9 @@ import anyio
 import anyio.to_thread
 
 from ._engine import files, index
-from ._engine.scan import scan
-from ._engine.source import ListedFolders
-from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError
+from ._engine.scan import ScanOptions, scan
+from ._engine.source import ListedFolders, relative_source
+from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError, TarTapeError
 from .format import paths
 from .format.embedded import index_member
 from .format.events import Progress
@@ -24,7 +24,7 @@ from .tape import Tape, default_index_path
 
 __all__ = ["TapeRecorder", "record"]
 
-CHECKSUMS = ("md5", "sha256")
+CHECKSUMS = ("md5", "sha1", "sha256", "sha512")
 
 
 async def record(
@@ -35,7 +35,9 @@ async def record(
     noise: Sequence[str] = DEFAULT_NOISE,
     overwrite: bool = False,
     arcname: str | None = None,
-    checksum: str | None = None,
+    checksum: str | bool | None = None,
+    anonymize: bool = True,
+    auto_truncate: bool = False,
     embed_index: bool = False,
     progress: Progress | None = None,
 ) -> Tape:
@@ -47,8 +49,16 @@ async def record(
     files operating systems drop into folders on their own (``.DS_Store``, ``Thumbs.db``,
     ``desktop.ini``, ``._*``): they are left out, and one that appears after recording does not
     stop the tape from playing; ``noise=()`` records them like any file. ``arcname`` replaces
-    the folder's name as the first component of every archive path. ``checksum`` (``"md5"`` or
-    ``"sha256"``) stores a digest of every file, read at record time.
+    the folder's name as the first component of every archive path.
+
+    ``checksum`` (``"md5"``, ``"sha1"``, ``"sha256"``, ``"sha512"``, or ``True`` for
+    ``"sha256"``) stores a digest of every file, read at record time; re-recording over an
+    index made with the same algorithm reuses the digests of files that kept their size and
+    nanosecond mtime instead of reading them again. ``anonymize=False`` keeps each entry's
+    uid, gid, user and group names in its header (by default they are 0 and empty; permission
+    bits are always kept). ``auto_truncate`` shortens, deterministically, the paths that do
+    not fit a 512-byte header (over 255 bytes, or a component over 100), keeping the original
+    path in the index (``Entry.source_path``); without it they are refused.
 
     ``embed_index`` appends to the tape, as its last member (after every entry, before the
     footer), a CSV named ``.tarindex_<first 16 hex of the fingerprint>.csv`` listing every
@@ -62,8 +72,7 @@ async def record(
     and ``overwrite`` is false), :class:`PathConstraintError` (every path that cannot be
     stored, listed at once) and :class:`ValueError` for a bad option.
     """
-    if checksum is not None and checksum not in CHECKSUMS:
-        raise ValueError(f"checksum must be one of {CHECKSUMS} or None, not {checksum!r}")
+    algorithm = _algorithm(checksum)
     if arcname is not None:
         arcname = arcname.strip("/")
         reason = paths.violation(arcname, is_dir=True)
@@ -82,6 +91,10 @@ async def record(
         )
     arc_root = arcname or os.path.basename(source) or "root"
     folders = ListedFolders(source, arc_root, selection, index_path)
+    known = await _known_digests(index_path, algorithm) if algorithm else {}
+    options = ScanOptions(
+        checksum=algorithm, known=known, owners=not anonymize, auto_truncate=auto_truncate
+    )
     # Made before the scan: creating .tartape changes the root's mtime, which the scan must see.
     try:
         await anyio.to_thread.run_sync(_prepare_folder, index_path)
@@ -93,7 +106,7 @@ async def record(
             index_path,
         ) from None
     result = await anyio.to_thread.run_sync(
-        lambda: scan(source, arc_root, folders, checksum=checksum, progress=progress)
+        lambda: scan(source, arc_root, folders, options, progress=progress)
     )
     entries = result.entries
     tape_fingerprint = fingerprint(entries)
@@ -115,7 +128,10 @@ async def record(
         "arc_root": arc_root,
         "source_root": source,
         "recorded_at": time.time(),
-        "checksum": checksum,
+        "checksum": algorithm,
+        "data_size": sum(e.size for e in entries),
+        "anonymized": anonymize,
+        "auto_truncated": sum(1 for e in entries if e.source_path is not None),
         "noise": list(selection.noise),
         "exclude": list(selection.patterns),
         "exclude_predicate": selection.predicate is not None,
@@ -133,6 +149,37 @@ async def record(
     return Tape.from_meta(index_path, meta)
 
 
+def _algorithm(checksum: str | bool | None) -> str | None:
+    if checksum is None or checksum is False:
+        return None
+    if checksum is True:
+        return "sha256"
+    if isinstance(checksum, str) and checksum.lower().strip() in CHECKSUMS:
+        return checksum.lower().strip()
+    raise ValueError(
+        f"checksum must be one of {', '.join(CHECKSUMS)}, True (sha256) or None, not {checksum!r}"
+    )
+
+
+async def _known_digests(index_path: str, algorithm: str) -> dict[str, tuple[int, int, str]]:
+    """The digests the index being replaced holds, by path in the folder (if it used
+    ``algorithm``): a file that kept its size and nanosecond mtime keeps its digest."""
+    if not await anyio.to_thread.run_sync(os.path.isfile, index_path):
+        return {}
+    try:
+        async with await index.open_index(index_path) as old:
+            if old.meta.get("checksum") != algorithm:
+                return {}
+            cut = len(paths.to_bytes(old.meta["arc_root"]))
+            return {
+                paths.from_bytes(relative_source(row, cut)): (row.size, row.mtime_ns, row.checksum)
+                async for row in old.rows()
+                if row.kind == "file" and row.checksum is not None
+            }
+    except (TarTapeError, OSError):  # an unreadable old index: hash everything again
+        return {}
+
+
 class TapeRecorder:
     """Records a folder into a tape index: the second TarTape's form of :func:`record`.
 
@@ -148,7 +195,9 @@ class TapeRecorder:
         noise: Sequence[str] = DEFAULT_NOISE,
         overwrite: bool = False,
         arcname: str | None = None,
-        checksum: str | None = None,
+        checksum: str | bool | None = None,
+        anonymize: bool = True,
+        auto_truncate: bool = False,
         embed_index: bool = False,
     ) -> None:
         self.source = source
@@ -159,6 +208,8 @@ class TapeRecorder:
             "overwrite": overwrite,
             "arcname": arcname,
             "checksum": checksum,
+            "anonymize": anonymize,
+            "auto_truncate": auto_truncate,
             "embed_index": embed_index,
         }
         self.tape: Tape | None = None

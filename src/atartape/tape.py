@@ -53,6 +53,19 @@ class Tape:
     checksum_algorithm: str | None = None
     noise: tuple[str, ...] = ()
     exclude_patterns: tuple[str, ...] = ()
+    data_size: int = 0
+    anonymized: bool = True
+    auto_truncated: int = 0
+
+    @property
+    def has_file_checksums(self) -> bool:
+        """Whether every file's digest was recorded (``record(..., checksum=...)``)."""
+        return self.checksum_algorithm is not None
+
+    @property
+    def overhead_size(self) -> int:
+        """The bytes of the tape that are not file content: headers, padding, the footer."""
+        return self.total_size - self.data_size
 
     @property
     def name(self) -> str:
@@ -107,6 +120,9 @@ class Tape:
             checksum_algorithm=meta.get("checksum"),
             noise=tuple(meta.get("noise") or ()),
             exclude_patterns=tuple(meta.get("exclude") or ()),
+            data_size=int(meta.get("data_size", 0)),
+            anonymized=bool(meta.get("anonymized", True)),
+            auto_truncated=int(meta.get("auto_truncated", 0)),
         )
 
     async def entries(self, start_offset: int = 0) -> AsyncIterator[Entry]:
@@ -121,13 +137,14 @@ class Tape:
                 yield row.entry()
 
     async def entry(self, arc_path: str) -> Entry:
-        """The entry with this archive path; :class:`EntryNotFoundError` if there is none.
+        """The entry with this archive path (or, for a path shortened to fit a header, its
+        original path); :class:`EntryNotFoundError` if there is none.
 
         Raises :class:`TapeChangedError` if the index was re-recorded since this tape was
         opened.
         """
         async with await open_index(self.index_path, expected=self.identity, shared=True) as index:
-            row = await index.row_by_path(paths.to_bytes(arc_path))
+            row = await index.find(paths.to_bytes(arc_path))
         if row is None:
             raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
         return row.entry()
@@ -141,7 +158,7 @@ class Tape:
         if volume_size is not None:
             parse_size(volume_size, what="volume size")  # fail before the index is opened
         async with await open_index(self.index_path, expected=self.identity, shared=True) as index:
-            row = await index.row_by_path(paths.to_bytes(arc_path))
+            row = await index.find(paths.to_bytes(arc_path))
             if row is None:
                 raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
             after = await index.bytes_after(row)

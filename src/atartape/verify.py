@@ -29,6 +29,7 @@ from ._engine.source import (
     mismatch,
     open_file,
     require_folder,
+    source_locator,
 )
 from .errors import TapeFormatError, TarIntegrityError
 from .format import paths
@@ -137,8 +138,7 @@ class _Checker:
         progress: Progress | None = None,
     ) -> None:
         self.progress = progress if progress is not None else Progress()
-        self.root = os.fsencode(root)
-        self.arc_root = paths.to_bytes(arc_root)
+        self.locate = source_locator(root, arc_root)
         self.folders = folders
         self.algorithm = algorithm
         self.hop_entries = hop_entries
@@ -184,7 +184,7 @@ class _Checker:
         self.differences.append(Difference(error.arc_path or "", reason, message))
 
     def _check(self, row: Row) -> None:
-        path = self.root + row.arc_path[len(self.arc_root) :]
+        path = self.locate(row)
         if row.kind != "file" or self.algorithm is None or row.checksum is None:
             check_entry(path, row, self.folders)
             return
@@ -386,8 +386,7 @@ async def _detail(index: Index, root: str, difference: Difference) -> Difference
     if row is None or row.kind != "dir":  # pragma: no cover - it was just read
         return difference
     recorded = set(await index.child_names(row.arc_path))
-    rel = row.arc_path[len(paths.to_bytes(index.meta["arc_root"])) :]
-    folder = os.fsencode(root) + rel
+    folder = source_locator(root, index.meta["arc_root"])(row)
     folders = folders_for(index, root)
     now = await anyio.to_thread.run_sync(_names_now, folder, row, folders)
     added = sorted(now - recorded)

@@ -23,7 +23,7 @@ import anyio.to_thread
 from ..errors import TapeChangedError, TapeFormatError, TapeNotFoundError
 from ..format import paths
 from ..format.folders import DEFAULT_NOISE
-from ..format.header import FOOTER_SIZE, EntryKind, entry_span
+from ..format.header import FOOTER_SIZE, EntryKind, Owner, encode_raw, entry_span
 from ..format.layout import Entry, identity
 from .store import IndexStore, loop_token, open_store
 
@@ -49,6 +49,11 @@ class Row(NamedTuple):
     linkname: bytes
     checksum: str | None
     listing: str | None
+    source: bytes | None  # the path in the recorded folder, when the header carries another
+    uid: int | None  # the owner, when the tape was recorded with anonymize=False
+    gid: int | None
+    uname: bytes | None
+    gname: bytes | None
 
     @property
     def end_offset(self) -> int:
@@ -59,6 +64,19 @@ class Row(NamedTuple):
     def path(self) -> str:
         """The archive path as text (undecodable bytes kept through ``surrogateescape``)."""
         return paths.from_bytes(self.arc_path)
+
+    @property
+    def owner(self) -> Owner | None:
+        if self.uid is None or self.gid is None:
+            return None
+        return Owner(self.uid, self.gid, self.uname or b"", self.gname or b"")
+
+    def header(self) -> bytes:
+        """The entry's 512-byte header."""
+        owner = None if self.uid is None else self.owner
+        return encode_raw(
+            self.arc_path, self.kind, self.size, self.mode, self.mtime, self.linkname, owner
+        )
 
     def entry(self) -> Entry:
         return Entry(
@@ -72,10 +90,13 @@ class Row(NamedTuple):
             mtime_ns=self.mtime_ns,
             checksum=self.checksum,
             listing=self.listing,
+            source_path=None if self.source is None else paths.from_bytes(self.source),
+            owner=self.owner,
         )
 
     @classmethod
     def of(cls, entry: Entry) -> Row:
+        owner = entry.owner
         return cls(
             entry.start_offset,
             paths.to_bytes(entry.arc_path),
@@ -87,11 +108,17 @@ class Row(NamedTuple):
             paths.to_bytes(entry.linkname),
             entry.checksum,
             entry.listing,
+            None if entry.source_path is None else paths.to_bytes(entry.source_path),
+            None if owner is None else owner.uid,
+            None if owner is None else owner.gid,
+            None if owner is None else owner.uname,
+            None if owner is None else owner.gname,
         )
 
 
 COLUMNS = ", ".join(Row._fields)
-_COLUMNS_V1 = COLUMNS.replace("listing", "NULL")
+_NO_OWNER = (None, None, None, None, None)  # source, uid, gid, uname, gname
+_COLUMNS_V1 = COLUMNS.split(", listing")[0] + ", NULL" * 6
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -105,8 +132,14 @@ CREATE TABLE entries (
     mtime_ns NOT NULL,
     linkname BLOB NOT NULL,
     checksum TEXT,
-    listing TEXT
+    listing TEXT,
+    source BLOB,
+    uid INTEGER,
+    gid INTEGER,
+    uname BLOB,
+    gname BLOB
 );
+CREATE INDEX entries_source ON entries (source) WHERE source IS NOT NULL;
 """
 INSERT_ENTRY = f"INSERT INTO entries ({COLUMNS}) VALUES ({', '.join('?' * len(Row._fields))})"
 INSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -230,6 +263,28 @@ class Index:
         )
         return None if found is None else _row(found)
 
+    async def row_by_source(self, source: bytes) -> Row | None:
+        """The entry whose path in the recorded folder is ``source``, when its header carries
+        a shortened one (``auto_truncate``)."""
+        if self.version < 2:
+            return None
+        found = await self.store.fetchone(
+            f"SELECT {self._select} FROM entries WHERE source = ?", (source,)
+        )
+        return None if found is None else _row(found)
+
+    async def find(self, path: bytes) -> Row | None:
+        """The entry with archive path ``path``, or the one recorded from it when its header
+        carries a shortened path."""
+        row = await self.row_by_path(path)
+        if row is None:
+            root = paths.to_bytes(self.meta["arc_root"])
+            if path == root:
+                row = await self.row_by_source(b"")
+            elif path.startswith(root + b"/"):
+                row = await self.row_by_source(path[len(root) + 1 :])
+        return row
+
     async def bytes_after(self, row: Row) -> bytes:
         """The tape's bytes just past ``row``: the next header, or the footer."""
         found = await self.store.fetchone(
@@ -263,7 +318,7 @@ class Index:
             "SELECT start_offset, arc_path, size, mode, mtime FROM embedded ORDER BY start_offset"
         )
         return [
-            Row(start, arc, EntryKind.FILE.value, size, mode, mtime, mtime * 10**9, b"", None, None)
+            Row(start, arc, "file", size, mode, mtime, mtime * 10**9, b"", None, None, *_NO_OWNER)
             for start, arc, size, mode, mtime in found
         ]
 
@@ -410,6 +465,7 @@ _SHARED = _SharedIndexes()
 
 async def _compute_identity(index: Index) -> str:
     entries = [row.entry() async for row in index.rows()]
+    index.meta.setdefault("data_size", sum(e.size for e in entries))
     embedded = [await index.embedded_data(row.start_offset) for row in await index.embedded_rows()]
     return identity(entries, promises=meta_promises(index.meta, embedded))
 

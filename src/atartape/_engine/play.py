@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..format.header import BLOCK_SIZE, encode_raw
+from ..format.header import BLOCK_SIZE
 from .feed import Feed
 from .index import Row
 from .producer import Producer, md5
@@ -70,7 +70,7 @@ async def _streamed_entry(producer: Producer, sink: Sink[T]) -> AsyncGenerator[T
     row: Row = producer.queue.popleft()
     chunks: AsyncIterable[bytes] = producer.streams[row.arc_path]
     sink.start(row, False)
-    sink.piece(encode_raw(row.arc_path, row.kind, row.size, row.mode, row.mtime, row.linkname))
+    sink.piece(row.header())
     digest = md5() if producer.md5 else None
     received = 0
     source: Any = chunks

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TarIntegrityError
-from ..format.header import BLOCK_SIZE, encode_raw, entry_span
+from ..format.header import BLOCK_SIZE, entry_span
 from ..format.layout import Window
 from .files import pread_exact
 from .index import Row
@@ -90,18 +90,18 @@ def _hasher() -> ThreadPoolExecutor:
 class Producer:
     """Produces the bytes of ``window`` from queued rows, describing them to a sink.
 
-    ``locate`` maps an archive path to the file that holds its content. ``memory`` holds the
-    content of in-memory files, ``streams`` that of files whose content arrives as an async
-    iterable (produced on the event loop, see :mod:`atartape._engine.play`), and ``folders``
-    says whether a folder whose mtime moved still holds its promise. Runs in a worker thread,
-    one hop at a time.
+    ``locate`` gives the path of the file (or folder, or symlink) a row describes.
+    ``memory`` holds the content of in-memory files, ``streams`` that of files whose content
+    arrives as an async iterable (produced on the event loop, see
+    :mod:`atartape._engine.play`), and ``folders`` says whether a folder whose mtime moved
+    still holds its promise. Runs in a worker thread, one hop at a time.
     """
 
     def __init__(
         self,
         window: Window,
         *,
-        locate: Callable[[bytes], bytes],
+        locate: Callable[[Row], bytes],
         md5: bool,
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = READ_AHEAD,
@@ -209,12 +209,12 @@ class Producer:
 
     def _whole(self, row: Row, sink: Sink[Any]) -> None:
         """A whole small entry, checked (and read) at once."""
-        header = encode_raw(row.arc_path, row.kind, row.size, row.mode, row.mtime, row.linkname)
+        header = row.header()
         if row.kind != "file":
-            check_entry(self.locate(row.arc_path), row, self.folders)
+            check_entry(self.locate(row), row, self.folders)
             sink.whole(row, header, b"", b"", None)
             return
-        fd, opened = open_file(self.locate(row.arc_path), row)
+        fd, opened = open_file(self.locate(row), row)
         try:
             data = os.pread(fd, row.size + 1, 0)  # one byte more: a file that grew shows it here
             if len(data) != row.size:
@@ -235,10 +235,10 @@ class Producer:
 
     def _pieces(self, row: Row, skip: int, stop: int) -> Generator[bytes, None, str | None]:
         """The bytes ``[skip, stop)`` of one entry; returns the content MD5 when hashed whole."""
-        header = encode_raw(row.arc_path, row.kind, row.size, row.mode, row.mtime, row.linkname)
+        header = row.header()
         if row.kind != "file":
             if row.arc_path not in self.memory:
-                check_entry(self.locate(row.arc_path), row, self.folders)
+                check_entry(self.locate(row), row, self.folders)
             yield header[skip:stop]
             return None
         data = self.memory.get(row.arc_path)
@@ -249,7 +249,7 @@ class Producer:
                     row, header, skip, stop, lambda lo, hi, _: content[lo:hi]
                 )
             )
-        fd, opened = open_file(self.locate(row.arc_path), row)
+        fd, opened = open_file(self.locate(row), row)
 
         def read(lo: int, hi: int, to_end: bool) -> bytes:
             data = self._read(fd, row, lo, hi, to_end)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import PathConstraintError, SourceNotFoundError
 from ..format import paths
 from ..format.events import Progress
-from ..format.header import EntryKind
+from ..format.header import EntryKind, Owner
 from ..format.layout import Entry, assign_offsets
 from .source import ListedFolders
 
@@ -33,12 +34,40 @@ def file_digest(path: str, algorithm: str, progress: Progress) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a folder is scanned into entries (see :func:`atartape.record`).
+
+    ``checksum`` names the digest to store per file; ``known`` gives the digests a previous
+    recording stored (relative path -> size, nanosecond mtime, digest), reused for files that
+    kept their size and mtime; ``owners`` keeps uid, gid and names (``anonymize=False``);
+    ``auto_truncate`` shortens paths that do not fit a header, keeping the originals.
+    """
+
+    checksum: str | None = None
+    known: Mapping[str, tuple[int, int, str]] = field(default_factory=dict)
+    owners: bool = False
+    auto_truncate: bool = False
+
+
+@dataclass
+class _Found:
+    arc: str  # the path in the header (shortened with auto_truncate)
+    original: str  # the path it would have in a header with room for it
+    rel: str  # the path in the recorded folder
+    kind: EntryKind
+    st: os.stat_result
+    link: str
+    digest: str | None
+    owner: Owner | None
+
+
 def scan(
     source_root: str,
     arc_root: str,
     folders: ListedFolders,
+    options: ScanOptions | None = None,
     *,
-    checksum: str | None = None,
     progress: Progress | None = None,
 ) -> ScanResult:
     """Scan ``source_root`` into sorted, laid-out entries whose paths start with ``arc_root``.
@@ -50,6 +79,7 @@ def scan(
     :class:`SourceNotFoundError` if the folder is missing and :class:`PathConstraintError`
     listing every path that cannot be stored.
     """
+    options = options if options is not None else ScanOptions()
     try:
         root_stat = os.stat(source_root)
     except FileNotFoundError:
@@ -58,30 +88,25 @@ def scan(
         raise SourceNotFoundError(f"source {source_root!r} is not a folder")
     predicate = folders.selection.predicate
     progress = progress if progress is not None else Progress()
+    owner_of = _Owners() if options.owners else None
 
-    found: list[tuple[bytes, EntryKind, int, int, int, str, str | None]] = []
+    found: list[_Found] = []
     skipped: list[str] = []
-    violations: list[tuple[str, str]] = []
-    listings: dict[str, str] = {}  # arc path of a folder -> its listing digest
+    listings: dict[str, str] = {}  # path in the folder -> the listing digest of that folder
 
-    def add(arc: str, kind: EntryKind, st: os.stat_result, link: str, digest: str | None) -> None:
-        size = st.st_size if kind is EntryKind.FILE else 0
-        reason = paths.violation(
-            arc, is_dir=kind is EntryKind.DIRECTORY, linkname=link if link else None
-        )
-        if reason is not None:
-            violations.append((arc, reason))
-        mode = stat.S_IMODE(st.st_mode)
-        found.append((paths.to_bytes(arc), kind, size, mode, st.st_mtime_ns, link, digest))
+    def add(rel: str, kind: EntryKind, st: os.stat_result, link: str, digest: str | None) -> None:
+        arc = paths.join(arc_root, rel)
+        owner = owner_of(st) if owner_of is not None else None
+        found.append(_Found(arc, arc, rel, kind, st, link, digest, owner))
         progress.entries += 1
 
-    add(arc_root, EntryKind.DIRECTORY, root_stat, "", None)
-    pending = [(source_root, "", arc_root)]
+    add("", EntryKind.DIRECTORY, root_stat, "", None)
+    pending = [(source_root, "")]
     while pending:
-        folder, rel_folder, arc_folder = pending.pop()
+        folder, rel_folder = pending.pop()
         with os.scandir(folder) as listing:
             children = [c for c in listing if folders.counts(folder, rel_folder, c.name)]
-        listings[arc_folder] = folders.listing(folder, rel_folder, (c.name for c in children))
+        listings[rel_folder] = folders.listing(folder, rel_folder, (c.name for c in children))
         for child in children:
             rel = paths.join(rel_folder, child.name)
             if predicate is not None and predicate(rel):
@@ -90,37 +115,123 @@ def scan(
                 st = child.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished while scanning: it was never part of this moment
-            arc = paths.join(arc_root, rel)
             if stat.S_ISDIR(st.st_mode):
-                add(arc, EntryKind.DIRECTORY, st, "", None)
-                pending.append((child.path, rel, arc))
+                add(rel, EntryKind.DIRECTORY, st, "", None)
+                pending.append((child.path, rel))
             elif stat.S_ISREG(st.st_mode):
-                digest = file_digest(child.path, checksum, progress) if checksum else None
-                add(arc, EntryKind.FILE, st, "", digest)
+                digest = None
+                if options.checksum:
+                    known = options.known.get(rel)
+                    if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+                        digest = known[2]
+                    else:
+                        digest = file_digest(child.path, options.checksum, progress)
+                add(rel, EntryKind.FILE, st, "", digest)
             elif stat.S_ISLNK(st.st_mode):
-                add(arc, EntryKind.SYMLINK, st, os.readlink(child.path), None)
+                add(rel, EntryKind.SYMLINK, st, os.readlink(child.path), None)
             else:
-                skipped.append(arc)
+                skipped.append(paths.join(arc_root, rel))
 
-    if violations:
-        raise PathConstraintError(sorted(violations, key=lambda v: paths.to_bytes(v[0])))
-    found.sort(key=lambda item: paths.sort_key(item[0]))
-    starts, total = assign_offsets(item[2] for item in found)
+    _fit_headers(found, options.auto_truncate)
+    found.sort(key=lambda item: paths.sort_key(paths.to_bytes(item.arc)))
+    starts, total = assign_offsets(
+        item.st.st_size if item.kind is EntryKind.FILE else 0 for item in found
+    )
     entries = []
-    for start, (raw, kind, size, mode, mtime_ns, link, digest) in zip(starts, found):
-        arc = paths.from_bytes(raw)
+    for start, item in zip(starts, found):
+        is_file = item.kind is EntryKind.FILE
+        mtime_ns = item.st.st_mtime_ns
         entries.append(
             Entry(
-                arc_path=arc,
-                kind=kind,
-                size=size,
-                mode=mode,
+                arc_path=item.arc,
+                kind=item.kind,
+                size=item.st.st_size if is_file else 0,
+                mode=stat.S_IMODE(item.st.st_mode),
                 mtime=mtime_ns // 1_000_000_000,
                 start_offset=start,
-                linkname=link,
+                linkname=item.link,
                 mtime_ns=mtime_ns,
-                checksum=digest,
-                listing=listings.get(arc) if kind is EntryKind.DIRECTORY else None,
+                checksum=item.digest,
+                listing=listings.get(item.rel) if item.kind is EntryKind.DIRECTORY else None,
+                source_path=item.rel if item.arc != item.original else None,
+                owner=item.owner,
             )
         )
     return ScanResult(entries, total, skipped)
+
+
+def _fit_headers(found: list[_Found], auto_truncate: bool) -> None:
+    """Check every path fits a header; with ``auto_truncate``, shorten those that do not (and
+    any shortened path that would collide with another entry's). Raises
+    :class:`PathConstraintError` listing every path that cannot be stored."""
+    violations: list[tuple[str, str]] = []
+    shortened = []
+    for item in found:
+        is_dir = item.kind is EntryKind.DIRECTORY
+        link = item.link or None
+        reason = paths.violation(item.arc, is_dir=is_dir, linkname=link)
+        if (
+            reason is not None
+            and auto_truncate
+            and paths.violation(item.arc, is_dir=is_dir) is not None
+        ):
+            try:
+                short = paths.from_bytes(paths.shorten(paths.to_bytes(item.arc), is_dir=is_dir))
+            except ValueError:
+                short = None
+            if short is not None and paths.violation(short, is_dir=is_dir, linkname=link) is None:
+                item.arc = short
+                shortened.append(item)
+                continue
+        if reason is None and item.owner is not None and item.owner.problem() is not None:
+            reason = item.owner.problem()
+        if reason is not None:
+            violations.append((item.arc, reason))
+    if violations:
+        raise PathConstraintError(
+            sorted(violations, key=lambda v: paths.to_bytes(v[0])), auto_truncate=auto_truncate
+        )
+    taken = {item.arc for item in found if item not in shortened}
+    for item in shortened:
+        attempt = 0
+        while item.arc in taken:  # a real name like the shortened one, or two alike: rare
+            attempt += 1
+            raw = paths.to_bytes(item.original)
+            is_dir = item.kind is EntryKind.DIRECTORY
+            item.arc = paths.from_bytes(paths.shorten(raw, is_dir=is_dir, attempt=attempt))
+        taken.add(item.arc)
+
+
+class _Owners:
+    """uid, gid and their names for stat results; names looked up once per id."""
+
+    def __init__(self) -> None:
+        self._users: dict[int, bytes] = {}
+        self._groups: dict[int, bytes] = {}
+
+    def __call__(self, st: os.stat_result) -> Owner:
+        return Owner(st.st_uid, st.st_gid, self._user(st.st_uid), self._group(st.st_gid))
+
+    def _user(self, uid: int) -> bytes:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                import pwd
+
+                name = os.fsencode(pwd.getpwuid(uid).pw_name)
+            except (ImportError, KeyError):
+                name = b""
+            self._users[uid] = name
+        return name
+
+    def _group(self, gid: int) -> bytes:
+        name = self._groups.get(gid)
+        if name is None:
+            try:
+                import grp
+
+                name = os.fsencode(grp.getgrgid(gid).gr_name)
+            except (ImportError, KeyError):
+                name = b""
+            self._groups[gid] = name
+        return name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Literal
 
 from ..errors import SourceNotFoundError, TarIntegrityError
@@ -183,7 +183,7 @@ class ListedFolders:
         )
 
     def rel_folder(self, row: Row) -> str:
-        return paths.from_bytes(row.arc_path[len(self.arc_root) + 1 :])
+        return paths.from_bytes(relative_source(row, len(self.arc_root)))
 
     def check(self, path: bytes, row: Row) -> None:
         if row.listing is None:
@@ -198,6 +198,26 @@ class ListedFolders:
 
 
 Folders = StrictFolders | ListedFolders
+
+
+def relative_source(row: Row, arc_root_length: int) -> bytes:
+    """The path of ``row``'s source inside the recorded folder (``b""`` for the folder itself):
+    its own path, or the one the index kept when the header carries a shortened path."""
+    if row.source is not None:
+        return row.source
+    return row.arc_path[arc_root_length + 1 :]
+
+
+def source_locator(root: str, arc_root: str) -> Callable[[Row], bytes]:
+    """Where the source of each row lies, for a tape recorded from ``root`` (absolute)."""
+    raw_root = os.fsencode(root)
+    cut = len(paths.to_bytes(arc_root))
+
+    def locate(row: Row) -> bytes:
+        relative = relative_source(row, cut)
+        return raw_root + b"/" + relative if relative else raw_root
+
+    return locate
 
 
 def folders_for(index: Index, root: str) -> Folders:

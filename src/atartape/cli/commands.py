@@ -48,7 +48,19 @@ def register(commands: Commands) -> None:
         "--exclude", metavar="PATTERN", action="append", default=[], help="glob to leave out"
     )
     sub.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    sub.add_argument("--checksum", choices=("md5", "sha256"), help="store a digest per file")
+    sub.add_argument(
+        "--checksum", choices=("md5", "sha1", "sha256", "sha512"), help="store a digest per file"
+    )
+    sub.add_argument(
+        "--keep-owners",
+        action="store_true",
+        help="keep uid, gid and user and group names in the headers (anonymize=False)",
+    )
+    sub.add_argument(
+        "--auto-truncate",
+        action="store_true",
+        help="shorten paths too long for a tar header, keeping the originals in the index",
+    )
     sub.add_argument("--json", action="store_true", help="print the tape as JSON")
 
     sub = commands.add("info", "describe a recorded tape", info)
@@ -98,6 +110,13 @@ def _tape_fields(tape: Tape) -> dict[str, Any]:
         "source_root": tape.source_root,
         "index_path": tape.index_path,
         "checksum": tape.checksum_algorithm,
+        "identity": tape.identity,
+        "data_size": tape.data_size,
+        "overhead_size": tape.overhead_size,
+        "anonymized": tape.anonymized,
+        "auto_truncated": tape.auto_truncated,
+        "exclude_patterns": list(tape.exclude_patterns),
+        "noise": list(tape.noise),
     }
 
 
@@ -115,6 +134,8 @@ async def _print_tape(tape: Tape, as_json: bool) -> None:
             ("recorded at", tape.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
             ("source", tape.source_root),
             ("index", tape.index_path),
+            ("identity", tape.identity),
+            ("content", f"{tape.data_size} bytes in files, {tape.overhead_size} of tar"),
             ("checksum", tape.checksum_algorithm or "none"),
         ]
         for key, value in rows:
@@ -139,6 +160,8 @@ async def record(args: argparse.Namespace) -> int:
             exclude=args.exclude or None,
             overwrite=args.overwrite,
             checksum=args.checksum,
+            anonymize=not args.keep_owners,
+            auto_truncate=args.auto_truncate,
             progress=progress,
         )
 
@@ -161,10 +184,13 @@ async def info(args: argparse.Namespace) -> int:
 async def ls(args: argparse.Namespace) -> int:
     tape = await open_tape(args)
     out = Stdout()
-    async for entry in tape.entries():
-        target = f" -> {entry.linkname}" if entry.linkname else ""
-        line = f"{entry.start_offset:>14} {entry.size:>14} {entry.kind.value:<7}"
-        await out.line(f"{line} {entry.arc_path}{target}")
+    async with aclosing(tape.entries()) as entries:
+        async for entry in entries:
+            target = f" -> {entry.linkname}" if entry.linkname else ""
+            if entry.source_path is not None:  # shortened to fit a header
+                target += f"  (from {tape.arc_root}/{entry.source_path})"
+            line = f"{entry.start_offset:>14} {entry.size:>14} {entry.kind.value:<7}"
+            await out.line(f"{line} {entry.arc_path}{target}")
     await out.flush()
     return EXIT_OK
 

@@ -36,6 +36,7 @@ __all__ = [
     "ZERO_BLOCK",
     "EntryKind",
     "HeaderError",
+    "Owner",
     "RawHeader",
     "decode_header",
     "decode_number",
@@ -137,8 +138,41 @@ def encode_header(
     return encode_raw(path, kind.value, size, mode, mtime, linkname)
 
 
-def encode_raw(path: bytes, kind: str, size: int, mode: int, mtime: int, linkname: bytes) -> bytes:
-    """:func:`encode_header` with the kind as its string value: the form index rows carry."""
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who owns an entry, as a header can say it (``record(..., anonymize=False)``).
+
+    ``uname`` and ``gname`` are at most 32 bytes; ids of 8 octal digits or more are written in
+    GNU base-256.
+    """
+
+    uid: int
+    gid: int
+    uname: bytes = b""
+    gname: bytes = b""
+
+    def problem(self) -> str | None:
+        """Why this owner does not fit a header, or ``None``."""
+        if len(self.uname) > 32 or len(self.gname) > 32:
+            return "user or group name is longer than 32 bytes"
+        if not (0 <= self.uid < 1 << 56 and 0 <= self.gid < 1 << 56):
+            return f"uid {self.uid} or gid {self.gid} does not fit a header"
+        return None
+
+
+def encode_raw(
+    path: bytes,
+    kind: str,
+    size: int,
+    mode: int,
+    mtime: int,
+    linkname: bytes,
+    owner: Owner | None = None,
+) -> bytes:
+    """:func:`encode_header` with the kind as its string value: the form index rows carry.
+
+    ``owner`` (``None``: scrubbed, uid and gid 0 and no names) fills the ownership fields.
+    """
     is_dir = kind == "dir"
     if len(path) < paths.NAME_FIELD:  # the common case: no split, and room for a dir's slash
         prefix, name = b"", path + b"/" if is_dir else path
@@ -163,11 +197,17 @@ def encode_raw(path: bytes, kind: str, size: int, mode: int, mtime: int, linknam
         + sum(mtime_field)
         + typeflag[0]
     )
+    uid = gid = _ZERO_ID
+    uname = gname = b""
+    if owner is not None:
+        uid, gid = encode_number(owner.uid, 8), encode_number(owner.gid, 8)
+        uname, gname = owner.uname, owner.gname
+        checksum += sum(uid) + sum(gid) - 2 * sum(_ZERO_ID) + sum(uname) + sum(gname)
     return _HEADER.pack(
         name,
         mode_field,
-        _ZERO_ID,
-        _ZERO_ID,
+        uid,
+        gid,
         size_field,
         mtime_field,
         b"%06o\0 " % checksum,
@@ -175,8 +215,8 @@ def encode_raw(path: bytes, kind: str, size: int, mode: int, mtime: int, linknam
         linkname,
         _MAGIC,
         _VERSION,
-        b"",  # uname and gname: scrubbed
-        b"",
+        uname,
+        gname,
         _ZERO_ID,
         _ZERO_ID,
         prefix,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidOffsetError
 from . import paths
-from .header import BLOCK_SIZE, FOOTER_SIZE, EntryKind, encode_header, entry_span, padding
+from .header import BLOCK_SIZE, FOOTER_SIZE, EntryKind, Owner, encode_raw, entry_span, padding
 
 __all__ = [
     "Entry",
@@ -35,6 +35,9 @@ class Entry:
     the source had at recording, which the integrity check compares against. ``checksum`` is
     the content digest recorded with ``record(..., checksum=...)``; ``listing`` (folders) the
     digest of the names the folder held (see :mod:`atartape.format.folders`).
+    ``source_path`` is the entry's path in the recorded folder when the header carries a
+    shortened one (``record(..., auto_truncate=True)``); ``owner`` who owns it, when the tape
+    keeps owners (``record(..., anonymize=False)``).
     """
 
     arc_path: str
@@ -47,6 +50,8 @@ class Entry:
     mtime_ns: int = 0
     checksum: str | None = None
     listing: str | None = None
+    source_path: str | None = None
+    owner: Owner | None = None
 
     @property
     def data_offset(self) -> int:
@@ -80,13 +85,14 @@ class Entry:
 
     def header(self) -> bytes:
         """The entry's 512-byte header."""
-        return encode_header(
+        return encode_raw(
             paths.to_bytes(self.arc_path),
-            self.kind,
+            self.kind.value,
             self.size,
             self.mode,
             self.mtime,
             paths.to_bytes(self.linkname),
+            self.owner,
         )
 
 
@@ -161,7 +167,8 @@ def check_window(total_size: int, start: int, end: int | None) -> Window:
 
 
 def fingerprint(entries: Iterable[Entry]) -> str:
-    """The tape's layout: SHA-256 over each entry's path, type, size, mtime, mode and target.
+    """The tape's layout: SHA-256 over each entry's path, type, size, mtime, mode, target (and
+    owner, when the tape keeps owners): what its headers say.
 
     Same tree, same fingerprint, same bytes. Offsets follow from sizes, so they need not be
     hashed; the order of the entries is.
@@ -172,6 +179,10 @@ def fingerprint(entries: Iterable[Entry]) -> str:
         fields = (entry.kind.value.encode(), entry.size, entry.mtime, entry.mode)
         digest.update(b"\0%s\0%d\0%d\0%o\0" % fields)
         digest.update(paths.to_bytes(entry.linkname))
+        if entry.owner is not None:  # it is in the header too
+            owner = entry.owner
+            ids = (owner.uid, owner.gid, owner.uname, owner.gname)
+            digest.update(b"\0owner\0%d\0%d\0%s\0%s" % ids)
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -180,10 +191,10 @@ def identity(entries: Iterable[Entry], *, promises: Iterable[bytes] = ()) -> str
     """The recording's identity: SHA-256 over everything the index promises.
 
     Beside what the fingerprint covers, it hashes each entry's nanosecond mtime, recorded
-    digest and folder listing, and ``promises``: the tape's other commitments (its folder rules,
-    the bytes of an embedded index). Any change to what the index promises changes it, so it is
-    the strong validator of a recording (the HTTP ETag): two recordings with one identity
-    produce the same bytes from the same source.
+    digest, folder listing, source path and owner, and ``promises``: the tape's other
+    commitments (its folder rules, the bytes of an embedded index). Any change to what the
+    index promises changes it, so it is the strong validator of a recording (the HTTP ETag):
+    two recordings with one identity produce the same bytes from the same source.
     """
     digest = hashlib.sha256(b"atartape-identity-1\n")
     for entry in entries:
@@ -192,8 +203,15 @@ def identity(entries: Iterable[Entry], *, promises: Iterable[bytes] = ()) -> str
         digest.update(b"\0%s\0%d\0%d\0%d\0%o\0" % fields)
         digest.update(paths.to_bytes(entry.linkname))
         digest.update(
-            b"\0%s\0%s\n" % ((entry.checksum or "").encode(), (entry.listing or "").encode())
+            b"\0%s\0%s\0" % ((entry.checksum or "").encode(), (entry.listing or "").encode())
         )
+        if entry.source_path is not None:
+            digest.update(b"source\0" + paths.to_bytes(entry.source_path) + b"\0")
+        owner = entry.owner
+        if owner is not None:
+            ids = (owner.uid, owner.gid, owner.uname, owner.gname)
+            digest.update(b"owner\0%d\0%d\0%s\0%s\0" % ids)
+        digest.update(b"\n")
     for promise in promises:
         digest.update(b"%d\0" % len(promise))
         digest.update(promise)

@@ -8,6 +8,8 @@ content), so every path must fit the 100-byte name field plus the 155-byte prefi
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "MAX_COMPONENT",
     "MAX_LINKNAME",
@@ -18,6 +20,7 @@ __all__ = [
     "header_name",
     "join",
     "relative_to_root",
+    "shorten",
     "sort_key",
     "split_ustar",
     "to_bytes",
@@ -117,6 +120,55 @@ def violation(path: str, *, is_dir: bool = False, linkname: str | None = None) -
         if b"\0" in link:
             return "NUL byte in symlink target"
     return None
+
+
+def _short_component(part: bytes, limit: int, attempt: int) -> bytes:
+    """``part`` if it fits ``limit`` bytes, else its start, ``_`` and 14 hex of its digest."""
+    if len(part) <= limit:
+        return part
+    tag = hashlib.sha256(part + b"\0" * attempt).hexdigest()[:14].encode()
+    cut = limit - len(tag) - 1
+    while cut > 0 and part[cut] & 0xC0 == 0x80:  # never split a UTF-8 character
+        cut -= 1
+    return part[:cut] + b"_" + tag
+
+
+def shorten(raw: bytes, *, is_dir: bool = False, attempt: int = 0) -> bytes:
+    """A path that fits a USTAR header, made from ``raw`` deterministically (``auto_truncate``).
+
+    First every component over 100 bytes (99 for a folder's own name, which gets a slash) keeps
+    its start and gets ``_`` and 14 hex of its SHA-256. If the path still does not fit, it keeps
+    its first component (the tape's root) and its last (the name), inserts ``~`` and 16 hex of
+    the SHA-256 of the whole original folder path, and as many of the nearest folders as fit.
+    The same path always gives the same result; ``attempt`` (1, 2...) gives another one, for
+    the rare name that collides with another entry's. Raises ``ValueError`` when even that
+    cannot fit (a root or a name that cannot be shortened enough).
+    """
+    parts = raw.split(b"/")
+    last = len(parts) - 1
+    parts = [
+        _short_component(part, MAX_COMPONENT - (1 if is_dir and i == last else 0), attempt)
+        for i, part in enumerate(parts)
+    ]
+    candidate = b"/".join(parts)
+    if len(candidate) <= MAX_PATH and header_name(candidate, is_dir=is_dir) is not None:
+        return candidate
+    if len(parts) < 2:
+        raise ValueError(f"{raw!r} cannot be shortened to fit a USTAR header")
+    root, middle, leaf = parts[0], parts[1:-1], parts[-1]
+    folder = raw.rsplit(b"/", 1)[0]
+    marker = b"~" + hashlib.sha256(folder + b"\0" * attempt).hexdigest()[:16].encode()
+    kept: list[bytes] = []
+    best = b"/".join((root, marker, leaf))
+    for part in reversed(middle):
+        trial = b"/".join((root, marker, part, *kept, leaf))
+        if len(trial) > MAX_PATH or header_name(trial, is_dir=is_dir) is None:
+            break
+        kept.insert(0, part)
+        best = trial
+    if header_name(best, is_dir=is_dir) is None:
+        raise ValueError(f"{raw!r} cannot be shortened to fit a USTAR header")
+    return best
 
 
 def join(*parts: str) -> str:

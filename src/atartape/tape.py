@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -125,7 +125,7 @@ class Tape:
             auto_truncated=int(meta.get("auto_truncated", 0)),
         )
 
-    async def entries(self, start_offset: int = 0) -> AsyncIterator[Entry]:
+    async def entries(self, start_offset: int = 0) -> AsyncGenerator[Entry, None]:
         """Every entry in stream order, from the one starting at or after ``start_offset``.
 
         Raises :class:`TapeChangedError` if the index was re-recorded since this tape was

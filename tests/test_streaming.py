@@ -184,3 +184,70 @@ async def test_same_bytes_on_every_backend(dataset: Path, tmp_path: Path) -> Non
 
     for backend in ("asyncio", "trio"):
         assert await anyio.to_thread.run_sync(other, backend) == here
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cuts=st.lists(st.floats(0, 1), min_size=2, max_size=2))
+async def test_write_to_a_descriptor_gives_the_same_bytes(
+    dataset: Path, tmp_path: Path, cuts: list[float]
+) -> None:
+    """Straight to a file, from the worker threads: exactly what chunks() hands out."""
+    write(dataset / "huge.bin", os.urandom(2_500_000))
+    tape = await atartape.record(dataset, overwrite=True)
+    player = atartape.TapePlayer(tape, chunk_size=8192)
+    start, end = sorted(int(c * tape.total_size) for c in cuts)
+    expected = b"".join([c async for c in player.chunks(start, end)])
+    out = tmp_path / "out.bin"
+    progress = atartape.Progress()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        written = await player.write_to(fd, start, end, progress=progress)
+    finally:
+        os.close(fd)
+    assert written == end - start == progress.bytes
+    assert out.read_bytes() == expected
+
+
+async def test_write_to_a_pipe_and_a_socket(dataset: Path) -> None:
+    tape = await atartape.record(dataset)
+    player = atartape.TapePlayer(tape)
+    full = b"".join([c async for c in player.chunks()])
+    import socket
+
+    for kind in ("pipe", "socket"):
+        if kind == "pipe":
+            read_end, write_end = os.pipe()
+        else:
+            left, right = socket.socketpair()
+            right.setblocking(False)  # as an event loop's socket is: the writer waits with poll
+            read_end, write_end = os.dup(left.fileno()), os.dup(right.fileno())
+            left.close()
+            right.close()
+            os.set_blocking(write_end, False)
+        received = bytearray()
+
+        def drain(fd: int = read_end, into: bytearray = received) -> None:
+            while data := os.read(fd, 65536):
+                into.extend(data)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, drain)
+            try:
+                await player.write_to(write_end)
+            finally:
+                os.close(write_end)
+        os.close(read_end)
+        assert bytes(received) == full, kind
+
+
+async def test_write_to_a_closed_pipe(dataset: Path) -> None:
+    tape = await atartape.record(dataset)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with pytest.raises(BrokenPipeError):
+            await atartape.TapePlayer(tape).write_to(write_end)
+    finally:
+        os.close(write_end)

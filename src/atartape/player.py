@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from functools import partial
 
 import anyio.to_thread
@@ -12,7 +13,7 @@ from ._engine import play
 from ._engine.feed import IndexFeed
 from ._engine.index import open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
-from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink
+from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, FdSink
 from ._engine.source import folders_for, require_folder, source_locator
 from .format.events import Progress, TarEvent
 from .format.layout import Window, check_window
@@ -22,6 +23,9 @@ from .verify import VerifyReport, verify
 from .volumes import Volume
 
 __all__ = ["TapePlayer"]
+
+# Written straight to a descriptor, nothing read is held for the consumer: a hop may read more.
+DIRECT_READ_AHEAD = 16 * 1024 * 1024
 
 
 class TapePlayer:
@@ -79,6 +83,31 @@ class TapePlayer:
 
     stream = chunks
     """The same as :meth:`chunks` (its name before version 0.2)."""
+
+    async def write_to(
+        self,
+        fd: int,
+        start_offset: int = 0,
+        end_offset: int | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Write the bytes ``[start_offset, end_offset)`` to the file descriptor ``fd`` (a file,
+        a pipe, a socket) and return how many were written.
+
+        The bytes go from the worker threads that read them straight to ``fd``, never through
+        the event loop, each piece written only once it was read and checked, exactly as
+        :meth:`chunks` would hand it out. ``fd`` is neither closed nor flushed to disk.
+        ``progress`` counts the bytes written and the entries begun. Raises as :meth:`play`
+        does, and ``OSError`` when writing fails (a closed pipe: ``BrokenPipeError``).
+        """
+        window = check_window(self.tape.total_size, start_offset, end_offset)
+        sink = FdSink(fd, progress)
+        session = partial(self._session, window, False, DIRECT_READ_AHEAD)
+        async with aclosing(play.run(session, sink)) as items:
+            async for _ in items:
+                pass  # pragma: no cover - an FdSink hands nothing out
+        return sink.written
 
     def volumes(self, size: int | str, *, name_template: str | None = None) -> list[Volume]:
         """The tape cut into volumes of ``size`` bytes (an int or ``"64MiB"``, ``"1GB"``).
@@ -141,7 +170,9 @@ class TapePlayer:
             progress=progress,
         )
 
-    async def _session(self, window: Window, md5: bool) -> tuple[Producer, IndexFeed]:
+    async def _session(
+        self, window: Window, md5: bool, read_ahead: int | None = None
+    ) -> tuple[Producer, IndexFeed]:
         """Open a play: check the source is there, open the index (pinned to the recording
         this player was made from), load embedded members."""
         tape = self.tape
@@ -158,7 +189,7 @@ class TapePlayer:
             locate=source_locator(root, tape.arc_root),
             md5=md5,
             chunk_size=self.chunk_size,
-            read_ahead=self.read_ahead,
+            read_ahead=read_ahead or self.read_ahead,
             memory=feed.memory,
             folders=folders_for(index, root),
         )

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from ..format.header import BLOCK_SIZE
+from ..format.layout import Window
 from .feed import Feed
 from .index import Row
 from .producer import Producer, md5
@@ -55,14 +56,20 @@ async def run(open_session: Session, sink: Sink[T]) -> AsyncGenerator[T, None]:
         producer.close()
         with anyio.CancelScope(shield=True):  # closing must finish, even when cancelled
             await feed.aclose()
-    window = producer.window
+    if getattr(sink, "writes", False):  # it writes to a descriptor: not on the event loop
+        await anyio.to_thread.run_sync(_finish, producer.window, sink)
+    else:
+        _finish(producer.window, sink)
+    for item in sink.flush():
+        yield item
+
+
+def _finish(window: Window, sink: Sink[Any]) -> None:
     at, length = window.footer_part
     if length:
         sink.footer(at, bytes(length))
     if window.end == window.total_size:
         sink.complete(window.total_size)
-    for item in sink.flush():
-        yield item
 
 
 async def _streamed_entry(producer: Producer, sink: Sink[T]) -> AsyncGenerator[T, None]:

@@ -1,4 +1,5 @@
-"""What a play hands its consumer: events (:class:`EventSink`) or plain bytes (:class:`ByteSink`).
+"""What a play hands its consumer: events (:class:`EventSink`), plain bytes (:class:`ByteSink`),
+or nothing at all, its bytes written straight to a file descriptor (:class:`FdSink`).
 
 The producer describes a play the same way for both: whole small entries, or the pieces of an
 entry between its start and its end, then the footer. A sink turns that into the items the
@@ -8,9 +9,11 @@ or joining small pieces costs the event loop nothing; the loop only collects :me
 
 from __future__ import annotations
 
+import os
+import select
 from typing import Protocol, TypeVar
 
-from ..format.events import EventMetadata, TarEvent, TarEventType
+from ..format.events import EventMetadata, Progress, TarEvent, TarEventType
 from ..format.layout import Entry
 from .index import Row
 
@@ -159,3 +162,70 @@ class ByteSink:
         if self._parts:
             self._join()
         return self.take()
+
+
+class FdSink:
+    """Writes the play straight to a file descriptor, from the producer's worker thread.
+
+    Nothing goes through the event loop: each piece is written as soon as it was read and
+    checked, so the bytes written are exactly those a :class:`ByteSink` would hand out. A
+    descriptor in non-blocking mode (a socket of an event loop) is waited on with ``poll``.
+    ``progress`` counts the bytes written (and names the entry being written).
+    """
+
+    writes = True  # play.run writes the footer from a worker thread too
+
+    def __init__(self, fd: int, progress: Progress | None = None) -> None:
+        self.fd = fd
+        self.progress = progress if progress is not None else Progress()
+        self.written = 0
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                done = os.write(self.fd, view)
+            except BlockingIOError:
+                _wait_writable(self.fd)
+                continue
+            view = view[done:]
+            self.written += done
+            self.progress.bytes += done
+
+    def whole(self, row: Row, header: bytes, data: bytes, pad: bytes, md5: str | None) -> None:
+        self.progress.entries += 1
+        if data:
+            self._write(b"".join((header, data, pad)) if len(data) < 65536 else header)
+            if len(data) >= 65536:
+                self._write(data)
+                self._write(pad)
+        else:
+            self._write(header)
+
+    def start(self, row: Row, resumed: bool) -> None:
+        self.progress.entries += 1
+        self.progress.name = row.path
+
+    def piece(self, data: bytes) -> None:
+        self._write(data)
+
+    def end(self, row: Row, md5: str | None) -> None:
+        pass
+
+    def footer(self, at: int, data: bytes) -> None:
+        self._write(data)
+
+    def complete(self, total_size: int) -> None:
+        pass
+
+    def take(self) -> list[int]:
+        return []
+
+    def flush(self) -> list[int]:
+        return []
+
+
+def _wait_writable(fd: int) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll()

@@ -16,7 +16,7 @@ import anyio.to_thread
 
 from .._engine import files
 from ..errors import EntryNotFoundError, TapeExistsError
-from ..format.events import Progress, TarEventType
+from ..format.events import Progress
 from ..format.layout import check_window
 from ..format.units import format_size
 from ..player import TapePlayer
@@ -195,41 +195,16 @@ async def ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Sink:
-    """Bytes to a file, buffered up to ``limit`` and written from worker threads."""
-
-    def __init__(self, handle: BinaryIO, limit: int = 1024 * 1024) -> None:
-        self.handle = handle
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.buffered = 0
-
-    async def write(self, data: bytes) -> None:
-        self.parts.append(data)
-        self.buffered += len(data)
-        if self.buffered >= self.limit:
-            await self.flush()
-
-    async def flush(self) -> None:
-        parts, self.parts, self.buffered = self.parts, [], 0
-        if parts:
-            await anyio.to_thread.run_sync(self.handle.writelines, parts)
-
-    async def close(self) -> None:
-        """Flush, fsync (a regular file) and close; runs shielded, so even when cancelled."""
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.flush()
-                await anyio.to_thread.run_sync(self._sync)
-            finally:
-                if self.handle is not _stdout_buffer():
-                    await anyio.to_thread.run_sync(self.handle.close)
-
-    def _sync(self) -> None:
-        self.handle.flush()
-        fileno = self.handle.fileno()
+def _finish_output(handle: BinaryIO, close: bool) -> None:
+    """Flush a play's output to disk (a regular file) and close it (unless it is stdout)."""
+    try:
+        handle.flush()
+        fileno = handle.fileno()
         if stat.S_ISREG(os.fstat(fileno).st_mode):
             os.fsync(fileno)
+    finally:
+        if close:
+            handle.close()
 
 
 def _stdout_buffer() -> BinaryIO:
@@ -326,7 +301,6 @@ async def play(args: argparse.Namespace) -> int:
         )
     else:
         handle = await anyio.to_thread.run_sync(_begin_output, args.output, record)
-    sink = _Sink(handle)
     completed = False
     try:
         if held > end - start:
@@ -338,9 +312,8 @@ async def play(args: argparse.Namespace) -> int:
             # The record says which play this is; the last bytes held must be that play's too
             # (a file changed after it was cut short is not resumed).
             length = min(held, 64 * 1024)
-            expected = b"".join(
-                [c async for c in player.chunks(start + held - length, start + held)]
-            )
+            tail_start = start + held - length
+            expected = b"".join([c async for c in player.chunks(tail_start, start + held)])
             found = await anyio.to_thread.run_sync(_tail, args.output, held, length)
             if found != expected:
                 raise UsageError(
@@ -348,25 +321,20 @@ async def play(args: argparse.Namespace) -> int:
                     "it changed since it was written; nothing was changed"
                 )
             message(args, f"resuming {args.output} at byte {start + held} of {end}")
-        position = start + held
-        with progress_bar(end - start, initial=held, label=tape.name, quiet=args.quiet) as bar:
-            if bar.enabled:
-                async with aclosing(player.play(position, end)) as events:
-                    async for event in events:
-                        if event.type is TarEventType.FILE_START and event.entry is not None:
-                            bar.set_file(event.entry.arc_path)
-                        elif event.data:
-                            await sink.write(event.data)
-                            bar.update_to(event.metadata.end_offset - start)
-            else:
-                async with aclosing(player.chunks(position, end)) as chunks:
-                    async for chunk in chunks:
-                        await sink.write(chunk)
+        progress = Progress()
+        bar = progress_bar(end - start, initial=held, label=tape.name, quiet=args.quiet)
+
+        async def work() -> int:
+            return await player.write_to(handle.fileno(), start + held, end, progress=progress)
+
+        await with_progress(
+            work, progress, bar, lambda p: p.name, position=lambda p: held + p.bytes
+        )
         completed = True
     finally:
-        await sink.close()
-        if completed and not to_stdout:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_finish_output, handle, not to_stdout)
+            if completed and not to_stdout:
                 await anyio.to_thread.run_sync(
                     files.unlink_quietly, resume_record_path(args.output)
                 )

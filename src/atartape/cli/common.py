@@ -88,12 +88,13 @@ async def with_progress(
     progress: Progress,
     bar: Bar,
     describe: Callable[[Progress], str] | None = None,
+    position: Callable[[Progress], int] = lambda progress: progress.entries,
 ) -> T:
-    """Run ``work`` while a task moves ``bar`` to ``progress.entries`` a few times a second."""
+    """Run ``work`` while a task moves ``bar`` to ``position(progress)`` a few times a second."""
 
     async def tick() -> None:
         while True:
-            bar.update_to(progress.entries)
+            bar.update_to(position(progress))
             if describe is not None:
                 bar.set_file(describe(progress))
             await anyio.sleep(0.2)
@@ -105,7 +106,7 @@ async def with_progress(
             group.start_soon(tick)
             result = await work()
             group.cancel_scope.cancel()
-        bar.update_to(progress.entries)
+        bar.update_to(position(progress))
     return result
 
 

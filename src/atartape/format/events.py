@@ -58,10 +58,11 @@ class TarEvent:
 class Progress:
     """How far a long operation (``record``, ``verify``) has gone, updated while it runs.
 
-    ``entries`` counts the entries scanned or checked, ``bytes`` the bytes hashed. Pass one to
-    the operation and read it from another task (the counters move in a worker thread; reading
-    them is safe at any time).
+    ``entries`` counts the entries scanned, checked or begun, ``bytes`` the bytes hashed or
+    written, ``name`` the large entry being worked on. Pass one to the operation and read it
+    from another task (the counters move in a worker thread; reading them is safe at any time).
     """
 
     entries: int = 0
     bytes: int = 0
+    name: str = ""

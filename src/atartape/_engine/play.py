@@ -57,19 +57,20 @@ async def run(open_session: Session, sink: Sink[T]) -> AsyncGenerator[T, None]:
         with anyio.CancelScope(shield=True):  # closing must finish, even when cancelled
             await feed.aclose()
     if getattr(sink, "writes", False):  # it writes to a descriptor: not on the event loop
-        await anyio.to_thread.run_sync(_finish, producer.window, sink)
+        rest = await anyio.to_thread.run_sync(_finish, producer.window, sink)
     else:
-        _finish(producer.window, sink)
-    for item in sink.flush():
+        rest = _finish(producer.window, sink)
+    for item in rest:
         yield item
 
 
-def _finish(window: Window, sink: Sink[Any]) -> None:
+def _finish(window: Window, sink: Sink[T]) -> list[T]:
     at, length = window.footer_part
     if length:
         sink.footer(at, bytes(length))
     if window.end == window.total_size:
         sink.complete(window.total_size)
+    return sink.flush()
 
 
 async def _streamed_entry(producer: Producer, sink: Sink[T]) -> AsyncGenerator[T, None]:

@@ -164,64 +164,57 @@ class ByteSink:
         return self.take()
 
 
-class FdSink:
+class FdSink(ByteSink):
     """Writes the play straight to a file descriptor, from the producer's worker thread.
 
-    Nothing goes through the event loop: each piece is written as soon as it was read and
-    checked, so the bytes written are exactly those a :class:`ByteSink` would hand out. A
-    descriptor in non-blocking mode (a socket of an event loop) is waited on with ``poll``.
-    ``progress`` counts the bytes written (and names the entry being written).
+    Nothing goes through the event loop: the pieces a :class:`ByteSink` would hand out (small
+    ones joined into about ``join`` bytes, so that writes stay few) are written as soon as they
+    are ready, each read and checked before. A descriptor in non-blocking mode (a socket of an
+    event loop) is waited on with ``poll``. ``progress`` counts the bytes written and the
+    entries begun, and names the large entry being written.
     """
 
     writes = True  # play.run writes the footer from a worker thread too
 
-    def __init__(self, fd: int, progress: Progress | None = None) -> None:
+    def __init__(self, fd: int, progress: Progress | None = None, join: int = JOIN_BYTES) -> None:
+        super().__init__(join)
         self.fd = fd
         self.progress = progress if progress is not None else Progress()
         self.written = 0
 
-    def _write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                done = os.write(self.fd, view)
-            except BlockingIOError:
-                _wait_writable(self.fd)
-                continue
-            view = view[done:]
-            self.written += done
-            self.progress.bytes += done
+    def _write_out(self) -> None:
+        for data in ByteSink.take(self):
+            view = memoryview(data)
+            while view:
+                try:
+                    done = os.write(self.fd, view)
+                except BlockingIOError:
+                    _wait_writable(self.fd)
+                    continue
+                view = view[done:]
+                self.written += done
+                self.progress.bytes += done
 
     def whole(self, row: Row, header: bytes, data: bytes, pad: bytes, md5: str | None) -> None:
         self.progress.entries += 1
-        if data:
-            self._write(b"".join((header, data, pad)) if len(data) < 65536 else header)
-            if len(data) >= 65536:
-                self._write(data)
-                self._write(pad)
-        else:
-            self._write(header)
+        super().whole(row, header, data, pad, md5)
+        self._write_out()
 
     def start(self, row: Row, resumed: bool) -> None:
         self.progress.entries += 1
         self.progress.name = row.path
 
     def piece(self, data: bytes) -> None:
-        self._write(data)
+        super().piece(data)
+        self._write_out()
 
-    def end(self, row: Row, md5: str | None) -> None:
-        pass
+    def take(self) -> list[bytes]:
+        return []  # everything is written, never handed out
 
-    def footer(self, at: int, data: bytes) -> None:
-        self._write(data)
-
-    def complete(self, total_size: int) -> None:
-        pass
-
-    def take(self) -> list[int]:
-        return []
-
-    def flush(self) -> list[int]:
+    def flush(self) -> list[bytes]:
+        """Write what is still held (the play's end); nothing is handed out."""
+        super().flush()
+        self._write_out()
         return []
 
 

@@ -4,7 +4,9 @@ prompt release of files on every way out, and equal bytes on every backend."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tarfile
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,59 @@ async def test_write_to_a_closed_pipe(dataset: Path) -> None:
             await atartape.TapePlayer(tape).write_to(write_end)
     finally:
         os.close(write_end)
+
+
+@pytest.fixture
+def cold_disk(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every probe says "not cached": the read-ahead across files turns on at once. Returns
+    the record of files asked for (by size)."""
+    from atartape._engine import prefetch, producer
+
+    asked: list[int] = []
+    monkeypatch.setattr(producer, "is_cold", lambda fd, offset=0: True)
+    original = prefetch._advise_path
+
+    def counting(path: bytes, length: int) -> None:
+        asked.append(length)
+        original(path, length)
+
+    monkeypatch.setattr(prefetch, "_advise_path", counting)
+    return asked
+
+
+async def test_read_ahead_across_files_changes_no_byte(
+    tmp_path: Path, cold_disk: list[int]
+) -> None:
+    root = tmp_path / "many"
+    for i in range(300):
+        write(root / f"d{i % 7}" / f"f{i:03d}.bin", os.urandom(i * 37 % 5000))
+    write(root / "big.bin", os.urandom(3_000_000))
+    tape = await atartape.record(root)
+    player = atartape.TapePlayer(tape, chunk_size=65536)
+    chunks = b"".join([c async for c in player.chunks()])
+    with tarfile.open(fileobj=io.BytesIO(chunks)) as archive:
+        for member in archive.getmembers():
+            if member.isfile():
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                assert extracted.read() == (tmp_path / member.name).read_bytes()
+    assert cold_disk, "the files ahead were asked for"
+    assert sum(cold_disk) <= tape.total_size  # each file at most once
+
+
+async def test_read_ahead_stops_when_the_consumer_leaves(
+    tmp_path: Path, cold_disk: list[int]
+) -> None:
+    root = tmp_path / "many"
+    for i in range(2000):
+        write(root / f"f{i:04d}.bin", b"x" * 3000)
+    tape = await atartape.record(root)
+    player = atartape.TapePlayer(tape, read_ahead=8192)
+    async with aclosing(player.chunks()) as stream:
+        async for _ in stream:
+            break
+    from atartape._engine import prefetch
+
+    if prefetch._pool is not None:  # what was not begun is dropped; what runs finishes soon
+        prefetch._pool.submit(lambda: None).result()
+    assert open_fds_under(root) == []

@@ -20,6 +20,7 @@ from ..format.header import BLOCK_SIZE, entry_span
 from ..format.layout import Window
 from .files import pread_exact
 from .index import Row
+from .prefetch import Prefetcher, advise, is_cold
 from .sinks import Sink
 from .source import Folders, StrictFolders, check_entry, check_unchanged, mismatch, open_file
 
@@ -38,6 +39,9 @@ READ_AHEAD = 2 * CHUNK_SIZE  # read per thread hop: amortises the hop, bounds th
 # no gain in time.
 SMALL_RUN_BYTES = 512 * 1024
 _QUEUE_ROWS = 256  # rows kept queued ahead of the producer
+_QUEUE_ROWS_PREFETCHING = 8192  # more, when the files ahead are being asked for
+_PROBE_EVERY = 64  # one small file in so many is probed: is the disk cold?
+_ADVISE_STEP = 64 * 1024 * 1024  # a large file is asked for this far ahead of its reads
 _PADDING = [bytes(n) for n in range(BLOCK_SIZE)]
 
 
@@ -118,6 +122,8 @@ class Producer:
         self.streams: Mapping[bytes, AsyncIterable[bytes]] = {} if streams is None else streams
         self.folders: Folders = folders if folders is not None else StrictFolders()
         self.queue: deque[Row] = deque()
+        self.prefetch = Prefetcher(locate)
+        self._probed = 0
         self._current: Generator[bytes, None, str | None] | None = None
         self._current_row: Row | None = None
         self._current_ends = False  # whether the window includes the current entry's last byte
@@ -128,7 +134,7 @@ class Producer:
 
     @property
     def wants_rows(self) -> bool:
-        return len(self.queue) < _QUEUE_ROWS
+        return len(self.queue) < (_QUEUE_ROWS_PREFETCHING if self.prefetch.on else _QUEUE_ROWS)
 
     def next_is_stream(self) -> bool:
         """Whether the next entry's content comes from an async iterable (event-loop side)."""
@@ -140,11 +146,12 @@ class Producer:
         )
 
     def close(self) -> None:
-        """Close the file being read, if any (call between hops)."""
+        """Close the file being read, if any, and drop the read-ahead not begun (between hops)."""
         if self._current is not None:
             self._current.close()
             self._current = None
             self._current_row = None
+        self.prefetch.close()
 
     def hop(self, sink: Sink[Any]) -> TarIntegrityError | None:
         """Produce up to ``read_ahead`` bytes into ``sink``; return the integrity error, if any.
@@ -153,6 +160,8 @@ class Producer:
         the entry it names gets no further byte.
         """
         budget = self.read_ahead
+        if self.prefetch.on and self.queue:
+            self.prefetch.ahead(self.queue[0].start_offset, self.queue)
         try:
             while budget > 0:
                 if self._current is None:
@@ -215,6 +224,10 @@ class Producer:
             sink.whole(row, header, b"", b"", None)
             return
         fd, opened = open_file(self.locate(row), row)
+        self._probed += 1
+        if not self.prefetch.on and self._probed % _PROBE_EVERY == 1 and is_cold(fd):
+            self.prefetch.turn_on()  # a cold disk: ask for the files ahead, many at once
+            self.prefetch.ahead(row.end_offset, self.queue)
         try:
             data = os.pread(fd, row.size + 1, 0)  # one byte more: a file that grew shows it here
             if len(data) != row.size:
@@ -250,8 +263,17 @@ class Producer:
                 )
             )
         fd, opened = open_file(self.locate(row), row)
+        first = max(0, min(skip - BLOCK_SIZE, row.size - 1))
+        if not self.prefetch.on and row.size and is_cold(fd, first):
+            self.prefetch.turn_on()
+        advised = first
 
         def read(lo: int, hi: int, to_end: bool) -> bytes:
+            nonlocal advised
+            if self.prefetch.on and hi + self.chunk_size > advised:
+                advise(fd, advised, _ADVISE_STEP)  # deeper than the kernel's own read-ahead
+                advised += _ADVISE_STEP
+                self.prefetch.ahead(row.end_offset, self.queue)  # and the files after it
             data = self._read(fd, row, lo, hi, to_end)
             check_unchanged(fd, row, opened)
             return data

@@ -105,17 +105,40 @@ async def record(
             "choose another place with index_path= (--index)",
             index_path,
         ) from None
-    result = await anyio.to_thread.run_sync(
-        lambda: scan(source, arc_root, folders, options, progress=progress)
-    )
-    entries = result.entries
+    settings: dict[str, Any] = {
+        "arc_root": arc_root,
+        "source_root": source,
+        "checksum": algorithm,
+        "anonymized": anonymize,
+        "noise": list(selection.noise),
+        "exclude": list(selection.patterns),
+        "exclude_predicate": selection.predicate is not None,
+    }
+
+    def recording() -> tuple[list[Entry], list[tuple[Entry, bytes]], dict[str, Any]]:
+        """In a worker thread: the scan, and what follows from it (lists of many entries)."""
+        result = scan(source, arc_root, folders, options, progress=progress)
+        return _laid_out(result.entries, result.total_size, embed_index, settings)
+
+    entries, embedded, meta = await anyio.to_thread.run_sync(recording)
+    temp_path = files.temp_name(index_path)
+    try:
+        await index.write_index(temp_path, meta, entries, embedded)
+        await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(files.unlink_quietly, temp_path, temp_path + "-journal")
+    return Tape.from_meta(index_path, meta)
+
+
+def _laid_out(
+    entries: list[Entry], total_size: int, embed_index: bool, settings: dict[str, Any]
+) -> tuple[list[Entry], list[tuple[Entry, bytes]], dict[str, Any]]:
+    """The embedded index (if asked for) and the meta of a recording of ``entries``."""
     tape_fingerprint = fingerprint(entries)
-    total_size = result.total_size
     embedded: list[tuple[Entry, bytes]] = []
     if embed_index:
-        member = await anyio.to_thread.run_sync(
-            index_member, entries, tape_fingerprint, total_size - FOOTER_SIZE
-        )
+        member = index_member(entries, tape_fingerprint, total_size - FOOTER_SIZE)
         embedded.append(member)
         total_size = member[0].end_offset + FOOTER_SIZE
     meta: dict[str, Any] = {
@@ -125,28 +148,14 @@ async def record(
         "total_size": total_size,
         "entry_count": len(entries),
         "file_count": sum(1 for e in entries if e.kind is EntryKind.FILE),
-        "arc_root": arc_root,
-        "source_root": source,
         "recorded_at": time.time(),
-        "checksum": algorithm,
         "data_size": sum(e.size for e in entries),
-        "anonymized": anonymize,
         "auto_truncated": sum(1 for e in entries if e.source_path is not None),
-        "noise": list(selection.noise),
-        "exclude": list(selection.patterns),
-        "exclude_predicate": selection.predicate is not None,
+        **settings,
     }
-    meta["identity"] = identity(
-        entries, promises=index.meta_promises(meta, [data for _, data in embedded])
-    )
-    temp_path = files.temp_name(index_path)
-    try:
-        await index.write_index(temp_path, meta, entries, embedded)
-        await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(files.unlink_quietly, temp_path, temp_path + "-journal")
-    return Tape.from_meta(index_path, meta)
+    promises = index.meta_promises(meta, [data for _, data in embedded])
+    meta["identity"] = identity(entries, promises=promises)
+    return entries, embedded, meta
 
 
 def _algorithm(checksum: str | bool | None) -> str | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import PathConstraintError, SourceNotFoundError
@@ -48,6 +49,43 @@ class ScanOptions:
     known: Mapping[str, tuple[int, int, str]] = field(default_factory=dict)
     owners: bool = False
     auto_truncate: bool = False
+
+
+_ALONE_SECONDS = 0.05  # a tree scanned faster than this is done in one thread
+_SCAN_THREADS = 8
+
+
+@dataclass
+class _Folder:
+    listing: str
+    children: list[tuple[str, EntryKind, os.stat_result, str, str | None]] = field(
+        default_factory=list
+    )
+    folders: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _scan_in_threads(
+    pending: list[tuple[str, str]],
+    folder_of: Callable[[str, str], _Folder],
+    take: Callable[[str, _Folder], list[tuple[str, str]]],
+) -> None:
+    """Scan the ``pending`` folders and all below them, several at a time."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(_SCAN_THREADS, thread_name_prefix="atartape-scan") as pool:
+        running: dict[Future[_Folder], str] = {
+            pool.submit(folder_of, folder, rel): rel for folder, rel in pending
+        }
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    rel_folder = running.pop(future)
+                    for folder, rel in take(rel_folder, future.result()):
+                        running[pool.submit(folder_of, folder, rel)] = rel
+        finally:
+            for future in running:
+                future.cancel()
 
 
 @dataclass
@@ -100,13 +138,11 @@ def scan(
         found.append(_Found(arc, arc, rel, kind, st, link, digest, owner))
         progress.entries += 1
 
-    add("", EntryKind.DIRECTORY, root_stat, "", None)
-    pending = [(source_root, "")]
-    while pending:
-        folder, rel_folder = pending.pop()
+    def folder_of(folder: str, rel_folder: str) -> _Folder:
+        """One folder: its listing, and its children stat-ed (and hashed); in any thread."""
         with os.scandir(folder) as listing:
             children = [c for c in listing if folders.counts(folder, rel_folder, c.name)]
-        listings[rel_folder] = folders.listing(folder, rel_folder, (c.name for c in children))
+        result = _Folder(folders.listing(folder, rel_folder, (c.name for c in children)))
         for child in children:
             rel = paths.join(rel_folder, child.name)
             if predicate is not None and predicate(rel):
@@ -116,8 +152,8 @@ def scan(
             except FileNotFoundError:
                 continue  # vanished while scanning: it was never part of this moment
             if stat.S_ISDIR(st.st_mode):
-                add(rel, EntryKind.DIRECTORY, st, "", None)
-                pending.append((child.path, rel))
+                result.children.append((rel, EntryKind.DIRECTORY, st, "", None))
+                result.folders.append((child.path, rel))
             elif stat.S_ISREG(st.st_mode):
                 digest = None
                 if options.checksum:
@@ -126,12 +162,30 @@ def scan(
                         digest = known[2]
                     else:
                         digest = file_digest(child.path, options.checksum, progress)
-                add(rel, EntryKind.FILE, st, "", digest)
+                result.children.append((rel, EntryKind.FILE, st, "", digest))
             elif stat.S_ISLNK(st.st_mode):
-                add(rel, EntryKind.SYMLINK, st, os.readlink(child.path), None)
+                link = os.readlink(child.path)
+                result.children.append((rel, EntryKind.SYMLINK, st, link, None))
             else:
                 skipped.append(paths.join(arc_root, rel))
+        return result
 
+    def take(rel_folder: str, result: _Folder) -> list[tuple[str, str]]:
+        listings[rel_folder] = result.listing
+        for child in result.children:
+            add(*child)
+        return result.folders
+
+    add("", EntryKind.DIRECTORY, root_stat, "", None)
+    # The first folders are scanned here; a large or slow tree goes on in threads, which
+    # overlap the disk's waits (a cold disk) and the hashing of files (hashlib frees the GIL).
+    pending = [(source_root, "")]
+    started = time.monotonic()
+    while pending and not (len(pending) > 1 and time.monotonic() - started > _ALONE_SECONDS):
+        folder, rel_folder = pending.pop()
+        pending.extend(take(rel_folder, folder_of(folder, rel_folder)))
+    if pending:
+        _scan_in_threads(pending, folder_of, take)
     _fit_headers(found, options.auto_truncate)
     found.sort(key=lambda item: paths.sort_key(paths.to_bytes(item.arc)))
     starts, total = assign_offsets(
@@ -167,6 +221,9 @@ def _fit_headers(found: list[_Found], auto_truncate: bool) -> None:
     violations: list[tuple[str, str]] = []
     shortened = []
     for item in found:
+        raw = paths.to_bytes(item.arc)
+        if len(raw) < paths.NAME_FIELD - 1 and len(item.link) < 25 and item.owner is None:
+            continue  # the common case: fits the name field, nothing to split (no NUL in names)
         is_dir = item.kind is EntryKind.DIRECTORY
         link = item.link or None
         reason = paths.violation(item.arc, is_dir=is_dir, linkname=link)

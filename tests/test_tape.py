@@ -300,3 +300,18 @@ async def test_md5_of_files_larger_than_a_chunk(dataset: Path) -> None:
             if e.type == "file_end" and e.entry is not None
         }
         assert ends["dataset/huge.bin"] == hashlib.md5(content).hexdigest()
+
+
+async def test_scanning_in_threads_gives_the_same_tape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "tree"
+    for i in range(400):
+        write(root / f"d{i % 13}" / f"e{i % 5}" / f"f{i:03d}.txt", f"file {i}\n" * (i % 7))
+    alone = await atartape.record(root, index_path=tmp_path / "alone.db", checksum="md5")
+    from atartape._engine import scan
+
+    monkeypatch.setattr(scan, "_ALONE_SECONDS", 0.0)  # every folder but the first in threads
+    threads = await atartape.record(root, index_path=tmp_path / "threads.db", checksum="md5")
+    assert (threads.fingerprint, threads.identity) == (alone.fingerprint, alone.identity)
+    assert [e async for e in threads.entries()] == [e async for e in alone.entries()]

@@ -70,6 +70,7 @@ _EXPORTS = {
     "TransferRefusedError": ".errors",
     "TransferIntegrityError": ".errors",
     "TransferProtocolError": ".errors",
+    "ViewError": ".errors",
 }
 
 
@@ -130,6 +131,7 @@ __all__ = [
     "UnsafeMemberError",
     "VerifyError",
     "VerifyReport",
+    "ViewError",
     "Volume",
     "__version__",
     "format_size",

@@ -28,6 +28,7 @@ from .errors import (
     TransferProtocolError,
     TransferRefusedError,
     UnsafeMemberError,
+    ViewError,
 )
 from .format.events import (
     EventMetadata,
@@ -119,6 +120,7 @@ __all__ = [
     "UnsafeMemberError",
     "VerifyError",
     "VerifyReport",
+    "ViewError",
     "Volume",
     "__version__",
     "format_size",

@@ -8,6 +8,7 @@ Where a built-in exception means the same thing, the error also subclasses it, s
     ├── TapeExistsError            (FileExistsError)    an index exists, overwrite is off
     ├── TapeFormatError                                 not a tape index, or a damaged one
     ├── TapeChangedError                                the index was re-recorded meanwhile
+    ├── ViewError                                       a compressed or sealed view cannot be made
     ├── SourceNotFoundError        (FileNotFoundError)  the folder to record or play is gone
     ├── TarIntegrityError                               a source entry broke its promise
     ├── PathConstraintError        (ValueError)         paths that do not fit a USTAR header
@@ -50,6 +51,7 @@ __all__ = [
     "TransferProtocolError",
     "TransferRefusedError",
     "UnsafeMemberError",
+    "ViewError",
 ]
 
 
@@ -73,6 +75,12 @@ class TapeFormatError(TarTapeError):
 class TapeChangedError(TarTapeError):
     """The index now holds another recording than the one a play, response or transfer was
     planned with (it was re-recorded meanwhile); raised before any byte of the new one."""
+
+
+class ViewError(TarTapeError):
+    """A compressed or sealed view of a tape cannot give the bytes it promised: the running zstd
+    build compresses differently than the one it was recorded with, or the key to seal it is
+    missing or wrong. Raised before any byte that could differ."""
 
 
 class SourceNotFoundError(TarTapeError, FileNotFoundError):

@@ -9,9 +9,10 @@ from functools import partial
 
 import anyio.to_thread
 
+from . import views
 from ._engine import play
 from ._engine.feed import IndexFeed
-from ._engine.index import open_index
+from ._engine.index import Index, open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, FdSink
 from ._engine.source import folders_for, require_folder, source_locator
@@ -36,6 +37,13 @@ class TapePlayer:
     in its ``file_end`` event. ``chunk_size`` is the size of the bytes objects produced (large
     files are read in pieces of that size) and ``read_ahead`` how many bytes one worker-thread
     hop reads: the most that is ever read ahead of the consumer.
+
+    ``view`` is what the bytes are: ``"plain"`` (the tar), ``"zstd"``, ``"age"`` or
+    ``"zstd+age"`` (see :mod:`atartape.views`); by default the view the tape was recorded with,
+    so a sealed tape never plays unsealed unless asked. A sealed view needs its key: the key
+    file beside the index, or ``age_identity`` (an ``AGE-SECRET-KEY-1…`` identity, or the
+    passphrase). :attr:`size`, :attr:`identity`, :attr:`filename` and :attr:`content_type`
+    describe the bytes of the view.
     """
 
     def __init__(
@@ -46,6 +54,8 @@ class TapePlayer:
         md5: bool = True,
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = READ_AHEAD,
+        view: str | None = None,
+        age_identity: str | bytes | None = None,
     ) -> None:
         if chunk_size < 512 or read_ahead < 1:
             raise ValueError("chunk_size must be at least 512 and read_ahead positive")
@@ -54,32 +64,84 @@ class TapePlayer:
         self.md5 = md5
         self.chunk_size = chunk_size
         self.read_ahead = read_ahead
+        self.view = view or tape.view
+        if self.view not in views.VIEWS:
+            raise ValueError(f"view must be one of {', '.join(views.VIEWS)}, not {view!r}")
+        self.size = tape.view_size(self.view)  # raises ValueError for a view the tape lacks
+        self.age_identity = age_identity
+        self._file_key: bytes | None = None
+
+    @property
+    def identity(self) -> str:
+        """The identity of the bytes this player gives (its view's): the strong validator."""
+        return views.identity_of(self.tape.identity, self.view)
+
+    @property
+    def filename(self) -> str:
+        """What the bytes are called: ``<tape name>.tar``, ``.tar.zst``, ``.tar.age``..."""
+        return self.tape.name + views.suffix(self.view)
+
+    @property
+    def content_type(self) -> str:
+        return views.content_type(self.view)
 
     def play(
         self, start_offset: int = 0, end_offset: int | None = None
     ) -> AsyncGenerator[TarEvent, None]:
         """Events for the bytes ``[start_offset, end_offset)`` of the tape (``None``: the end).
 
-        The offsets are checked at once: :class:`InvalidOffsetError` for one outside
+        Events describe the tar: the player's view must be ``"plain"`` (``ValueError``
+        otherwise). The offsets are checked at once: :class:`InvalidOffsetError` for one outside
         ``[0, total_size]``. While playing, :class:`SourceNotFoundError` if the source folder
         is gone, :class:`TarIntegrityError` if an entry differs from the index (no byte of it
         is sent), and :class:`TapeFormatError` if the index is damaged. Close the generator
         (``aclose()``, or leave an ``aclosing`` block) to release the open file at once.
         """
+        if self.view != "plain":
+            raise ValueError(
+                f"events describe the tar: this player gives the {self.view!r} view (make one "
+                "with view='plain' for events)"
+            )
         window = check_window(self.tape.total_size, start_offset, end_offset)
         return play.run(partial(self._session, window, self.md5), EventSink(window.start))
 
     def chunks(
         self, start_offset: int = 0, end_offset: int | None = None
     ) -> AsyncGenerator[bytes, None]:
-        """Only the bytes of :meth:`play`: ``chunks(a, b)`` yields exactly ``full[a:b]``.
+        """The bytes of the player's view: ``chunks(a, b)`` yields exactly ``full[a:b]``.
 
-        Small entries are joined into chunks of about 256 KiB, large files come in pieces of
-        ``chunk_size``; nothing is hashed. Raises as :meth:`play` does.
+        For the tar, small entries are joined into chunks of about 256 KiB, large files come in
+        pieces of ``chunk_size``; nothing is hashed. Offsets count in the view (``[0, size]``).
+        Raises as :meth:`play` does, and :class:`ViewError` when a compressed or sealed view
+        cannot give the bytes it promised (another zstd build, a missing key).
         """
-        window = check_window(self.tape.total_size, start_offset, end_offset)
+        window = check_window(self.size, start_offset, end_offset)
+        if self.view == "plain":
+            return self._plain(window.start, window.end)
+        return self._view_chunks(window.start, window.end)
+
+    def _plain(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        window = check_window(self.tape.total_size, start, end)
         sink = ByteSink(min(self.chunk_size, JOIN_BYTES))
         return play.run(partial(self._session, window, False), sink)
+
+    async def _view_chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        meta = self.tape.meta
+        file_key = None
+        if self.view.endswith("age"):
+            if self._file_key is None:
+                self._file_key = await views.unseal_key(
+                    meta, self.tape.index_path, self.age_identity
+                )
+            file_key = self._file_key
+
+        async def opener() -> Index:
+            return await open_index(self.tape.index_path, expected=self.tape.identity, shared=True)
+
+        source = views.view_source(opener, meta, self.view, self._plain, file_key)
+        async with aclosing(source(start, end)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     stream = chunks
     """The same as :meth:`chunks` (its name before version 0.2)."""
@@ -101,6 +163,12 @@ class TapePlayer:
         ``progress`` counts the bytes written and the entries begun. Raises as :meth:`play`
         does, and ``OSError`` when writing fails (a closed pipe: ``BrokenPipeError``).
         """
+        if self.view != "plain":
+            window = check_window(self.size, start_offset, end_offset)
+            written = await views.write_chunks(self.chunks(window.start, window.end), fd)
+            if progress is not None:
+                progress.bytes += written
+            return written
         window = check_window(self.tape.total_size, start_offset, end_offset)
         sink = FdSink(fd, progress)
         session = partial(self._session, window, False, DIRECT_READ_AHEAD)
@@ -118,7 +186,7 @@ class TapePlayer:
         ``index``, ``count``; default ``"{name}.tar.{index:04d}"``). Raises :class:`ValueError`
         for a bad size or template.
         """
-        count = volume_count(self.tape.total_size, size)
+        count = volume_count(self.size, size)
         return [self.volume(i, size, name_template=name_template) for i in range(count)]
 
     def volume(self, index: int, size: int | str, *, name_template: str | None = None) -> Volume:
@@ -127,13 +195,14 @@ class TapePlayer:
         Raises :class:`InvalidOffsetError` for an index past the last volume (or negative) and
         :class:`ValueError` for a bad size or template.
         """
-        total = self.tape.total_size
+        total = self.size
         start, end = volume_window(total, size, index)
         name = volume_name(
             name_template or DEFAULT_NAME_TEMPLATE,
             name=self.tape.name,
             index=index,
             count=volume_count(total, size),
+            suffix=views.suffix(self.view),
         )
         return Volume(self.chunks, index, start, end, name)
 

@@ -14,13 +14,15 @@ from ._engine import files, index
 from ._engine.scan import ScanOptions, scan
 from ._engine.source import ListedFolders, relative_source
 from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError, TarTapeError
-from .format import paths
+from .format import age, paths, zstd_seekable
 from .format.embedded import index_member
 from .format.events import Progress
 from .format.folders import DEFAULT_NOISE, Exclude, Selection
 from .format.header import FOOTER_SIZE, EntryKind
 from .format.layout import Entry, fingerprint, identity
+from .player import TapePlayer
 from .tape import Tape, default_index_path
+from .views import DEFAULT_FRAME_SIZE, ViewOptions, key_file_bytes, key_path, record_views
 
 __all__ = ["TapeRecorder", "record"]
 
@@ -39,6 +41,12 @@ async def record(
     anonymize: bool = True,
     auto_truncate: bool = False,
     embed_index: bool = False,
+    compress: str | None = None,
+    level: int = zstd_seekable.DEFAULT_LEVEL,
+    frame_size: int | str = DEFAULT_FRAME_SIZE,
+    seal: Sequence[str] = (),
+    passphrase: str | bytes | None = None,
+    work_factor: int = age.DEFAULT_WORK_FACTOR,
     progress: Progress | None = None,
 ) -> Tape:
     """Record the folder ``source`` into a tape and return it, ready to play.
@@ -66,6 +74,13 @@ async def record(
     archive without scanning it. ``progress`` (a :class:`~atartape.Progress`) counts the
     entries scanned and the bytes hashed while the recording runs.
 
+    Views (see :mod:`atartape.views`): ``compress="zstd"`` makes a seekable zstd view, frames of
+    ``frame_size`` plain bytes compressed at ``level`` (each compressed once now, to learn its
+    size and digest); ``seal`` (age recipients, ``age1…`` public keys) or ``passphrase`` makes
+    an age-sealed view (of the compressed view when there is one), whose file key is kept in
+    ``<index>.key`` (mode 0600) beside the index; ``work_factor`` is the passphrase's scrypt
+    cost (log2). The tape then plays, and is served, as that view by default.
+
     The index is written to a temporary file beside its destination and renamed into place:
     on any error no index is written and an existing one is left as it was. Raises
     :class:`SourceNotFoundError` (no such folder), :class:`TapeExistsError` (an index exists
@@ -73,6 +88,7 @@ async def record(
     stored, listed at once) and :class:`ValueError` for a bad option.
     """
     algorithm = _algorithm(checksum)
+    view_options = ViewOptions(compress, level, frame_size, seal, passphrase, work_factor)
     if arcname is not None:
         arcname = arcname.strip("/")
         reason = paths.violation(arcname, is_dir=True)
@@ -122,13 +138,47 @@ async def record(
 
     entries, embedded, meta = await anyio.to_thread.run_sync(recording)
     temp_path = files.temp_name(index_path)
+    key_temp = files.temp_name(key_path(index_path))
     try:
         await index.write_index(temp_path, meta, entries, embedded)
+        file_key = None
+        if view_options.wanted:
+            file_key = await _record_views(temp_path, meta, entries, embedded, view_options)
+        if file_key is not None:
+            sealed_key = key_file_bytes(file_key)
+            await anyio.to_thread.run_sync(
+                lambda: files.write_atomically(key_temp, sealed_key, mode=0o600)
+            )
         await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
+        if file_key is not None:
+            await anyio.to_thread.run_sync(os.replace, key_temp, key_path(index_path))
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(files.unlink_quietly, temp_path, temp_path + "-journal")
+            await anyio.to_thread.run_sync(
+                files.unlink_quietly, temp_path, temp_path + "-journal", key_temp
+            )
     return Tape.from_meta(index_path, meta)
+
+
+async def _record_views(
+    temp_path: str,
+    meta: dict[str, Any],
+    entries: list[Entry],
+    embedded: list[tuple[Entry, bytes]],
+    options: ViewOptions,
+) -> bytes | None:
+    """Read the tape just written to ``temp_path`` once and add its views to it; ``meta`` gets
+    them and the identity that covers them. Returns the seal's file key, if any."""
+    plain_tape = Tape.from_meta(temp_path, meta)
+    player = TapePlayer(plain_tape, view="plain", md5=False)
+    made = await record_views(player.chunks, meta["total_size"], options)
+    meta["views"] = made.meta
+    promises = index.meta_promises(meta, [data for _, data in embedded])
+    meta["identity"] = await anyio.to_thread.run_sync(lambda: identity(entries, promises=promises))
+    await index.write_views(
+        temp_path, {"views": made.meta, "identity": meta["identity"]}, made.frames, made.blocks
+    )
+    return made.file_key
 
 
 def _laid_out(
@@ -208,6 +258,9 @@ class TapeRecorder:
         anonymize: bool = True,
         auto_truncate: bool = False,
         embed_index: bool = False,
+        compress: str | None = None,
+        seal: Sequence[str] = (),
+        passphrase: str | bytes | None = None,
     ) -> None:
         self.source = source
         self.options: dict[str, Any] = {
@@ -220,6 +273,9 @@ class TapeRecorder:
             "anonymize": anonymize,
             "auto_truncate": auto_truncate,
             "embed_index": embed_index,
+            "compress": compress,
+            "seal": seal,
+            "passphrase": passphrase,
         }
         self.tape: Tape | None = None
 

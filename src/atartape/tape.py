@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +18,7 @@ from .format import paths
 from .format.layout import Entry
 from .format.units import parse_size
 from .format.windows import Location, locate_entry, volume_count
+from .views import available, recorded_view, size_of
 
 __all__ = ["Tape", "default_index_path"]
 
@@ -56,6 +57,23 @@ class Tape:
     data_size: int = 0
     anonymized: bool = True
     auto_truncated: int = 0
+    meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def view(self) -> str:
+        """The view the tape was recorded with, which it plays and is served as by default:
+        ``"plain"`` (the tar), ``"zstd"``, ``"age"`` or ``"zstd+age"`` (see
+        :mod:`atartape.views`)."""
+        return recorded_view(self.meta)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """Every view the tape can be played as."""
+        return available(self.meta)
+
+    def view_size(self, view: str | None = None) -> int:
+        """The bytes of ``view`` (default: :attr:`view`); ``ValueError`` for a view it lacks."""
+        return size_of(self.meta, view or self.view)
 
     @property
     def has_file_checksums(self) -> bool:
@@ -123,6 +141,7 @@ class Tape:
             data_size=int(meta.get("data_size", 0)),
             anonymized=bool(meta.get("anonymized", True)),
             auto_truncated=int(meta.get("auto_truncated", 0)),
+            meta=dict(meta),
         )
 
     async def entries(self, start_offset: int = 0) -> AsyncGenerator[Entry, None]:

@@ -178,9 +178,15 @@ def _row(values: Sequence[Any]) -> Row:
 
 def meta_promises(meta: dict[str, Any], embedded: Iterable[bytes]) -> list[bytes]:
     """What a tape promises beside its entries, as :func:`~atartape.format.layout.identity`
-    hashes it: its folder rules and the bytes of its embedded members."""
+    hashes it: its folder rules, its views (each with the digest of all its frames or blocks)
+    and the bytes of its embedded members."""
     rules = json.dumps(
-        {"noise": meta.get("noise"), "exclude": meta.get("exclude"), "root": meta["arc_root"]},
+        {
+            "noise": meta.get("noise"),
+            "exclude": meta.get("exclude"),
+            "root": meta["arc_root"],
+            "views": meta.get("views"),
+        },
         sort_keys=True,
     ).encode()
     return [rules, *embedded]
@@ -307,6 +313,36 @@ class Index:
         cut = len(prefix)
         return [arc[cut:] for (arc,) in found if b"/" not in arc[cut:]]
 
+    async def frames_from(self, offset: int, limit: int = BATCH_ROWS) -> list[tuple[Any, ...]]:
+        """Rows ``(frame, offset, size, checksum, digest)`` of the compressed view, from the
+        frame that holds compressed byte ``offset`` on (one indexed search)."""
+        first = await self.store.fetchone(
+            "SELECT frame FROM zstd_frames WHERE offset <= ? ORDER BY offset DESC LIMIT 1",
+            (offset,),
+        )
+        start = 0 if first is None else int(first[0])
+        return await self.store.fetchall(
+            "SELECT frame, offset, size, checksum, digest FROM zstd_frames WHERE frame >= ? "
+            "ORDER BY frame LIMIT ?",
+            (start, limit),
+        )
+
+    async def frames(self, first: int, stop: int) -> list[tuple[Any, ...]]:
+        """Rows of frames ``first`` to ``stop - 1`` of the compressed view."""
+        return await self.store.fetchall(
+            "SELECT frame, offset, size, checksum, digest FROM zstd_frames "
+            "WHERE frame >= ? AND frame < ? ORDER BY frame",
+            (first, stop),
+        )
+
+    async def block_digests(self, first: int, stop: int) -> dict[int, bytes]:
+        """The recorded digests of sealed blocks ``first`` to ``stop - 1``."""
+        found = await self.store.fetchall(
+            "SELECT block, digest FROM sealed_blocks WHERE block >= ? AND block < ?",
+            (first, stop),
+        )
+        return {int(block): bytes(digest) for block, digest in found}
+
     async def embedded_rows(self) -> list[Row]:
         """The rows of the tape's embedded members, shaped like entry rows; ``[]`` if none."""
         table = await self.store.fetchone(
@@ -350,6 +386,41 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
+VIEWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS zstd_frames (
+    frame INTEGER PRIMARY KEY,
+    offset INTEGER NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    checksum INTEGER,
+    digest BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sealed_blocks (block INTEGER PRIMARY KEY, digest BLOB NOT NULL);
+"""
+"""The views a tape was recorded with (see :mod:`atartape.views`): each frame of the compressed
+view (its offset, size, content checksum and digest) and a digest of each 1 MiB block sealed."""
+
+
+async def write_views(
+    path: str,
+    meta: dict[str, Any],
+    frames: Iterable[tuple[int, int, int, int | None, bytes]],
+    blocks: Iterable[tuple[int, bytes]],
+) -> None:
+    """Add the rows of a tape's views to the unpublished index at ``path`` and set ``meta``."""
+    async with await open_store(path) as store:
+        await store.executescript(VIEWS_SCHEMA)
+        await store.execute("BEGIN")
+        await store.executemany(
+            "INSERT INTO zstd_frames (frame, offset, size, checksum, digest) "
+            "VALUES (?, ?, ?, ?, ?)",
+            frames,
+        )
+        await store.executemany("INSERT INTO sealed_blocks (block, digest) VALUES (?, ?)", blocks)
+        values = [(k, _stored_meta(v)) for k, v in meta.items()]
+        await store.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
+        await store.commit()
+
+
 async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
     try:
         found = await store.fetchall("SELECT key, value FROM meta")
@@ -373,7 +444,7 @@ async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
         value = meta[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise TapeFormatError(f"{where} is damaged: its {key} is {value!r}")
-    for key in ("noise", "exclude"):
+    for key in ("noise", "exclude", "views"):
         if isinstance(meta.get(key), str):
             try:
                 meta[key] = json.loads(meta[key])

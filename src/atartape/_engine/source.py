@@ -231,7 +231,7 @@ def folders_for(index: Index, root: str) -> Folders:
 
 
 def _is_index_file(name: str, index_name: str) -> bool:
-    return name in (index_name, f"{index_name}-journal") or (
+    return name in (index_name, f"{index_name}-journal", f"{index_name}.key") or (
         name.startswith(f".{index_name}.") and ".tmp" in name
     )
 

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.to_thread
 
+from .. import views
 from .._engine import files
 from ..errors import EntryNotFoundError, TapeExistsError
 from ..format.events import Progress
@@ -61,6 +62,32 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="shorten paths too long for a tar header, keeping the originals in the index",
     )
+    sub.add_argument(
+        "--zstd",
+        nargs="?",
+        const=3,
+        type=count,
+        metavar="LEVEL",
+        help="also a seekable zstd view (level 3 by default)",
+    )
+    sub.add_argument(
+        "--frame-size", type=size, default="4MiB", help="plain bytes per zstd frame (4MiB)"
+    )
+    sub.add_argument(
+        "--age-recipient",
+        action="append",
+        default=[],
+        metavar="AGE1...",
+        help="seal the tape for this age recipient (repeat for several)",
+    )
+    sub.add_argument(
+        "--age-passphrase-file",
+        metavar="FILE",
+        help="seal the tape with the passphrase in FILE (its first line)",
+    )
+    sub.add_argument(
+        "--work-factor", type=count, default=18, help="scrypt work factor of a passphrase (18)"
+    )
     sub.add_argument("--json", action="store_true", help="print the tape as JSON")
 
     sub = commands.add("info", "describe a recorded tape", info)
@@ -78,6 +105,16 @@ def register(commands: Commands) -> None:
         "--resume",
         action="store_true",
         help="continue a partial OUT from its current size (needs -o OUT)",
+    )
+    sub.add_argument(
+        "--view",
+        choices=("plain", "zstd", "age", "zstd+age"),
+        help="which bytes: the tar (plain) or a view (default: the one recorded)",
+    )
+    sub.add_argument(
+        "--age-identity-file",
+        metavar="FILE",
+        help="open the seal with this age identity (or passphrase) file, without the key file",
     )
 
     sub = commands.add("verify", "check the source folder against the tape", verify)
@@ -117,6 +154,8 @@ def _tape_fields(tape: Tape) -> dict[str, Any]:
         "auto_truncated": tape.auto_truncated,
         "exclude_patterns": list(tape.exclude_patterns),
         "noise": list(tape.noise),
+        "view": tape.view,
+        "views": {view: tape.view_size(view) for view in tape.views},
     }
 
 
@@ -137,6 +176,7 @@ async def _print_tape(tape: Tape, as_json: bool) -> None:
             ("identity", tape.identity),
             ("content", f"{tape.data_size} bytes in files, {tape.overhead_size} of tar"),
             ("checksum", tape.checksum_algorithm or "none"),
+            ("views", ", ".join(f"{v} ({tape.view_size(v)} bytes)" for v in tape.views)),
         ]
         for key, value in rows:
             await out.line(f"{key:<12} {value}")
@@ -153,6 +193,13 @@ async def record(args: argparse.Namespace) -> int:
     progress = Progress()
     bar = progress_bar(None, label=f"recording {args.src}", quiet=args.quiet, unit=" entries")
 
+    passphrase = None
+    if args.age_passphrase_file:
+        text = await anyio.to_thread.run_sync(_read_text, args.age_passphrase_file)
+        passphrase = text.splitlines()[0] if text.strip() else ""
+        if not passphrase:
+            raise UsageError(f"{args.age_passphrase_file} holds no passphrase")
+
     async def work() -> Tape:
         return await record_tape(
             args.src,
@@ -162,6 +209,12 @@ async def record(args: argparse.Namespace) -> int:
             checksum=args.checksum,
             anonymize=not args.keep_owners,
             auto_truncate=args.auto_truncate,
+            compress="zstd" if args.zstd is not None else None,
+            level=args.zstd if args.zstd is not None else 3,
+            frame_size=args.frame_size,
+            seal=args.age_recipient,
+            passphrase=passphrase,
+            work_factor=args.work_factor,
             progress=progress,
         )
 
@@ -219,11 +272,12 @@ def resume_record_path(output: str) -> str:
     return output + ".atartape"
 
 
-def resume_record(tape: Tape, start: int, end: int) -> bytes:
+def resume_record(tape: Tape, start: int, end: int, view: str = "plain") -> bytes:
     """What a play to a file writes beside it first, so that ``--resume`` can prove it."""
     fields = {
         "format": RESUME_FORMAT,
-        "identity": tape.identity,
+        "identity": views.identity_of(tape.identity, view),
+        "view": view,
         "start": start,
         "end": end,
         "total_size": tape.total_size,
@@ -275,6 +329,11 @@ def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO
     return open(path, "ab"), held
 
 
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def _tail(path: str, size: int, length: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(size - length)
@@ -288,10 +347,20 @@ async def play(args: argparse.Namespace) -> int:
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal: use -o OUT, or redirect stdout")
     tape = await open_tape(args)
-    window = check_window(tape.total_size, args.offset, args.end)
+    identity = None
+    if args.age_identity_file:
+        identity = (await anyio.to_thread.run_sync(_read_text, args.age_identity_file)).strip()
+        identity = next(
+            (line for line in identity.splitlines() if line.startswith("AGE-SECRET-KEY-1")),
+            identity.splitlines()[0] if identity else "",
+        )
+    try:
+        player = TapePlayer(tape, md5=False, view=args.view, age_identity=identity)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    window = check_window(player.size, args.offset, args.end)
     start, end = window.start, window.end
-    player = TapePlayer(tape, md5=False)
-    record = resume_record(tape, start, end)
+    record = resume_record(tape, start, end, player.view)
     held = 0
     if to_stdout:
         handle = _stdout_buffer()

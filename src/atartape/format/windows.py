@@ -33,8 +33,9 @@ __all__ = [
     "volume_window",
 ]
 
-DEFAULT_NAME_TEMPLATE = "{name}.tar.{index:04d}"
-"""Volume names: ``dataset.tar.0000``. Fields: ``name`` (the tape's), ``index``, ``count``."""
+DEFAULT_NAME_TEMPLATE = "{name}{suffix}.{index:04d}"
+"""Volume names: ``dataset.tar.0000`` (``dataset.tar.zst.0000`` for a compressed view). Fields:
+``name`` (the tape's), ``suffix`` (``.tar``, ``.tar.zst``...), ``index``, ``count``."""
 
 
 def _check_total(total_size: int) -> None:
@@ -92,13 +93,14 @@ def split_range(start: int, end: int, size: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
-def volume_name(template: str, *, name: str, index: int, count: int) -> str:
-    """A volume's name from ``template`` (``str.format`` fields ``name``, ``index``, ``count``).
+def volume_name(template: str, *, name: str, index: int, count: int, suffix: str = ".tar") -> str:
+    """A volume's name from ``template`` (``str.format`` fields ``name``, ``suffix``, ``index``,
+    ``count``).
 
     Raises :class:`ValueError` naming the template when it uses another field or a bad format.
     """
     try:
-        return template.format(name=name, index=index, count=count)
+        return template.format(name=name, index=index, count=count, suffix=suffix)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise ValueError(
             f"bad volume name_template {template!r} ({exc!r}); it may use the fields "

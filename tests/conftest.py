@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from .s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server)
+
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
     pytest.param(("trio", {}), id="trio"),

@@ -62,6 +62,10 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="continue a partial OUT from its current size (needs -o OUT)",
     )
+    sub.add_argument(
+        "--part", type=offset, metavar="N", help="play only part N (from 1; needs --part-size)"
+    )
+    sub.add_argument("--part-size", type=size, metavar="S", help="bytes per part, for --part")
 
     sub = commands.add("verify", "check the source folder against the tape", verify)
     sub.add_argument("--deep", action="store_true", help="check every entry, not a sample")
@@ -195,6 +199,24 @@ def _open_output(path: str, resume: bool) -> tuple[BinaryIO, int]:
     return open(path, "wb"), 0
 
 
+def _part_window(args: argparse.Namespace, total: int) -> tuple[int, int | None]:
+    """``--offset``/``--end``, or the window of ``--part N`` of ``--part-size S`` bytes."""
+    if args.part is None and args.part_size is None:
+        return args.offset, args.end
+    if args.part is None or args.part_size is None:
+        raise UsageError("--part N and --part-size S go together")
+    if args.offset or args.end is not None:
+        raise UsageError("--part replaces --offset and --end: give one or the other")
+    count = -(-total // args.part_size)
+    if not 1 <= args.part <= count:
+        raise UsageError(
+            f"part {args.part} is outside the tape: {total} bytes in parts of "
+            f"{args.part_size} bytes make parts 1 to {count}"
+        )
+    start = (args.part - 1) * args.part_size
+    return start, min(start + args.part_size, total)
+
+
 async def play(args: argparse.Namespace) -> int:
     to_stdout = args.output in (None, "-")
     if args.resume and to_stdout:
@@ -202,7 +224,7 @@ async def play(args: argparse.Namespace) -> int:
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal: use -o OUT, or redirect stdout")
     tape = await open_tape(args)
-    window = check_window(tape.total_size, args.offset, args.end)
+    window = check_window(tape.total_size, *_part_window(args, tape.total_size))
     start, end = window.start, window.end
     if to_stdout:
         handle, held = _stdout_buffer(), 0

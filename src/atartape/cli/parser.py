@@ -132,8 +132,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         tape_args,
     )
     from . import commands as tape_commands
-    from . import serve, transfer
+    from . import s3, serve, transfer
 
-    for module in (tape_commands, serve, transfer):
+    for module in (tape_commands, serve, transfer, s3):
         module.register(commands)
     return parser

@@ -8,6 +8,7 @@ installed (``botocore[crt]``); it is imported only when a CRC32C is asked for.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from .errors import S3PlanError
 __all__ = ["Checksum", "PartDigest", "new_checksum"]
 
 
+@functools.lru_cache(maxsize=1)
 def _crc32c_function() -> Callable[[bytes, int], int]:
     try:
         import crc32c  # type: ignore[import-not-found, unused-ignore]

@@ -19,6 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
 from ..format.units import parse_size
 from ..tape import Tape
 from .client import call, run
@@ -262,7 +265,7 @@ async def create_upload(
     from .plan import Marker
 
     url = S3Url.parse(url) if isinstance(url, str) else url
-    check_checksum(checksum)
+    await anyio.to_thread.run_sync(check_checksum, checksum)  # may import crc32c
     size = auto_part_size(tape.total_size) if part_size is None else parse_size(part_size)
     plan_parts(tape.total_size, size)
     meta = tape_metadata(tape, size, checksum)
@@ -297,8 +300,6 @@ async def create_upload(
 
 
 async def _abort_quietly(client: Any, url: S3Url, upload_id: str) -> None:
-    import anyio
-
     with anyio.CancelScope(shield=True):
         try:
             await call(

@@ -111,7 +111,7 @@ async def upload(
     re-recorded, and :class:`S3Error` for a failed request.
     """
     where = S3Url.parse(url)
-    check_checksum(checksum)
+    await anyio.to_thread.run_sync(check_checksum, checksum)  # may import crc32c: off the loop
     if concurrency < 1:
         raise S3PlanError(f"concurrency must be at least 1, not {concurrency}")
     if part_size is not None:

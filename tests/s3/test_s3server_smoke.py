@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .s3server import GRPC_OFFSET, S3Server, require_weed, seaweedfs
+from tests.s3server import GRPC_OFFSET, S3Server, require_weed, seaweedfs
 
 MiB = 1024 * 1024
 

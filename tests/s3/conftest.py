@@ -9,6 +9,7 @@ boto3 in worker threads, on which uvloop changes nothing.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,29 @@ async def tape_bytes(tape: atartape.Tape) -> bytes:
 def pending_uploads(client: Any, bucket: str, key: str) -> list[str]:
     answer = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
     return [u["UploadId"] for u in answer.get("Uploads", []) if u["Key"] == key]
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server: S3Server) -> str:
+    """One bucket per server: SeaweedFS takes up to a second over the first write to a new
+    bucket (it allocates its volumes), so the tests share one and each writes its own keys."""
+    name = f"tapes-{secrets.token_hex(4)}"
+    made = s3_server.client()
+    try:
+        made.create_bucket(Bucket=name)
+        made.put_object(Bucket=name, Key="warm-up", Body=b"x")
+        made.delete_object(Bucket=name, Key="warm-up")
+    finally:
+        made.close()
+    return name
+
+
+@pytest.fixture
+def key() -> str:
+    """A key of the test's own in the shared bucket."""
+    return f"{secrets.token_hex(4)}/tape.tar"
+
+
+@pytest.fixture
+def url(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"

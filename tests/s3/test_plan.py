@@ -40,7 +40,11 @@ def test_a_single_small_part_is_allowed() -> None:
     ("total", "size", "words"),
     [
         (12 * MiB, 1 * MiB, "under S3's smallest part, 5MiB"),
-        (MIN_PART_SIZE * MAX_PARTS + 1, MIN_PART_SIZE, "10001 parts; S3 allows 10000: use at least 6MiB"),
+        (
+            MIN_PART_SIZE * MAX_PARTS + 1,
+            MIN_PART_SIZE,
+            "10001 parts; S3 allows 10000: use at least 6MiB",
+        ),
         (10**13, "64MiB", "use at least 954MiB"),
         (6 * 1024**3, "5GiB", None),
         (11 * 1024**3, 6 * 1024**3, "over S3's largest part, 5GiB"),

@@ -35,27 +35,26 @@ def stop_after(count: int) -> Any:
 
 
 async def test_upload_then_run_again(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/tree.tar"
     settled: list[int] = []
     result = await s3.upload(tape, url, part_size=PART, on_part=lambda r: settled.append(r.number))
     assert sorted(settled) == [1, 2, 3] and result.sent == (1, 2, 3) and result.kept == ()
     assert not result.resumed and not result.already_complete
     full = await tape_bytes(tape)
-    assert object_bytes(client, s3_bucket, "tree.tar") == full
+    assert object_bytes(client, bucket, key) == full
     assert result.etag == s3.multipart_etag(
         [hashlib.md5(full[p.start : p.end]).hexdigest() for p in s3.plan_parts(len(full), PART)]
     )
-    head = client.head_object(Bucket=s3_bucket, Key="tree.tar")
+    head = client.head_object(Bucket=bucket, Key=key)
     assert head["Metadata"]["atartape-identity"] == tape.identity
     assert head["Metadata"]["atartape-part-size"] == str(PART)
     assert head["ContentType"] == "application/x-tar"
     # No pending upload and no marker are left behind.
-    assert pending_uploads(client, s3_bucket, "tree.tar") == []
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-    assert keys == ["tree.tar"]
+    assert pending_uploads(client, bucket, key) == []
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    assert [o["Key"] for o in listed] == [key]
     # Run again: the object is already this tape; it is verified, nothing is sent.
     again = await s3.upload(tape, url)
     assert again.already_complete and again.sent == () and again.etag == result.etag
@@ -63,35 +62,31 @@ async def test_upload_then_run_again(
 
 
 async def test_an_interrupted_upload_resumes_with_what_is_missing(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/t.tar"
     with pytest.raises(Stop):
         await s3.upload(tape, url, part_size=PART, concurrency=1, on_part=stop_after(2))
-    [upload_id] = pending_uploads(client, s3_bucket, "t.tar")
+    [upload_id] = pending_uploads(client, bucket, key)
     with pytest.raises(s3.S3PlanError, match="pending upload uses parts of 5242880 bytes"):
         await s3.upload(tape, url, part_size="6MiB")  # refused: nothing sent, nothing changed
     result = await s3.upload(tape, url, concurrency=3)  # its part size comes from the upload
     assert result.upload_id == upload_id and result.resumed
     assert result.kept == (1, 2) and result.sent == (3,)
-    assert object_bytes(client, s3_bucket, "t.tar") == await tape_bytes(tape)
+    assert object_bytes(client, bucket, key) == await tape_bytes(tape)
 
 
 async def test_duplicated_wrong_sized_and_foreign_parts_are_sent_again(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/t.tar"
     full = await tape_bytes(tape)
     with pytest.raises(Stop):
         await s3.upload(tape, url, part_size=PART, concurrency=1, on_part=stop_after(3))
-    [upload_id] = pending_uploads(client, s3_bucket, "t.tar")
+    [upload_id] = pending_uploads(client, bucket, key)
 
     def put(number: int, data: bytes) -> None:
-        client.upload_part(
-            Bucket=s3_bucket, Key="t.tar", UploadId=upload_id, PartNumber=number, Body=data
-        )
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
 
     put(1, full[:PART])  # the right bytes, twice: listed twice, so not trusted
     put(2, full[PART : 2 * PART - 512])  # part 2 again, short
@@ -102,78 +97,73 @@ async def test_duplicated_wrong_sized_and_foreign_parts_are_sent_again(
     result = await s3.upload(tape, url)
     assert result.resumed and result.upload_id == upload_id
     assert result.sent == (1, 2, 3) and result.kept == ()
-    assert object_bytes(client, s3_bucket, "t.tar") == full
+    assert object_bytes(client, bucket, key) == full
 
 
 async def test_duplicates_hidden_by_small_pages_still_complete_right(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     """SeaweedFS pages skip the other copies of a number: with pages of one part each copy
     seen may be the right or the wrong one. Whatever is kept or sent, the completion names the
     ETags computed from the tape, and the object is checked against them."""
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/p.tar"
     full = await tape_bytes(tape)
     with pytest.raises(Stop):
         await s3.upload(tape, url, part_size=PART, concurrency=1, on_part=stop_after(3))
-    [upload_id] = pending_uploads(client, s3_bucket, "p.tar")
+    [upload_id] = pending_uploads(client, bucket, key)
     for number in (1, 2):
         client.upload_part(
-            Bucket=s3_bucket, Key="p.tar", UploadId=upload_id, PartNumber=number, Body=bytes(PART)
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(PART)
         )
     pending = await s3.find_upload(client, tape, url, page_size=1)
     assert pending is not None and sorted(pending.listed) == [1, 2, 3]
     result = await s3.upload(tape, url, page_size=1)
     assert result.upload_id == upload_id and result.kept + result.sent != ()
-    assert object_bytes(client, s3_bucket, "p.tar") == full
+    assert object_bytes(client, bucket, key) == full
 
 
 async def test_paging_with_small_pages_keeps_the_stored_parts(
-    s3_env: S3Server, s3_bucket: str, client: Any, tmp_path: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tmp_path: Path
 ) -> None:
     big = make_tree(tmp_path / "big", sizes=(9 * 1024 * 1024, 6 * 1024 * 1024))  # 4 parts
     tape = await atartape.record(big)
-    url = f"s3://{s3_bucket}/big.tar"
     with pytest.raises(Stop):
         await s3.upload(tape, url, part_size=PART, concurrency=1, on_part=stop_after(3))
     pending = await s3.find_upload(client, tape, url, page_size=2)
     assert pending is not None and sorted(pending.listed) == [1, 2, 3]
     result = await s3.upload(tape, url, page_size=2)
     assert result.kept == (1, 2, 3) and result.sent == (4,)
-    assert object_bytes(client, s3_bucket, "big.tar") == await tape_bytes(tape)
+    assert object_bytes(client, bucket, key) == await tape_bytes(tape)
 
 
 async def test_another_tapes_pending_upload_is_never_adopted(
-    s3_env: S3Server, s3_bucket: str, client: Any, tmp_path: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tmp_path: Path
 ) -> None:
     first = await atartape.record(make_tree(tmp_path / "a", seed=1))
     second = await atartape.record(make_tree(tmp_path / "b", seed=2))
-    url = f"s3://{s3_bucket}/same.tar"
     with pytest.raises(Stop):
         await s3.upload(second, url, part_size=PART, concurrency=1, on_part=stop_after(2))
-    [theirs] = pending_uploads(client, s3_bucket, "same.tar")
+    [theirs] = pending_uploads(client, bucket, key)
     # A foreign upload of the key too (another tool; no marker), with a part of the right size.
-    foreign = client.create_multipart_upload(Bucket=s3_bucket, Key="same.tar")["UploadId"]
-    client.upload_part(
-        Bucket=s3_bucket, Key="same.tar", UploadId=foreign, PartNumber=1, Body=bytes(PART)
-    )
+    foreign = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=foreign, PartNumber=1, Body=bytes(PART))
 
     result = await s3.upload(first, url, part_size=PART)
     assert not result.resumed and result.sent == (1, 2, 3)
     assert result.upload_id not in (theirs, foreign)
     assert set(result.others) == {theirs, foreign}
-    assert object_bytes(client, s3_bucket, "same.tar") == await tape_bytes(first)
-    assert set(pending_uploads(client, s3_bucket, "same.tar")) == {theirs, foreign}
+    assert object_bytes(client, bucket, key) == await tape_bytes(first)
+    assert set(pending_uploads(client, bucket, key)) == {theirs, foreign}
 
     # The second tape still finds its own upload and completes it (replacing the object).
     again = await s3.upload(second, url)
     assert again.resumed and again.upload_id == theirs and again.kept == (1, 2)
-    assert object_bytes(client, s3_bucket, "same.tar") == await tape_bytes(second)
-    assert pending_uploads(client, s3_bucket, "same.tar") == [foreign]
+    assert object_bytes(client, bucket, key) == await tape_bytes(second)
+    assert pending_uploads(client, bucket, key) == [foreign]
 
 
 async def test_a_damaged_part_is_refused_by_the_store(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     """Bytes damaged on the way no longer match their Content-MD5: BadDigest, said clearly."""
     tape = await atartape.record(tree)
@@ -188,26 +178,24 @@ async def test_a_damaged_part_is_refused_by_the_store(
             params["body"] = bytes(data)
 
     client.meta.events.register("before-call.s3.UploadPart", damage)
-    url = f"s3://{s3_bucket}/d.tar"
     with pytest.raises(s3.S3IntegrityError, match="BadDigest") as info:
         await s3.upload(tape, url, part_size=PART, concurrency=1, client=client)
     assert info.value.code == "BadDigest"
     assert "differ from the digest computed from the tape" in str(info.value)
     assert damaged["count"] == 2  # sent twice, refused twice
-    assert client.list_objects_v2(Bucket=s3_bucket, Prefix="d.tar.atartape").get("KeyCount") == 1
+    assert client.list_objects_v2(Bucket=bucket, Prefix=f"{key}.atartape").get("KeyCount") == 1
 
     damaged.update(count=0, limit=1)  # damaged once: the second send goes through
     result = await s3.upload(tape, url, client=client)
     assert result.resumed and result.sent == (1, 2, 3)
-    assert object_bytes(client, s3_bucket, "d.tar") == await tape_bytes(tape)
+    assert object_bytes(client, bucket, key) == await tape_bytes(tape)
 
 
 @pytest.mark.parametrize("checksum", ["crc32c", "sha256"])
 async def test_flexible_checksums(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path, checksum: str
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path, checksum: str
 ) -> None:
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/{checksum}.tar"
     with pytest.raises(Stop):
         await s3.upload(
             tape, url, part_size=PART, checksum=checksum, concurrency=1, on_part=stop_after(1)
@@ -217,50 +205,50 @@ async def test_flexible_checksums(
     result = await s3.upload(tape, url, checksum=checksum)
     assert result.kept == (1,) and result.sent == (2, 3)
     assert result.checksum is not None and result.checksum.endswith("-3")
-    head = client.head_object(Bucket=s3_bucket, Key=f"{checksum}.tar", ChecksumMode="ENABLED")
+    head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert head[f"Checksum{checksum.upper()}"] == result.checksum
-    assert object_bytes(client, s3_bucket, f"{checksum}.tar") == await tape_bytes(tape)
+    assert object_bytes(client, bucket, key) == await tape_bytes(tape)
     assert (await s3.verify(tape, url)).checksum == result.checksum
 
 
 async def test_plans_s3_would_refuse_send_nothing(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     tape = await atartape.record(tree)
     with pytest.raises(s3.S3PlanError, match="under S3's smallest part"):
-        await s3.upload(tape, f"s3://{s3_bucket}/t.tar", part_size="1MiB")
+        await s3.upload(tape, url, part_size="1MiB")
     with pytest.raises(s3.S3PlanError, match="unknown checksum"):
-        await s3.upload(tape, f"s3://{s3_bucket}/t.tar", checksum="crc64")
+        await s3.upload(tape, url, checksum="crc64")
     with pytest.raises(s3.S3Error) as info:
         await s3.upload(tape, "s3://no-such-bucket-here/t.tar", part_size=PART)
     assert info.value.code == "NoSuchBucket"
-    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
-    assert client.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    assert pending_uploads(client, bucket, key) == []
+    assert client.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 0
 
 
 async def test_restart_aborts_this_tapes_pending_upload(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/t.tar"
     with pytest.raises(Stop):
         await s3.upload(tape, url, part_size=PART, concurrency=1, on_part=stop_after(1))
-    [old] = pending_uploads(client, s3_bucket, "t.tar")
+    [old] = pending_uploads(client, bucket, key)
     result = await s3.upload(tape, url, part_size="6MiB", restart=True)
     assert result.upload_id != old and result.part_size == 6 * 1024 * 1024
-    assert pending_uploads(client, s3_bucket, "t.tar") == []
+    assert pending_uploads(client, bucket, key) == []
 
 
 async def test_parts_spread_over_workers_and_completed_by_the_client(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path, tmp_path: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path, tmp_path: Path
 ) -> None:
     """The cluster helpers: picklable specs, sync and async senders, complete."""
     import pickle
 
     tape = await atartape.record(tree)
-    url = f"s3://{s3_bucket}/c.tar"
     upload = await s3.begin(tape, url, part_size=PART, client=client)
-    specs = [pickle.loads(pickle.dumps(spec)) for spec in upload.part_specs(tape.index_path, str(tree))]
+    specs = [
+        pickle.loads(pickle.dumps(spec)) for spec in upload.part_specs(tape.index_path, str(tree))
+    ]
     import anyio.to_thread
 
     results = [await s3.send_part(specs[0])]
@@ -270,10 +258,10 @@ async def test_parts_spread_over_workers_and_completed_by_the_client(
     results[1] = await s3.send_part(specs[1], client=client)
     done = await s3.complete(client, upload, results)
     assert done.sent == (1, 2, 3)
-    assert object_bytes(client, s3_bucket, "c.tar") == await tape_bytes(tape)
+    assert object_bytes(client, bucket, key) == await tape_bytes(tape)
 
     # A worker whose index now holds another recording refuses before any byte.
-    upload2 = await s3.begin(tape, f"s3://{s3_bucket}/c2.tar", part_size=PART, client=client)
+    upload2 = await s3.begin(tape, url + "2", part_size=PART, client=client)
     (tree / "notes" / "small.txt").write_text("changed\n")
     await atartape.record(tree, overwrite=True)
     with pytest.raises(atartape.TapeChangedError, match="refusing to send another tape's bytes"):
@@ -283,7 +271,7 @@ async def test_parts_spread_over_workers_and_completed_by_the_client(
 
 
 async def test_the_content_md5_sent_is_the_parts(
-    s3_env: S3Server, s3_bucket: str, client: Any, tree: Path
+    s3_env: S3Server, bucket: str, key: str, url: str, client: Any, tree: Path
 ) -> None:
     """What goes over the wire: Content-MD5 of exactly the part's bytes, and no botocore CRC."""
     tape = await atartape.record(tree)
@@ -297,7 +285,7 @@ async def test_the_content_md5_sent_is_the_parts(
         seen.append((headers["Content-MD5"], size, headers.get("x-amz-checksum-crc32")))
 
     client.meta.events.register("before-call.s3.UploadPart", spy)
-    await s3.upload(tape, f"s3://{s3_bucket}/w.tar", part_size=PART, client=client, concurrency=1)
+    await s3.upload(tape, url, part_size=PART, client=client, concurrency=1)
     expected = [
         (base64.b64encode(hashlib.md5(full[p.start : p.end]).digest()).decode(), p.size, None)
         for p in s3.plan_parts(len(full), PART)

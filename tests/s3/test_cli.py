@@ -18,6 +18,8 @@ from tests.s3server import S3Server
 from .conftest import PART, make_tree, object_bytes, pending_uploads
 
 TIMEOUT = 120
+ATARTAPE = [sys.executable, "-m", "atartape"]
+ONE_PART_AT_A_TIME = ["--part-size", "5MiB", "--concurrency", "1"]
 
 
 @pytest.fixture
@@ -82,8 +84,7 @@ def test_killed_upload_resumes_and_the_object_plays_back(
     for number in (1, 3):
         start = (number - 1) * PART
         played = subprocess.run(
-            [sys.executable, "-m", "atartape", "play", tree, "--part", str(number)]
-            + ["--part-size", "5MiB", "-o", "-"],
+            [*ATARTAPE, "play", tree, "--part", str(number), "--part-size", "5MiB", "-o", "-"],
             capture_output=True,
             timeout=TIMEOUT,
             env=env,
@@ -126,7 +127,9 @@ def test_bad_input_gets_one_line_and_status_2(
     assert "--offset" in fails(
         2, "play", tree, "--part", "1", "--part-size", "5MiB", "--offset", "5", "-o", "-", env=env
     )
-    no_keys = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    no_keys = {
+        k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
     no_keys["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     assert "no AWS credentials" in fails(2, "upload", tree, url, env=no_keys)
 
@@ -137,21 +140,19 @@ def test_ctrl_c_prints_one_line(
 ) -> None:
     big = make_tree(tmp_path / "big", sizes=(12 * 1024 * 1024, 12 * 1024 * 1024))
     ok("record", big, env=env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "atartape", "--backend", backend, "upload", big, url]
-        + ["--part-size", "5MiB", "--concurrency", "1"],
+    with subprocess.Popen(
+        [*ATARTAPE, "--backend", backend, "upload", big, url, *ONE_PART_AT_A_TIME],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    )
-    assert proc.stderr is not None
-    try:
-        first = proc.stderr.readline()  # "uploading to ...": parts are being sent
-        assert "uploading to" in first
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=TIMEOUT)[1]
-    finally:
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            first = proc.stderr.readline()  # "uploading to ...": parts are being sent
+            assert "uploading to" in first, first
+            proc.send_signal(signal.SIGINT)
+            rest = proc.communicate(timeout=TIMEOUT)[1]
+        finally:
+            proc.kill()
     assert proc.returncode == 130, rest
     assert rest.strip() == "atartape upload: interrupted"

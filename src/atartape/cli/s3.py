@@ -83,8 +83,8 @@ def _s3() -> Any:
 
 def _usage(exc: BaseException) -> BaseException:
     """S3 errors caused by what the user asked for become usage errors (exit status 2)."""
-    from ..s3 import S3IntegrityError, S3PlanError
-    from ..s3.client import USAGE_CODES, S3Error
+    from ..s3 import S3Error, S3IntegrityError, S3PlanError
+    from ..s3.client import USAGE_CODES
 
     if isinstance(exc, S3PlanError) or (
         isinstance(exc, S3Error)
@@ -164,7 +164,9 @@ async def upload(args: argparse.Namespace) -> int:
         what = "already complete"
     else:
         what = f"{len(result.sent)} parts sent, {len(result.kept)} found stored"
-    digest = f"ETag {result.etag}" + (f", {args.checksum} {result.checksum}" if result.checksum else "")
+    digest = f"ETag {result.etag}" + (
+        f", {args.checksum} {result.checksum}" if result.checksum else ""
+    )
     message(
         args,
         f"{result.url}: {result.size} bytes in {result.part_count} parts ({what}); "
@@ -193,9 +195,9 @@ async def upload(args: argparse.Namespace) -> int:
 async def restore(args: argparse.Namespace) -> int:
     s3 = _s3()
     if args.index is not None:
-        from ..errors import TapeNotFoundError
-
         import anyio.to_thread
+
+        from ..errors import TapeNotFoundError
 
         if not await anyio.to_thread.run_sync(os.path.exists, args.index):
             raise TapeNotFoundError(f"no tape index at {args.index!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
@@ -43,6 +43,7 @@ USAGE_CODES = frozenset(
 )
 
 
+T = TypeVar("T")
 _CREATING = threading.Lock()
 _LOADER: Any = None
 
@@ -138,7 +139,7 @@ async def call(client: Any, operation: str, what: str, /, **params: Any) -> dict
     return await run(functools.partial(method, **params), what)
 
 
-async def run(function: Callable[[], Any], what: str) -> Any:
+async def run(function: Callable[[], T], what: str) -> T:
     """``function()`` (blocking botocore calls) in a worker thread, errors translated."""
     from botocore.exceptions import (  # type: ignore[import-untyped, unused-ignore]
         BotoCoreError,

@@ -53,7 +53,9 @@ class Checksum:
 
     def update(self, data: bytes | memoryview) -> None:
         if self.algorithm == "crc32c":
-            self._value = self._crc(bytes(data) if isinstance(data, memoryview) else data, self._value)
+            self._value = self._crc(
+                bytes(data) if isinstance(data, memoryview) else data, self._value
+            )
         else:
             self._sha.update(data)
 

@@ -1,13 +1,13 @@
 """The errors of :mod:`atartape.s3`, under :class:`~atartape.TarTapeError`::
 
-    TarTapeError
-    └── S3Error                                  a request to the store failed (``code``)
-        ├── S3PlanError          (ValueError)    refused before anything is sent: a part size
-        │                                        S3 would refuse, a bad URL, a pending upload
-        │                                        of this tape made with another part size
-        └── S3IntegrityError                     the store holds, or answered, other bytes than
-                                                 the tape's (BadDigest, an ETag or checksum
-                                                 that differs, an object that is not the tape)
+TarTapeError
+└── S3Error                                  a request to the store failed (``code``)
+    ├── S3PlanError          (ValueError)    refused before anything is sent: a part size
+    │                                        S3 would refuse, a bad URL, a pending upload
+    │                                        of this tape made with another part size
+    └── S3IntegrityError                     the store holds, or answered, other bytes than
+                                             the tape's (BadDigest, an ETag or checksum
+                                             that differs, an object that is not the tape)
 """
 
 from __future__ import annotations

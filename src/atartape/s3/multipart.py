@@ -14,6 +14,7 @@ of the same key has another marker (or none): it is never adopted, only counted 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -300,18 +301,17 @@ async def create_upload(
 
 
 async def _abort_quietly(client: Any, url: S3Url, upload_id: str) -> None:
-    with anyio.CancelScope(shield=True):
-        try:
-            await call(
-                client,
-                "abort_multipart_upload",
-                f"{url}: aborting",
-                Bucket=url.bucket,
-                Key=url.key,
-                UploadId=upload_id,
-            )
-        except S3Error:
-            pass  # an upload with no parts and no marker: the bucket's lifecycle rule ends it
+    # On failure: an upload with no parts and no marker, which the bucket's lifecycle rule
+    # (AbortIncompleteMultipartUpload) ends.
+    with anyio.CancelScope(shield=True), contextlib.suppress(S3Error):
+        await call(
+            client,
+            "abort_multipart_upload",
+            f"{url}: aborting",
+            Bucket=url.bucket,
+            Key=url.key,
+            UploadId=upload_id,
+        )
 
 
 async def abort_upload(client: Any, upload: Upload) -> None:
@@ -403,9 +403,7 @@ async def head(client: Any, url: S3Url, checksum: str = "md5") -> dict[str, Any]
         raise
 
 
-async def complete(
-    client: Any, upload: Upload, results: Iterable[PartResult]
-) -> UploadResult:
+async def complete(client: Any, upload: Upload, results: Iterable[PartResult]) -> UploadResult:
     """Complete the upload with the ETags (and checksums) computed from the tape, check the
     object (:func:`check_object`), then delete the marker.
 
@@ -416,7 +414,9 @@ async def complete(
     by_number = {result.number: result for result in results}
     parts = upload.parts
     missing = [p.number for p in parts if p.number not in by_number]
-    wrong = [p.number for p in parts if p.number in by_number and by_number[p.number].size != p.size]
+    wrong = [
+        p.number for p in parts if p.number in by_number and by_number[p.number].size != p.size
+    ]
     if missing or wrong:
         raise S3PlanError(
             f"{upload.url}: cannot complete: parts {missing or ''} missing"
@@ -453,10 +453,9 @@ async def complete(
         [r.md5 for r in ordered],
         [r.checksum for r in ordered],
     )
-    try:
+    # A marker left behind is harmless: a later run finds its upload gone, the object verified.
+    with contextlib.suppress(S3Error):
         await _delete_marker(client, upload.url, upload.meta.identity)
-    except S3Error:
-        pass  # harmless: a later run finds its upload gone and the object verified
     return UploadResult(
         url=str(upload.url),
         upload_id=upload.upload_id,

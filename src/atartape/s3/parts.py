@@ -156,8 +156,9 @@ async def open_part_tape(spec: PartSpec) -> Tape:
     tape = await Tape.open(spec.index_path, source_root=spec.source_root)
     if tape.identity != spec.identity:
         raise TapeChangedError(
-            f"{spec.where}: the index {spec.index_path!r} holds the recording {tape.identity[:16]}, "
-            f"the upload is of {spec.identity[:16]}: refusing to send another tape's bytes"
+            f"{spec.where}: the index {spec.index_path!r} holds the recording "
+            f"{tape.identity[:16]}, the upload is of {spec.identity[:16]}: "
+            "refusing to send another tape's bytes"
         )
     return tape
 
@@ -233,10 +234,7 @@ async def _upload(client: Any, spec: PartSpec, body: bytes, digest: PartDigest) 
     return etag
 
 
-def send_part_sync(
-    spec: PartSpec, *, client: Any = None, backend: str = "asyncio"
-) -> PartResult:
+def send_part_sync(spec: PartSpec, *, client: Any = None, backend: str = "asyncio") -> PartResult:
     """:func:`send_part` for plain threads and processes (a Dask task, a job queue worker):
     runs its own event loop. Raises as :func:`send_part` does."""
     return anyio.run(functools.partial(send_part, spec, client=client), backend=backend)
-

@@ -10,10 +10,10 @@ read from the object's metadata, so no request spans two parts.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -51,9 +51,7 @@ class S3Source:
     request (:class:`S3IntegrityError` when the object changed).
     """
 
-    def __init__(
-        self, url: str, *, client: Any = None, endpoint_url: str | None = None
-    ) -> None:
+    def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None) -> None:
         self.url = S3Url.parse(url)
         self.endpoint_url = endpoint_url
         self.client = client
@@ -136,10 +134,11 @@ class S3Source:
         await self.aclose()
 
 
-async def _subtree(tape: Tape, top: Entry) -> AsyncIterator[Entry]:
+async def _subtree(tape: Tape, top: Entry) -> AsyncGenerator[Entry, None]:
     """``top`` and, for a folder, every entry under it (they follow it contiguously)."""
     prefix = top.arc_path + "/"
-    async with aclosing(tape.entries(top.start_offset)) as entries:
+    rows = cast("AsyncGenerator[Entry, None]", tape.entries(top.start_offset))
+    async with aclosing(rows) as entries:
         async for entry in entries:
             if entry.arc_path != top.arc_path and not entry.arc_path.startswith(prefix):
                 break
@@ -250,11 +249,7 @@ async def restore(
     async with S3Source(url, client=client, endpoint_url=endpoint_url) as source:
         if index_or_tape is None:
             return await _restore_from_archive(source, arc_path, dest, overwrite)
-        tape = (
-            index_or_tape
-            if isinstance(index_or_tape, Tape)
-            else await Tape.open(index_or_tape)
-        )
+        tape = index_or_tape if isinstance(index_or_tape, Tape) else await Tape.open(index_or_tape)
         stored = source.tape
         if stored is None:
             raise S3IntegrityError(f"{source.url}: the object's metadata names no tape")
@@ -267,9 +262,7 @@ async def restore(
         if entry.kind is not EntryKind.FILE:
             folder = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(dest))
             return await _restore_folder(source, tape, entry, folder, stored.part_size)
-        location = locate_entry(
-            entry, stored.part_size, checksum_algorithm=tape.checksum_algorithm
-        )
+        location = locate_entry(entry, stored.part_size, checksum_algorithm=tape.checksum_algorithm)
         part_size = stored.part_size
 
         async def fetch_range(part: int, start: int, end: int) -> bytes:

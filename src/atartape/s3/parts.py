@@ -89,9 +89,14 @@ class PartResult:
     sent: bool
 
 
-def _feed(digest: PartDigest, chunks: Sequence[bytes]) -> None:
+def _absorb(digest: PartDigest, chunks: Sequence[bytes], body: bytearray | None, at: int) -> int:
+    """Hash ``chunks`` and copy them into ``body`` at ``at``; returns the next position."""
     for chunk in chunks:
         digest.update(chunk)
+        if body is not None:
+            body[at : at + len(chunk)] = chunk
+        at += len(chunk)
+    return at
 
 
 async def produce_part(
@@ -102,35 +107,33 @@ async def produce_part(
     *,
     source_root: str | None = None,
     keep: bool = True,
-) -> tuple[bytes, PartDigest]:
-    """The bytes ``[start, end)`` of the tape and their digests (hashed in worker threads);
-    without ``keep``, only the digests (and ``b""``): nothing is held in memory.
+) -> tuple[bytearray, PartDigest]:
+    """The bytes ``[start, end)`` of the tape and their digests; without ``keep``, only the
+    digests (and an empty body).
 
-    Raises what :meth:`TapePlayer.chunks` raises (:class:`TarIntegrityError` for a source file
-    that changed, :class:`TapeChangedError` for a re-recorded index, ...).
+    The bytes are hashed and copied into one buffer of the part's size in worker threads, a
+    few MiB per hop, so a part costs its size in memory and no more. Raises what
+    :meth:`TapePlayer.chunks` raises (:class:`TarIntegrityError` for a source file that
+    changed, :class:`TapeChangedError` for a re-recorded index, ...).
     """
     player = TapePlayer(tape, source_root=source_root, md5=False)
     digest = PartDigest(checksum)
-    chunks: list[bytes] = []
+    body = bytearray(end - start) if keep else None
+    at = 0
     batch: list[bytes] = []
     batched = 0
     async with aclosing(player.chunks(start, end)) as stream:
         async for chunk in stream:
-            if keep:
-                chunks.append(chunk)
             batch.append(chunk)
             batched += len(chunk)
             if batched >= HASH_BATCH:
-                await anyio.to_thread.run_sync(_feed, digest, batch)
+                at = await anyio.to_thread.run_sync(_absorb, digest, batch, body, at)
                 batch, batched = [], 0
     if batch:
-        await anyio.to_thread.run_sync(_feed, digest, batch)
-    if digest.size != end - start:  # pragma: no cover - chunks() yields exactly the window
-        raise TarIntegrityError(f"bytes {start}-{end} of the tape came out {digest.size} long")
-    if not keep:
-        return b"", digest
-    body = chunks[0] if len(chunks) == 1 else await anyio.to_thread.run_sync(b"".join, chunks)
-    return body, digest
+        at = await anyio.to_thread.run_sync(_absorb, digest, batch, body, at)
+    if at != end - start:  # pragma: no cover - chunks() yields exactly the window
+        raise TarIntegrityError(f"bytes {start}-{end} of the tape came out {at} long")
+    return body if body is not None else bytearray(), digest
 
 
 def kept_copy(spec: PartSpec, digest: PartDigest) -> ListedPart | None:
@@ -196,7 +199,7 @@ async def send_part(spec: PartSpec, *, client: Any = None, tape: Tape | None = N
     return PartResult(spec.number, spec.size, digest.md5, digest.checksum, etag, True)
 
 
-async def _upload(client: Any, spec: PartSpec, body: bytes, digest: PartDigest) -> str:
+async def _upload(client: Any, spec: PartSpec, body: bytearray, digest: PartDigest) -> str:
     params: dict[str, Any] = {
         "Bucket": spec.bucket,
         "Key": spec.key,

@@ -132,8 +132,8 @@ class _UploadProgress:
     def part(self, result: Any) -> None:
         self.settled += 1
         self.done_bytes += result.size
+        self.bar.set_file(f"{self.settled}/{self.count} parts")  # shown by the update below
         self.bar.update_to(self.done_bytes)
-        self.bar.set_file(f"{self.settled}/{self.count} parts")
         if result.sent:
             self.sent += 1
             if self.kill_after and self.sent >= self.kill_after:

@@ -1,8 +1,9 @@
 """The digests of a part: its MD5 (what an S3 ETag is, and ``Content-MD5``) and, when asked for,
 its flexible checksum (CRC32C or SHA-256, as S3 wants it: big-endian bytes in base64).
 
-CRC32C comes from the ``crc32c`` package (extra ``s3``), or from ``awscrt`` when that is what is
-installed (``botocore[crt]``); it is imported only when a CRC32C is asked for.
+CRC32C comes from ``awscrt`` (extra ``s3``; AWS's common runtime, also what ``botocore[crt]``
+uses), or from the ``crc32c`` package when that is what is installed; it is imported only when a
+CRC32C is asked for.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ __all__ = ["Checksum", "PartDigest", "new_checksum"]
 @functools.lru_cache(maxsize=1)
 def _crc32c_function() -> Callable[[bytes, int], int]:
     try:
+        from awscrt import checksums  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        crt: Any = checksums.crc32c
+        return lambda data, value: int(crt(data, value))
+    except ImportError:
+        pass
+    try:
         import crc32c  # type: ignore[import-not-found, unused-ignore]
 
         fn: Any = crc32c.crc32c
         return lambda data, value: int(fn(data, value))
     except ImportError:
-        pass
-    try:
-        from awscrt import checksums  # type: ignore[import-not-found, unused-ignore]
-
-        crt: Any = checksums.crc32c
-        return lambda data, value: int(crt(data, value))
-    except ImportError:
         raise S3PlanError(
-            "the crc32c checksum needs the crc32c package: pip install 'atartape[s3]'"
+            "the crc32c checksum needs awscrt (or the crc32c package): pip install 'atartape[s3]'"
         ) from None
 
 

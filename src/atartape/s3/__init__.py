@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tape import Tape
 from .client import make_client, new_client
 from .errors import S3Error, S3IntegrityError, S3PlanError
 from .multipart import Upload, UploadResult, abort_upload, complete, create_upload, find_upload
@@ -79,7 +80,7 @@ __all__ = [
 
 
 async def begin(
-    tape: Any,
+    tape: Tape,
     url: str,
     *,
     part_size: int | str | None = None,

@@ -219,6 +219,8 @@ async def test_plans_s3_would_refuse_send_nothing(
         await s3.upload(tape, url, part_size="1MiB")
     with pytest.raises(s3.S3PlanError, match="unknown checksum"):
         await s3.upload(tape, url, checksum="crc64")
+    with pytest.raises(atartape.SourceNotFoundError):
+        await s3.upload(tape, url, source_root=tree / "nowhere")
     with pytest.raises(s3.S3Error) as info:
         await s3.upload(tape, "s3://no-such-bucket-here/t.tar", part_size=PART)
     assert info.value.code == "NoSuchBucket"

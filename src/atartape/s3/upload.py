@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from ..errors import SourceNotFoundError
 from ..tape import Tape
 from .client import close_client, make_client
 from .errors import S3Error, S3IntegrityError, S3PlanError
@@ -104,8 +105,9 @@ async def upload(
 
     Returns the :class:`UploadResult` once the completed object is verified: its size, the
     identity and part size in its metadata, and its ETag (MD5 of the parts' MD5s) or composite
-    checksum, each computed from the tape. Raises :class:`S3PlanError` (a ``ValueError``) for
-    a plan or request refused before anything was sent, :class:`S3IntegrityError` when the
+    checksum, each computed from the tape. Raises :class:`~atartape.SourceNotFoundError` when
+    the source folder is missing (before any request), :class:`S3PlanError` (a ``ValueError``)
+    for a plan or request refused before anything was sent, :class:`S3IntegrityError` when the
     store refused or changed bytes, :class:`~atartape.TarIntegrityError` when the source
     changed since recording, :class:`~atartape.TapeChangedError` when the index was
     re-recorded, and :class:`S3Error` for a failed request.
@@ -118,6 +120,10 @@ async def upload(
         plan_parts(tape.total_size, part_size)  # refuse before any request
     if source_root is not None:
         tape = replace(tape, source_root=os.fspath(source_root))
+    if not await anyio.to_thread.run_sync(os.path.isdir, tape.source_root):
+        raise SourceNotFoundError(
+            f"the source of the tape {tape.name!r}, {tape.source_root!r}, is not a folder here"
+        )
     own = client is None
     if own:
         client = await make_client(endpoint_url, max_pool_connections=concurrency + 2)

@@ -11,6 +11,7 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from tests.helpers import write
+from tests.s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server)
 
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),

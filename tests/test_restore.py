@@ -72,10 +72,13 @@ async def test_restore_from_volume_files(dataset: Path, tmp_path: Path) -> None:
         where, from_volume_files(offline, tmp_path / "store", calls), out / "big.bin"
     )
     assert written == out / "big.bin" and written.read_bytes() == original
-    proofs = [
-        f.volume_index for at, data in where.proofs() for f in where.fragments_of(at, len(data))
-    ]
+    (header_at, _), *others = where.proofs()
+    assert header_at == where.start_offset
+    proofs = [f.volume_index for at, data in others for f in where.fragments_of(at, len(data))]
     assert [c[0] for c in calls] == proofs + where.volume_indexes  # the proofs, then the data
+    # The header comes with the first piece of content (it lies just before it).
+    first = where.fragments[0]
+    assert calls[len(proofs)][1:] == (first.offset_in_volume - 512, first.end_in_volume)
     assert leftovers(out) == []
     c_where = await offline.locate("dataset/sub/deeper/c.txt", volume_size=VOLUME)
     restored = await restore_file(c_where, from_volume_files(offline, tmp_path / "store", []), out)
@@ -97,10 +100,10 @@ async def test_restore_from_the_whole_tape_in_bounded_pieces(dataset: Path, tmp_
     where = await tape.locate("dataset/sub/big.bin")
     dest = await restore_file(where, fetch_range, tmp_path / "big.bin", max_fetch=100_000)
     assert dest.read_bytes() == (dataset / "sub" / "big.bin").read_bytes()
-    assert calls[0] == (0, where.start_offset, where.data_offset)  # the header proves it first
-    data = calls[1:]
-    assert len(data) == 8 and all(c[0] == 0 and c[2] - c[1] <= 100_000 for c in data)
-    assert data[0][1] == where.data_offset and data[-1][2] == where.data_offset + where.size
+    # The header proves the location: it comes with the first piece, checked before any write.
+    assert len(calls) == 8 and all(c[0] == 0 and c[2] - c[1] <= 100_000 for c in calls)
+    assert calls[0][1] == where.start_offset and calls[-1][2] == where.data_offset + where.size
+    assert [b[1] for b in calls[1:]] == [a[2] for a in calls[:-1]]  # contiguous, no overlap
 
 
 async def test_digest_mismatch_leaves_no_file(dataset: Path, tmp_path: Path) -> None:
@@ -129,9 +132,9 @@ async def test_short_fetch_and_failing_fetch_leave_no_file(dataset: Path, tmp_pa
     full = await full_stream(atartape.TapePlayer(tape))
 
     async def short(volume_index: int, start: int, end: int) -> bytes:
-        return full[start : end if end - start == 512 else end - 1]
+        return full[start : end - 1]
 
-    with pytest.raises(atartape.TarIntegrityError, match="returned 767999 bytes, expected 768000"):
+    with pytest.raises(atartape.TarIntegrityError, match="returned 768511 bytes, expected 768512"):
         await restore_file(where, short, out / "big.bin")
 
     async def broken(volume_index: int, start: int, end: int) -> bytes:

@@ -48,10 +48,46 @@ async def _fetch(
     return data
 
 
-async def _prove(location: Location, fetch_range: FetchRange) -> None:
-    """Fetch the bytes that prove the location (see :meth:`Location.proofs`) and compare."""
-    for start, expected in location.proofs():
+def _check_proof(location: Location, start: int, expected: bytes, found: bytes) -> None:
+    if found != expected:
         pieces = location.fragments_of(start, len(expected))
+        where = ", ".join(f"volume {f.volume_index} at {f.offset_in_volume}" for f in pieces)
+        what = "its header" if start == location.start_offset else "the bytes after it"
+        raise TarIntegrityError(
+            f"{location.arc_path!r}: the fetched bytes are not this tape's ({what}, {where}, "
+            "differ); is the volume size the one the parts were cut with, and the object "
+            "the right one? Nothing was written",
+            arc_path=location.arc_path,
+            reason="content",
+        )
+
+
+def _leading_proof(location: Location, proofs: list[tuple[int, bytes]], step: int) -> bytes:
+    """The header proof, when it lies just before the content in the same volume: it is then
+    fetched with the content's first piece (one request less) and checked before any write."""
+    if (
+        not proofs
+        or not location.fragments
+        or proofs[0][0] != location.start_offset
+        or step < 2 * len(proofs[0][1])
+    ):
+        return b""
+    first = location.fragments[0]
+    pieces = location.fragments_of(location.start_offset, len(proofs[0][1]))
+    if (
+        len(pieces) == 1
+        and pieces[0].volume_index == first.volume_index
+        and pieces[0].end_in_volume == first.offset_in_volume
+    ):
+        return proofs.pop(0)[1]
+    return b""
+
+
+async def _prove(
+    location: Location, fetch_range: FetchRange, proofs: list[tuple[int, bytes]]
+) -> None:
+    """Fetch the bytes that prove the location (see :meth:`Location.proofs`) and compare."""
+    for start, expected in proofs:
         found = b"".join(
             [
                 bytes(
@@ -59,19 +95,10 @@ async def _prove(location: Location, fetch_range: FetchRange) -> None:
                         location, fetch_range, f.volume_index, f.offset_in_volume, f.end_in_volume
                     )
                 )
-                for f in pieces
+                for f in location.fragments_of(start, len(expected))
             ]
         )
-        if found != expected:
-            where = ", ".join(f"volume {f.volume_index} at {f.offset_in_volume}" for f in pieces)
-            what = "its header" if start == location.start_offset else "the bytes after it"
-            raise TarIntegrityError(
-                f"{location.arc_path!r}: the fetched bytes are not this tape's ({what}, {where}, "
-                "differ); is the volume size the one the parts were cut with, and the object "
-                "the right one? Nothing was written",
-                arc_path=location.arc_path,
-                reason="content",
-            )
+        _check_proof(location, start, expected, found)
 
 
 def _open_beside(target: str) -> AtomicFile:
@@ -136,15 +163,22 @@ async def restore_file(
     step = parse_size(max_fetch, what="max_fetch")
     algorithm = location.checksum_algorithm if location.checksum else None
     target = await anyio.to_thread.run_sync(_target, os.fspath(dest), location.arc_path, overwrite)
-    await _prove(location, fetch_range)
+    proofs = location.proofs()
+    lead = _leading_proof(location, proofs, step)
+    await _prove(location, fetch_range, proofs)
     temp = await anyio.to_thread.run_sync(_open_beside, target)
     digest = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
     try:
         for fragment in location.fragments:
             at = fragment.offset_in_volume
             while at < fragment.end_in_volume:
-                stop = min(at + step, fragment.end_in_volume)
-                data = await _fetch(location, fetch_range, fragment.volume_index, at, stop)
+                stop = min(at + step - len(lead), fragment.end_in_volume)
+                data = await _fetch(
+                    location, fetch_range, fragment.volume_index, at - len(lead), stop
+                )
+                if lead:
+                    _check_proof(location, location.start_offset, lead, bytes(data[: len(lead)]))
+                    data, lead = data[len(lead) :], b""
                 await anyio.to_thread.run_sync(temp.write, data)
                 if digest is not None:
                     digest.update(data)

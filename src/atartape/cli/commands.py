@@ -116,6 +116,10 @@ def register(commands: Commands) -> None:
         metavar="FILE",
         help="open the seal with this age identity (or passphrase) file, without the key file",
     )
+    sub.add_argument(
+        "--part", type=offset, metavar="N", help="play only part N (from 1; needs --part-size)"
+    )
+    sub.add_argument("--part-size", type=size, metavar="S", help="bytes per part, for --part")
 
     sub = commands.add("verify", "check the source folder against the tape", verify)
     how = sub.add_mutually_exclusive_group()
@@ -340,6 +344,24 @@ def _tail(path: str, size: int, length: int) -> bytes:
         return handle.read(length)
 
 
+def _part_window(args: argparse.Namespace, total: int) -> tuple[int, int | None]:
+    """``--offset``/``--end``, or the window of ``--part N`` of ``--part-size S`` bytes."""
+    if args.part is None and args.part_size is None:
+        return args.offset, args.end
+    if args.part is None or args.part_size is None:
+        raise UsageError("--part N and --part-size S go together")
+    if args.offset or args.end is not None:
+        raise UsageError("--part replaces --offset and --end: give one or the other")
+    count = -(-total // args.part_size)
+    if not 1 <= args.part <= count:
+        raise UsageError(
+            f"part {args.part} is outside the tape: {total} bytes in parts of "
+            f"{args.part_size} bytes make parts 1 to {count}"
+        )
+    start = (args.part - 1) * args.part_size
+    return start, min(start + args.part_size, total)
+
+
 async def play(args: argparse.Namespace) -> int:
     to_stdout = args.output in (None, "-")
     if args.resume and to_stdout:
@@ -358,7 +380,7 @@ async def play(args: argparse.Namespace) -> int:
         player = TapePlayer(tape, md5=False, view=args.view, age_identity=identity)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    window = check_window(player.size, args.offset, args.end)
+    window = check_window(player.size, *_part_window(args, player.size))
     start, end = window.start, window.end
     record = resume_record(tape, start, end, player.view)
     held = 0

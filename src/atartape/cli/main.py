@@ -35,7 +35,7 @@ from ..errors import (
     TarTapeError,
     TransferRefusedError,
 )
-from . import commands, serve, transfer
+from . import commands, s3, serve, transfer
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG, UsageError, VerificationFailed
 from .parser import build_parser
 
@@ -110,7 +110,9 @@ def _describe(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad usage or input)."""
-    parser = build_parser(__version__, [commands.register, serve.register, transfer.register])
+    parser = build_parser(
+        __version__, [commands.register, serve.register, transfer.register, s3.register]
+    )
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

@@ -1,0 +1,346 @@
+"""Files and folders back from a tape stored as one S3 object, by ranged GETs.
+
+:class:`S3Source` is a range source for :func:`atartape.open_archive` (``size`` and ``async
+read_range(start, end)``), pinned to the object's ETag. :func:`restore` brings back one file
+(through :func:`atartape.restore_file`, so its size and recorded digest are checked) or one
+folder, fetching only their bytes; with the tape's index the parts are cut at the part size
+read from the object's metadata, so no request spans two parts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..errors import EntryNotFoundError, RangeSourceError, TarIntegrityError
+from ..format.header import EntryKind
+from ..format.layout import Entry
+from ..format.members import Member, MemberType
+from ..format.windows import Fragment, Location, locate_entry
+from ..restore import restore_file
+from ..tape import Tape
+from .client import close_client, make_client, run
+from .errors import S3Error, S3IntegrityError
+from .plan import S3Url, TapeMetadata
+
+__all__ = ["S3Source", "restore"]
+
+FETCH_SIZE = 8 * 1024 * 1024  # the largest single ranged GET
+_KINDS = {
+    EntryKind.FILE: MemberType.FILE,
+    EntryKind.DIRECTORY: MemberType.DIRECTORY,
+    EntryKind.SYMLINK: MemberType.SYMLINK,
+}
+
+
+class S3Source:
+    """An S3 object as a range source: ``async with S3Source("s3://bucket/key") as source``.
+
+    :meth:`prepare` (awaited by :func:`~atartape.open_archive`) learns the size, ETag and
+    metadata with one ``head_object``; every :meth:`read_range` is a ranged GET with
+    ``If-Match`` on that ETag, read in a worker thread, so an object replaced meanwhile is
+    refused rather than mixed. ``client`` is a boto3 S3 client to use (else one is made from
+    the environment and ``endpoint_url``, and closed by :meth:`aclose`). Raises
+    :class:`RangeSourceError` for a short or misplaced answer and :class:`S3Error` for a failed
+    request (:class:`S3IntegrityError` when the object changed).
+    """
+
+    def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None) -> None:
+        self.url = S3Url.parse(url)
+        self.endpoint_url = endpoint_url
+        self.client = client
+        self._own = client is None
+        self._size: int | None = None
+        self.etag: str | None = None
+        self.metadata: dict[str, str] = {}
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            raise RuntimeError("S3Source is not open: await prepare() first")
+        return self._size
+
+    @property
+    def tape(self) -> TapeMetadata | None:
+        """What the object's metadata says about the tape it holds (``None``: not a tape)."""
+        return TapeMetadata.from_metadata(self.metadata)
+
+    async def prepare(self) -> None:
+        if self._size is not None:
+            return
+        if self.client is None:
+            self.client = await make_client(self.endpoint_url, max_pool_connections=4)
+        answer = await run(
+            lambda: self.client.head_object(Bucket=self.url.bucket, Key=self.url.key),
+            f"{self.url}: reading the object",
+        )
+        self._size = int(answer["ContentLength"])
+        self.etag = str(answer.get("ETag", ""))
+        self.metadata = {str(k).lower(): str(v) for k, v in (answer.get("Metadata") or {}).items()}
+
+    def _get(self, start: int, end: int) -> tuple[str, bytes]:
+        params: dict[str, Any] = {
+            "Bucket": self.url.bucket,
+            "Key": self.url.key,
+            "Range": f"bytes={start}-{end - 1}",
+        }
+        if self.etag:
+            params["IfMatch"] = self.etag
+        answer = self.client.get_object(**params)
+        with answer["Body"] as body:
+            return str(answer.get("ContentRange", "")), bytes(body.read())
+
+    async def read_range(self, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)`` of the object, with one ranged GET."""
+        if end <= start:
+            return b""
+        if self._size is None:
+            await self.prepare()
+        try:
+            content_range, data = await run(
+                lambda: self._get(start, end), f"{self.url}: bytes {start}-{end - 1}"
+            )
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise S3IntegrityError(
+                    f"{self.url}: the object changed while it was read (ETag {self.etag})",
+                    code=exc.code,
+                ) from None
+            raise
+        first = content_range.partition(" ")[2].partition("-")[0]
+        if len(data) != end - start or (content_range and first != str(start)):
+            raise RangeSourceError(
+                f"{self.url}: asked for bytes {start}-{end - 1}, got {len(data)} bytes "
+                f"({content_range or 'no Content-Range'})"
+            )
+        return data
+
+    async def aclose(self) -> None:
+        if self._own and self.client is not None:
+            client, self.client = self.client, None
+            await close_client(client)
+
+    async def __aenter__(self) -> S3Source:
+        await self.prepare()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def _subtree(tape: Tape, top: Entry) -> AsyncGenerator[Entry, None]:
+    """``top`` and, for a folder, every entry under it (they follow it contiguously)."""
+    prefix = top.arc_path + "/"
+    rows = tape.entries(top.start_offset)
+    async with aclosing(rows) as entries:
+        async for entry in entries:
+            if entry.arc_path != top.arc_path and not entry.arc_path.startswith(prefix):
+                break
+            yield entry
+
+
+def _member(entry: Entry, name: str) -> Member:
+    return Member(
+        name=name,
+        size=entry.size,
+        type=_KINDS[entry.kind],
+        mode=entry.mode,
+        mtime=float(entry.mtime),
+        linkname=entry.linkname,
+        header_offset=entry.start_offset,
+        data_offset=entry.data_offset,
+    )
+
+
+async def _restore_folder(
+    source: S3Source, tape: Tape, top: Entry, dest: str, part_size: int | None
+) -> Path:
+    """Write ``top`` and what it holds under ``dest`` (as ``dest/<folder name>/...``), safely
+    (see :mod:`atartape.archive.extract`); each file's size and recorded digest are checked."""
+    import hashlib
+
+    from ..archive import extract as _extract
+
+    extractor = await anyio.to_thread.run_sync(_extract.Extractor.open, dest)
+    cut = len(top.arc_path) - len(top.arc_path.rsplit("/", 1)[-1])
+    async for entry in _subtree(tape, top):
+        member = _member(entry, entry.arc_path[cut:])
+        parts = _extract.member_parts(member)
+        if member.is_dir:
+            await anyio.to_thread.run_sync(
+                lambda: extractor.make_dir(member, parts, defer=True)  # noqa: B023
+            )
+            continue
+        if member.is_symlink:
+            await anyio.to_thread.run_sync(extractor.make_symlink, member, parts)
+            continue
+        algorithm = tape.checksum_algorithm if entry.checksum else None
+        digest = hashlib.new(algorithm) if algorithm else None
+        out = await anyio.to_thread.run_sync(extractor.begin_file, member, parts)
+        try:
+            location = locate_entry(entry, part_size)
+            for fragment in location.fragments:
+                base = fragment.volume_index * (part_size or 0)
+                at = fragment.offset_in_volume
+                while at < fragment.end_in_volume:
+                    stop = min(at + FETCH_SIZE, fragment.end_in_volume)
+                    data = await source.read_range(base + at, base + stop)
+                    if digest is not None:
+                        digest.update(data)
+                    await anyio.to_thread.run_sync(out.write, data)
+                    at = stop
+            if digest is not None and digest.hexdigest() != entry.checksum:
+                raise TarIntegrityError(
+                    f"{entry.arc_path!r}: the {algorithm} of the bytes fetched is not the one "
+                    "recorded",
+                    arc_path=entry.arc_path,
+                    reason="content",
+                )
+            await anyio.to_thread.run_sync(out.commit, member.mode, member.mtime)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(out.discard)
+            raise
+    await anyio.to_thread.run_sync(extractor.finish)
+    return Path(extractor.dest) / top.arc_path[cut:]
+
+
+async def _entry(tape: Tape, arc_path: str) -> Entry:
+    """The entry, also for a path given relative to the tape's root folder."""
+    arc_path = arc_path.strip("/")
+    try:
+        return await tape.entry(arc_path)
+    except EntryNotFoundError:
+        if arc_path == tape.arc_root or arc_path.startswith(tape.arc_root + "/"):
+            raise
+        return await tape.entry(f"{tape.arc_root}/{arc_path}")
+
+
+async def restore(
+    index_or_tape: Tape | str | os.PathLike[str] | None,
+    url: str,
+    arc_path: str,
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    endpoint_url: str | None = None,
+    client: Any = None,
+) -> Path:
+    """Bring back the file or folder ``arc_path`` of the tape stored at ``url``, fetching only
+    its bytes; returns the path written.
+
+    ``index_or_tape`` is the tape's :class:`~atartape.Tape` or index path (the source folder
+    is not needed): the object's metadata must name the same recording, and the part size is
+    read from it. ``None``: no index; the object is read as any tar (its embedded index, if it
+    has one, else a scan of its headers). ``arc_path`` may omit the tape's root folder. A file
+    goes to ``dest`` (or into the folder ``dest``, under its name); a folder goes under
+    ``dest`` by its name. Raises :class:`~atartape.EntryNotFoundError` for an unknown path,
+    :class:`S3IntegrityError` when the object is not this tape or changed while read,
+    :class:`~atartape.TarIntegrityError` when fetched bytes differ from the recorded digest,
+    :class:`FileExistsError` for an existing file ``dest`` without ``overwrite``, and
+    :class:`S3Error` for a failed request.
+    """
+    async with S3Source(url, client=client, endpoint_url=endpoint_url) as source:
+        if index_or_tape is None:
+            return await _restore_from_archive(source, arc_path, dest, overwrite)
+        tape = index_or_tape if isinstance(index_or_tape, Tape) else await Tape.open(index_or_tape)
+        stored = source.tape
+        if stored is None:
+            raise S3IntegrityError(f"{source.url}: the object's metadata names no tape")
+        if stored.identity != tape.identity or stored.total_size != source.size:
+            raise S3IntegrityError(
+                f"{source.url}: the object holds the recording {stored.identity[:16]}, "
+                f"the index {tape.index_path!r} another ({tape.identity[:16]})"
+            )
+        entry = await _entry(tape, arc_path)
+        if entry.kind is not EntryKind.FILE:
+            folder = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(dest))
+            return await _restore_folder(source, tape, entry, folder, stored.part_size)
+        location = locate_entry(entry, stored.part_size, checksum_algorithm=tape.checksum_algorithm)
+        part_size = stored.part_size
+
+        async def fetch_range(part: int, start: int, end: int) -> bytes:
+            return await source.read_range(part * part_size + start, part * part_size + end)
+
+        return await restore_file(location, fetch_range, dest, overwrite=overwrite)
+
+
+async def _restore_from_archive(
+    source: S3Source, arc_path: str, dest: str | os.PathLike[str], overwrite: bool
+) -> Path:
+    """Without an index: find the member(s) in the object as in any tar, then fetch them."""
+    from ..archive import extract as _extract
+    from ..archive import open_archive
+
+    name = arc_path.strip("/")
+    async with open_archive(source) as archive:
+        try:
+            member = await archive.member(name)
+        except EntryNotFoundError:
+            member = None
+        if member is not None and member.is_file:
+            location = Location(
+                arc_path=member.name,
+                kind=EntryKind.FILE,
+                start_offset=member.header_offset,
+                data_offset=member.data_offset,
+                size=member.size,
+                end_offset=member.next_offset,
+                volume_size=None,
+                fragments=[Fragment(0, member.data_offset, member.size)] if member.size else [],
+                mode=member.mode,
+                mtime=int(member.mtime),
+            )
+
+            async def fetch_range(_: int, start: int, end: int) -> bytes:
+                return await source.read_range(start, end)
+
+            return await restore_file(location, fetch_range, dest, overwrite=overwrite)
+        folder = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(dest))
+        extractor = await anyio.to_thread.run_sync(_extract.Extractor.open, folder)
+        cut = len(name) - len(name.rsplit("/", 1)[-1])
+        found = None
+        async with aclosing(archive.members()) as members:
+            async for item in members:
+                if item.name != name and not item.name.startswith(name + "/"):
+                    continue
+                found = found or item
+                renamed = Member(
+                    item.name[cut:], item.size, item.type, item.mode, item.mtime,
+                    item.linkname, item.header_offset, item.data_offset,
+                )  # fmt: skip
+                await _extract_member(archive, extractor, renamed, item)
+        if found is None:
+            raise EntryNotFoundError(f"{name!r} is not in {source.url}")
+        await anyio.to_thread.run_sync(extractor.finish)
+        return Path(extractor.dest) / name[cut:]
+
+
+async def _extract_member(archive: Any, extractor: Any, member: Member, original: Member) -> None:
+    from ..archive import extract as _extract
+
+    parts = _extract.member_parts(member)
+    if member.is_dir:
+        await anyio.to_thread.run_sync(lambda: extractor.make_dir(member, parts, defer=True))
+    elif member.is_symlink:
+        await anyio.to_thread.run_sync(extractor.make_symlink, member, parts)
+    elif member.is_file:
+        out = await anyio.to_thread.run_sync(extractor.begin_file, member, parts)
+        try:
+            at, end = original.data_offset, original.data_offset + original.size
+            while at < end:
+                stop = min(at + FETCH_SIZE, end)
+                data = await archive.source.read_range(at, stop)
+                await anyio.to_thread.run_sync(out.write, data)
+                at = stop
+            await anyio.to_thread.run_sync(out.commit, member.mode, member.mtime)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(out.discard)
+            raise

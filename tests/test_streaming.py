@@ -309,3 +309,22 @@ async def test_read_ahead_stops_when_the_consumer_leaves(
     if prefetch._pool is not None:  # what was not begun is dropped; what runs finishes soon
         prefetch._pool.submit(lambda: None).result()
     assert open_fds_under(root) == []
+
+
+async def test_open_plays_hold_no_thread_each(tmp_path: Path) -> None:
+    """Hundreds of plays paused half-way share the index connection of their event loop and
+    the worker threads of its pool: none keeps an OS thread of its own while it waits."""
+    import threading
+
+    for i in range(40):
+        write(tmp_path / "src" / f"f{i}", b"x" * 100_000)
+    tape = await atartape.record(tmp_path / "src")
+    before = threading.active_count()
+    plays = [atartape.TapePlayer(tape, read_ahead=64 * 1024).chunks() for _ in range(200)]
+    try:
+        for play in plays:
+            await play.__anext__()  # opened, one hop made, waiting for its consumer
+        assert threading.active_count() - before < 20
+    finally:
+        for play in plays:
+            await play.aclose()

@@ -212,6 +212,118 @@ async def test_write_to_a_descriptor_gives_the_same_bytes(
     assert out.read_bytes() == expected
 
 
+@pytest.fixture
+def kernel_copies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Records each ``copy_file_range`` the sinks make: (offset in the source, length)."""
+    from atartape._engine import sinks
+
+    calls: list[tuple[int, int]] = []
+    real = os.copy_file_range
+
+    def spy(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
+        assert offset_src is not None
+        calls.append((offset_src, count))
+        return real(src, dst, count, offset_src)
+
+    monkeypatch.setattr(sinks.os, "copy_file_range", spy)
+    return calls
+
+
+async def test_write_to_a_file_copies_content_in_the_kernel(
+    dataset: Path, tmp_path: Path, kernel_copies: list[tuple[int, int]]
+) -> None:
+    """To a regular file, large contents go by copy_file_range: the same bytes, every window;
+    to a file opened to append (no copy there) too."""
+    write(dataset / "huge.bin", os.urandom(2_500_000))
+    tape = await atartape.record(dataset)
+    player = atartape.TapePlayer(tape, chunk_size=65536)
+    full = b"".join([c async for c in player.chunks()])
+    out = tmp_path / "out.bin"
+    huge = await tape.entry("dataset/huge.bin")
+    cuts = {0, 1, 511, 512, huge.start_offset, huge.data_offset, huge.data_offset + 1}
+    cuts |= {huge.data_offset + 65536, huge.end_offset - 1, huge.end_offset, tape.total_size}
+    for start in sorted(cuts):
+        for end in sorted(c for c in cuts if c >= start):
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                assert await player.write_to(fd, start, end) == end - start
+            finally:
+                os.close(fd)
+            assert out.read_bytes() == full[start:end], (start, end)
+    assert kernel_copies, "no content was copied in the kernel"
+    kernel_copies.clear()
+    out.write_bytes(b"kept")
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND)
+    try:
+        await player.write_to(fd)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == b"kept" + full and not kernel_copies
+
+
+async def test_a_file_changed_during_a_kernel_copy_is_cut_back(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write lands while the kernel copies a piece: the check after the copy sees it, the
+    output is cut back to the bytes checked before, and no byte of the new content stays."""
+    from atartape._engine import sinks
+
+    source = dataset / "huge.bin"
+    write(source, bytes(2_500_000))
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+    tape = await atartape.record(dataset)
+    player = atartape.TapePlayer(tape, chunk_size=65536)
+    full = b"".join([c async for c in player.chunks()])
+    real = os.copy_file_range
+    calls = 0
+
+    def rewritten_meanwhile(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # same size, new bytes, as `cp` over the file does
+            with open(source, "r+b") as f:
+                f.write(b"\xff" * 2_500_000)
+        return real(src, dst, count, offset_src)
+
+    monkeypatch.setattr(sinks.os, "copy_file_range", rewritten_meanwhile)
+    out = tmp_path / "out.bin"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        with pytest.raises(atartape.TarIntegrityError) as info:
+            await player.write_to(fd)
+    finally:
+        os.close(fd)
+    assert info.value.arc_path == "dataset/huge.bin"
+    held = out.read_bytes()
+    huge = await tape.entry("dataset/huge.bin")
+    assert held == full[: len(held)] and b"\xff" not in held
+    assert len(held) == huge.data_offset + 2 * 65536  # the two pieces checked before it
+
+
+async def test_a_kernel_that_refuses_to_copy_gets_reads(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from atartape._engine import sinks
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(sinks.os, "copy_file_range", refuse)
+    write(dataset / "huge.bin", os.urandom(2_500_000))
+    tape = await atartape.record(dataset)
+    player = atartape.TapePlayer(tape, chunk_size=65536)
+    full = b"".join([c async for c in player.chunks()])
+    out = tmp_path / "out.bin"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        await player.write_to(fd)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == full
+
+
 async def test_write_to_a_pipe_and_a_socket(dataset: Path) -> None:
     tape = await atartape.record(dataset)
     player = atartape.TapePlayer(tape)

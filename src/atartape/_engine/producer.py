@@ -21,7 +21,7 @@ from ..format.layout import Window
 from .files import pread_exact
 from .index import Row
 from .prefetch import Prefetcher, advise, is_cold
-from .sinks import Sink
+from .sinks import FdSink, Sink
 from .source import Folders, StrictFolders, check_entry, check_unchanged, mismatch, open_file
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Producer:
         self.queue: deque[Row] = deque()
         self.prefetch = Prefetcher(locate)
         self._probed = 0
-        self._current: Generator[bytes, None, str | None] | None = None
+        self._current: Generator[bytes | int, None, str | None] | None = None
         self._current_row: Row | None = None
         self._current_ends = False  # whether the window includes the current entry's last byte
 
@@ -175,13 +175,16 @@ class Producer:
                     row = self.queue.popleft()
                     span = entry_span(row.size)
                     skip, stop = self.window.cut(row.start_offset, span)
-                    self._current = self._pieces(row, skip, stop)
+                    self._current = self._pieces(row, skip, stop, sink)
                     self._current_row = row
                     self._current_ends = stop == span
                     sink.start(row, skip > 0)
                 try:
                     while budget > 0:
                         piece = next(self._current)
+                        if isinstance(piece, int):
+                            budget -= piece  # copied into the sink by the kernel
+                            continue
                         sink.piece(piece)
                         budget -= len(piece)
                 except StopIteration as done:
@@ -246,8 +249,13 @@ class Producer:
             digest.hexdigest() if digest is not None else None,
         )
 
-    def _pieces(self, row: Row, skip: int, stop: int) -> Generator[bytes, None, str | None]:
-        """The bytes ``[skip, stop)`` of one entry; returns the content MD5 when hashed whole."""
+    def _pieces(
+        self, row: Row, skip: int, stop: int, sink: Sink[Any]
+    ) -> Generator[bytes | int, None, str | None]:
+        """The bytes ``[skip, stop)`` of one entry; returns the content MD5 when hashed whole.
+
+        Content goes through the kernel when ``sink`` copies (see :class:`FdSink`) and no MD5
+        is asked for: then the count of bytes copied is yielded instead of the bytes."""
         header = row.header()
         if row.kind != "file":
             if row.arc_path not in self.memory:
@@ -267,13 +275,18 @@ class Producer:
         if not self.prefetch.on and row.size and is_cold(fd, first):
             self.prefetch.turn_on()
         advised = first
+        copier: FdSink | None = sink if isinstance(sink, FdSink) and not self.md5 else None
 
-        def read(lo: int, hi: int, to_end: bool) -> bytes:
+        def read(lo: int, hi: int, to_end: bool) -> bytes | int:
             nonlocal advised
             if self.prefetch.on and hi + self.chunk_size > advised:
                 advise(fd, advised, _ADVISE_STEP)  # deeper than the kernel's own read-ahead
                 advised += _ADVISE_STEP
                 self.prefetch.ahead(row.end_offset, self.queue)  # and the files after it
+            if copier is not None and copier.copies:
+                copied = self._copy(copier, fd, row, opened, lo, hi, to_end)
+                if copied is not None:
+                    return copied
             data = self._read(fd, row, lo, hi, to_end)
             check_unchanged(fd, row, opened)
             return data
@@ -289,8 +302,8 @@ class Producer:
         header: bytes,
         skip: int,
         stop: int,
-        read: Callable[[int, int, bool], bytes],
-    ) -> Generator[bytes, None, str | None]:
+        read: Callable[[int, int, bool], bytes | int],
+    ) -> Generator[bytes | int, None, str | None]:
         """Header, content and padding of a file's window; content in ``chunk_size`` pieces."""
         size = row.size
         pad = bytes(max(0, stop - max(skip, BLOCK_SIZE + size)))
@@ -304,7 +317,7 @@ class Producer:
             while at < hi:
                 step = min(self.chunk_size, hi - at)
                 body = read(at, at + step, at + step == size)
-                if digest is not None:
+                if digest is not None and not isinstance(body, int):
                     digest.update(body)
                 yield body
                 at += step
@@ -314,6 +327,39 @@ class Producer:
         finally:
             if digest is not None:
                 digest.settle()
+
+    def _copy(
+        self,
+        sink: FdSink,
+        fd: int,
+        row: Row,
+        opened: os.stat_result,
+        lo: int,
+        hi: int,
+        to_end: bool,
+    ) -> int | None:
+        """Content bytes ``[lo, hi)`` copied into ``sink`` by the kernel, then checked as a read
+        is: when the file shrank, grew or changed meanwhile, the output is cut back to before
+        this piece and the error raised. ``None``: the kernel refused, nothing was copied."""
+        mark = sink.mark()
+        want = hi - lo
+        try:
+            done = sink.copy(fd, lo, want)
+            if done is None:
+                return None
+            if done < want:
+                raise mismatch(
+                    row,
+                    "size",
+                    f"shrank while being read (recorded {row.size} bytes, ended at {lo + done})",
+                )
+            if to_end and os.pread(fd, 1, hi):
+                raise mismatch(row, "size", f"grew while being read (recorded {row.size} bytes)")
+            check_unchanged(fd, row, opened)
+        except BaseException:
+            sink.rollback(mark)
+            raise
+        return done
 
     def _read(self, fd: int, row: Row, lo: int, hi: int, to_end: bool) -> bytes:
         """Content bytes ``[lo, hi)``; at the end of the file, one more byte to see growth."""

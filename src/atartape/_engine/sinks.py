@@ -9,8 +9,11 @@ or joining small pieces costs the event loop nothing; the loop only collects :me
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import select
+import stat
 from typing import Protocol, TypeVar
 
 from ..format.events import EventMetadata, Progress, TarEvent, TarEventType
@@ -172,6 +175,13 @@ class FdSink(ByteSink):
     are ready, each read and checked before. A descriptor in non-blocking mode (a socket of an
     event loop) is waited on with ``poll``. ``progress`` counts the bytes written and the
     entries begun, and names the large entry being written.
+
+    To a regular file the content of large files is copied in the kernel (:meth:`copy`,
+    ``copy_file_range``): the producer checks the source after each copy and, when it changed,
+    :meth:`rollback` cuts the output back to before that piece, so the file never keeps a byte
+    that was not checked. Pipes and sockets get no such copy: ``splice`` and ``sendfile`` pass
+    references to the page cache, so a write to the source after the check would still change
+    bytes on their way out.
     """
 
     writes = True  # play.run writes the footer from a worker thread too
@@ -181,6 +191,46 @@ class FdSink(ByteSink):
         self.fd = fd
         self.progress = progress if progress is not None else Progress()
         self.written = 0
+        self.copies = _copyable(fd)
+
+    def mark(self) -> int:
+        """Write out what is held; return the output's position (for :meth:`rollback`)."""
+        if self._parts:
+            self._join()
+        self._write_out()
+        return self.written
+
+    def copy(self, source: int, offset: int, length: int) -> int | None:
+        """Copy ``length`` bytes of ``source`` from ``offset`` to the output in the kernel;
+        return how many were copied (fewer: the source ended), or ``None`` when the kernel
+        refuses this pair of files (then :attr:`copies` turns off and the caller reads)."""
+        done = 0
+        while done < length:
+            try:
+                step = os.copy_file_range(source, self.fd, length - done, offset + done)
+            except OSError as exc:
+                if done or exc.errno not in _COPY_REFUSED:
+                    raise
+                self.copies = False
+                return None
+            if not step:
+                break
+            done += step
+            self.written += step
+            self.progress.bytes += step
+        return done
+
+    def rollback(self, position: int) -> None:
+        """Cut the output back to ``position`` (bytes written by this sink): what was copied
+        after it is dropped, and the next write goes there."""
+        cut = self.written - position
+        if cut <= 0:
+            return
+        at = os.lseek(self.fd, 0, os.SEEK_CUR) - cut
+        os.ftruncate(self.fd, at)
+        os.lseek(self.fd, at, os.SEEK_SET)
+        self.written -= cut
+        self.progress.bytes -= cut
 
     def _write_out(self) -> None:
         for data in ByteSink.take(self):
@@ -216,6 +266,26 @@ class FdSink(ByteSink):
         super().flush()
         self._write_out()
         return []
+
+
+_COPY_REFUSED = frozenset(
+    getattr(errno, name)
+    for name in ("EXDEV", "EINVAL", "ENOSYS", "EOPNOTSUPP", "EBADF", "ETXTBSY", "EPERM")
+    if hasattr(errno, name)
+)
+
+
+def _copyable(fd: int) -> bool:
+    """Whether the kernel may copy into ``fd``: a regular file, not opened to append (where
+    ``copy_file_range`` is refused and a rollback could not cut back)."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    try:
+        st = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and not flags & os.O_APPEND
 
 
 def _wait_writable(fd: int) -> None:

@@ -307,8 +307,8 @@ def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO
         return _begin_output(path, record), 0
     marker = resume_record_path(path)
     try:
-        with open(marker, "rb") as handle:
-            found = json.loads(handle.read())
+        with open(marker, "rb") as marker_file:
+            found = json.loads(marker_file.read())
     except FileNotFoundError:
         if held:
             raise UsageError(
@@ -330,7 +330,10 @@ def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO
             f"{expected['start']}-{expected['end']} as recorded now; nothing was changed "
             "(play without --resume to start over)"
         )
-    return open(path, "ab"), held
+    # Not "ab": the kernel copies content only into a file not opened to append.
+    output = open(path, "r+b")  # noqa: SIM115 - closed by the caller
+    output.seek(held)
+    return output, held
 
 
 def _read_text(path: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .. import views
 from ..format.units import parse_size
 from ..tape import Tape
 from .client import call, run
@@ -50,7 +51,6 @@ __all__ = [
     "list_parts",
 ]
 
-TAR_CONTENT_TYPE = "application/x-tar"
 _GONE = frozenset({"NoSuchUpload", "404"})
 _NO_KEY = frozenset({"NoSuchKey", "404"})
 
@@ -98,6 +98,7 @@ class Upload:
                 checksum=self.meta.checksum,
                 endpoint_url=self.endpoint_url,
                 listed=self.listed.get(part.number, ()),
+                view=self.meta.view,
             )
             for part in self.parts
         ]
@@ -134,8 +135,12 @@ def check_checksum(checksum: str) -> str:
     return checksum
 
 
-def tape_metadata(tape: Tape, part_size: int, checksum: str) -> TapeMetadata:
-    return TapeMetadata(tape.identity, tape.fingerprint, tape.total_size, part_size, checksum)
+def tape_metadata(tape: Tape, part_size: int, checksum: str, view: str = "plain") -> TapeMetadata:
+    """The metadata of an object holding ``view`` of ``tape``; ``ValueError`` for a view the
+    tape was not recorded with."""
+    size = tape.view_size(view)
+    identity = views.identity_of(tape.identity, view)
+    return TapeMetadata(identity, tape.fingerprint, size, part_size, checksum, view)
 
 
 async def list_parts(
@@ -222,20 +227,25 @@ async def find_upload(
     *,
     endpoint_url: str | None = None,
     page_size: int | None = None,
+    view: str | None = None,
 ) -> Upload | None:
     """This tape's pending upload of ``url`` with its listed parts, or ``None``.
 
-    Found through the marker of the tape's identity (see the module); a marker of another
-    recording, of another key, or whose upload is gone finds nothing. ``page_size`` bounds
-    each ``list_parts`` page (``MaxParts``).
+    Found through the marker of the identity of the tape's ``view`` (by default the one it was
+    recorded with; see the module); a marker of another recording or view, of another key, or
+    whose upload is gone finds nothing. ``page_size`` bounds each ``list_parts`` page
+    (``MaxParts``).
     """
     url = S3Url.parse(url) if isinstance(url, str) else url
-    marker = await _read_marker(client, url, tape.identity)
+    view = view or tape.view
+    identity = views.identity_of(tape.identity, view)
+    marker = await _read_marker(client, url, identity)
     if (
         marker is None
         or marker.key != url.key
-        or marker.meta.identity != tape.identity
-        or marker.meta.total_size != tape.total_size
+        or marker.meta.identity != identity
+        or marker.meta.view != view
+        or marker.meta.total_size != tape.view_size(view)
     ):
         return None
     listed = await list_parts(
@@ -257,9 +267,11 @@ async def create_upload(
     part_size: int | str | None = None,
     checksum: str = "md5",
     endpoint_url: str | None = None,
+    view: str | None = None,
 ) -> Upload:
-    """Start a multipart upload of the tape, with its identity, size, part size and checksum
-    algorithm in the object's metadata, and write its marker.
+    """Start a multipart upload of the tape's ``view`` (by default the one it was recorded
+    with), with its identity, size, part size and checksum algorithm in the object's metadata,
+    and write its marker.
 
     Raises :class:`S3PlanError` for a plan S3 would refuse (before any request).
     """
@@ -267,13 +279,15 @@ async def create_upload(
 
     url = S3Url.parse(url) if isinstance(url, str) else url
     await anyio.to_thread.run_sync(check_checksum, checksum)  # may import crc32c
-    size = auto_part_size(tape.total_size) if part_size is None else parse_size(part_size)
-    plan_parts(tape.total_size, size)
-    meta = tape_metadata(tape, size, checksum)
+    view = view or tape.view
+    total = tape.view_size(view)
+    size = auto_part_size(total) if part_size is None else parse_size(part_size)
+    plan_parts(total, size)
+    meta = tape_metadata(tape, size, checksum, view)
     params: dict[str, Any] = {
         "Bucket": url.bucket,
         "Key": url.key,
-        "ContentType": TAR_CONTENT_TYPE,
+        "ContentType": views.content_type(view),
         "Metadata": meta.to_metadata(),
     }
     if checksum != "md5":
@@ -281,7 +295,7 @@ async def create_upload(
     created = await call(client, "create_multipart_upload", f"{url}: creating the upload", **params)
     upload_id = str(created["UploadId"])
     body = Marker(url.key, upload_id, meta).encode()
-    key = url.marker_key(tape.identity)
+    key = url.marker_key(meta.identity)
     try:
         await call(
             client,

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .. import views
 from ..errors import TapeChangedError, TarIntegrityError
 from ..player import TapePlayer
 from ..tape import Tape
@@ -65,6 +66,7 @@ class PartSpec:
     checksum: str = "md5"
     endpoint_url: str | None = None
     listed: tuple[ListedPart, ...] = field(default=())
+    view: str = "plain"
 
     @property
     def size(self) -> int:
@@ -107,16 +109,17 @@ async def produce_part(
     *,
     source_root: str | None = None,
     keep: bool = True,
+    view: str = "plain",
 ) -> tuple[bytearray, PartDigest]:
-    """The bytes ``[start, end)`` of the tape and their digests; without ``keep``, only the
-    digests (and an empty body).
+    """The bytes ``[start, end)`` of the tape's ``view`` and their digests; without ``keep``,
+    only the digests (and an empty body).
 
     The bytes are hashed and copied into one buffer of the part's size in worker threads, a
     few MiB per hop, so a part costs its size in memory and no more. Raises what
     :meth:`TapePlayer.chunks` raises (:class:`TarIntegrityError` for a source file that
     changed, :class:`TapeChangedError` for a re-recorded index, ...).
     """
-    player = TapePlayer(tape, source_root=source_root, md5=False)
+    player = TapePlayer(tape, source_root=source_root, md5=False, view=view)
     digest = PartDigest(checksum)
     body = bytearray(end - start) if keep else None
     at = 0
@@ -157,10 +160,11 @@ async def open_part_tape(spec: PartSpec) -> Tape:
     """The tape of ``spec.index_path``, playing from ``spec.source_root``; raises
     :class:`TapeChangedError` when the index holds another recording than the upload's."""
     tape = await Tape.open(spec.index_path, source_root=spec.source_root)
-    if tape.identity != spec.identity:
+    found = views.identity_of(tape.identity, spec.view)
+    if found != spec.identity:
         raise TapeChangedError(
             f"{spec.where}: the index {spec.index_path!r} holds the recording "
-            f"{tape.identity[:16]}, the upload is of {spec.identity[:16]}: "
+            f"{found[:16]}, the upload is of {spec.identity[:16]}: "
             "refusing to send another tape's bytes"
         )
     return tape
@@ -182,9 +186,9 @@ async def send_part(spec: PartSpec, *, client: Any = None, tape: Tape | None = N
     """
     if tape is None:
         tape = await open_part_tape(spec)
-    elif tape.identity != spec.identity:
+    elif views.identity_of(tape.identity, spec.view) != spec.identity:
         raise TapeChangedError(f"{spec.where}: the tape given is not the upload's recording")
-    body, digest = await produce_part(tape, spec.start, spec.end, spec.checksum)
+    body, digest = await produce_part(tape, spec.start, spec.end, spec.checksum, view=spec.view)
     kept = kept_copy(spec, digest)
     if kept is not None:
         return PartResult(spec.number, spec.size, digest.md5, digest.checksum, kept.etag, False)

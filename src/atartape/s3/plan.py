@@ -57,6 +57,7 @@ ETags (stores whose ETags are MD5s); ``crc32c`` and ``sha256`` send S3's flexibl
 
 _MIB = 1024 * 1024
 _META_PREFIX = "atartape-"
+_VIEWS = ("plain", "zstd", "age", "zstd+age")  # as atartape.views.VIEWS
 MARKER_SUFFIX = ".atartape-upload."
 """A marker's key: ``<key>.atartape-upload.<first 32 hex digits of the identity>``."""
 MARKER_FORMAT = "atartape-s3-upload"
@@ -150,13 +151,16 @@ class S3Url:
 
 @dataclass(frozen=True, slots=True)
 class TapeMetadata:
-    """What the object's user metadata says about the tape it holds."""
+    """What the object's user metadata says about the tape it holds: the identity and size of
+    its bytes, which are the tape's ``view`` (``"plain"``: the tar; see :mod:`atartape.views`),
+    the recording's layout fingerprint, the part size and the checksum of the parts."""
 
     identity: str
     fingerprint: str
     total_size: int
     part_size: int
     checksum: str
+    view: str = "plain"
 
     def to_metadata(self) -> dict[str, str]:
         """S3 user metadata (``x-amz-meta-atartape-*``): ASCII keys and values."""
@@ -166,6 +170,7 @@ class TapeMetadata:
             f"{_META_PREFIX}total-size": str(self.total_size),
             f"{_META_PREFIX}part-size": str(self.part_size),
             f"{_META_PREFIX}checksum": self.checksum,
+            f"{_META_PREFIX}view": self.view,
         }
 
     @classmethod
@@ -180,10 +185,16 @@ class TapeMetadata:
                 total_size=int(meta[f"{_META_PREFIX}total-size"]),
                 part_size=int(meta[f"{_META_PREFIX}part-size"]),
                 checksum=meta.get(f"{_META_PREFIX}checksum", "md5"),
+                view=meta.get(f"{_META_PREFIX}view", "plain"),
             )
         except (KeyError, ValueError):
             return None
-        if found.part_size < 1 or found.total_size < 1 or found.checksum not in CHECKSUMS:
+        if (
+            found.part_size < 1
+            or found.total_size < 1
+            or found.checksum not in CHECKSUMS
+            or found.view not in _VIEWS
+        ):
             return None
         return found
 

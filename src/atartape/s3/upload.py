@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from .. import views
 from ..errors import SourceNotFoundError
 from ..tape import Tape
 from .client import close_client, make_client
@@ -85,9 +86,14 @@ async def upload(
     page_size: int | None = None,
     on_begin: Callable[[Upload], None] | None = None,
     on_part: Callable[[PartResult], None] | None = None,
+    view: str | None = None,
 ) -> UploadResult:
     """Upload ``tape`` to ``url`` (``s3://bucket/key``) as one multipart object; run it again
     after any interruption and it goes on where the store stands.
+
+    The object holds the tape's ``view``: by default the one it was recorded with (a tape
+    recorded with ``compress="zstd"`` or ``seal=`` is uploaded compressed or sealed; see
+    :mod:`atartape.views`), ``"plain"`` for the tar.
 
     - ``part_size``: an int or ``"64MiB"``; by default the pending upload's, else 16 MiB or
       the smallest size that keeps the tape within 10,000 parts. Refused before anything is
@@ -116,8 +122,13 @@ async def upload(
     await anyio.to_thread.run_sync(check_checksum, checksum)  # may import crc32c: off the loop
     if concurrency < 1:
         raise S3PlanError(f"concurrency must be at least 1, not {concurrency}")
+    view = view or tape.view
+    try:
+        size = tape.view_size(view)
+    except ValueError as exc:
+        raise S3PlanError(str(exc)) from None
     if part_size is not None:
-        plan_parts(tape.total_size, part_size)  # refuse before any request
+        plan_parts(size, part_size)  # refuse before any request
     if source_root is not None:
         tape = replace(tape, source_root=os.fspath(source_root))
     if not await anyio.to_thread.run_sync(os.path.isdir, tape.source_root):
@@ -129,7 +140,7 @@ async def upload(
         client = await make_client(endpoint_url, max_pool_connections=concurrency + 2)
     try:
         return await _upload(
-            client, tape, where, part_size, concurrency, checksum, endpoint_url, restart,
+            client, tape, view, where, part_size, concurrency, checksum, endpoint_url, restart,
             page_size, on_begin, on_part,
         )  # fmt: skip
     finally:
@@ -140,6 +151,7 @@ async def upload(
 async def _upload(
     client: Any,
     tape: Tape,
+    view: str,
     where: S3Url,
     part_size: int | str | None,
     concurrency: int,
@@ -150,19 +162,27 @@ async def _upload(
     on_begin: Callable[[Upload], None] | None,
     on_part: Callable[[PartResult], None] | None,
 ) -> UploadResult:
-    pending = await find_upload(client, tape, where, endpoint_url=endpoint_url, page_size=page_size)
+    pending = await find_upload(
+        client, tape, where, endpoint_url=endpoint_url, page_size=page_size, view=view
+    )
     if pending is not None and restart:
         await abort_upload(client, pending)
         pending = None
     if pending is not None:
         _check_resumable(pending, part_size, checksum)
     elif not restart:
-        done = await _already_there(client, tape, where, concurrency)
+        done = await _already_there(client, tape, view, where, concurrency)
         if done is not None:
             return done
     if pending is None:
         pending = await create_upload(
-            client, tape, where, part_size=part_size, checksum=checksum, endpoint_url=endpoint_url
+            client,
+            tape,
+            where,
+            part_size=part_size,
+            checksum=checksum,
+            endpoint_url=endpoint_url,
+            view=view,
         )
     if on_begin is not None:
         on_begin(pending)
@@ -197,12 +217,18 @@ def _check_resumable(pending: Upload, part_size: int | str | None, checksum: str
 
 
 async def _already_there(
-    client: Any, tape: Tape, where: S3Url, concurrency: int
+    client: Any, tape: Tape, view: str, where: S3Url, concurrency: int
 ) -> UploadResult | None:
-    """The result for an object that already is this tape, verified; ``None`` otherwise."""
+    """The result for an object that already is this view of the tape, verified; ``None``
+    otherwise."""
     answer = await head(client, where)
     meta = TapeMetadata.from_metadata((answer or {}).get("Metadata") or {})
-    if answer is None or meta is None or meta.identity != tape.identity:
+    if (
+        answer is None
+        or meta is None
+        or meta.view != view
+        or meta.identity != views.identity_of(tape.identity, view)
+    ):
         return None
     try:
         return await _verify(client, tape, where, meta, concurrency)
@@ -217,12 +243,14 @@ async def _verify(
     digests: dict[int, tuple[str, str | None]] = {}
     specs = [
         PartSpec(where.bucket, where.key, "", p.number, p.start, p.end, meta.identity,
-                 tape.index_path, tape.source_root, meta.checksum)
+                 tape.index_path, tape.source_root, meta.checksum, view=meta.view)
         for p in parts
     ]  # fmt: skip
 
     async def one(spec: PartSpec) -> None:
-        _, digest = await produce_part(tape, spec.start, spec.end, meta.checksum, keep=False)
+        _, digest = await produce_part(
+            tape, spec.start, spec.end, meta.checksum, keep=False, view=meta.view
+        )
         digests[spec.number] = (digest.md5, digest.checksum)
 
     await _each(specs, concurrency, one)
@@ -256,7 +284,8 @@ async def verify(
 ) -> UploadResult:
     """Check that the object at ``url`` is this tape: its size, the identity in its
     metadata, and its ETag or composite checksum against the parts computed from the tape
-    (read from the source, ``concurrency`` parts at a time; nothing is downloaded).
+    (read from the source, ``concurrency`` parts at a time; nothing is downloaded). The object
+    may hold any view of the tape (its metadata says which); a sealed one needs its key.
 
     Returns the object's description; raises :class:`S3IntegrityError` when it is not the
     tape (or not a tape), :class:`S3Error` when there is no object or a request fails.
@@ -272,10 +301,11 @@ async def verify(
         meta = TapeMetadata.from_metadata(answer.get("Metadata") or {})
         if meta is None:
             raise S3IntegrityError(f"{where}: the object's metadata names no tape")
-        if meta.identity != tape.identity:
+        expected = views.identity_of(tape.identity, meta.view)
+        if meta.identity != expected:
             raise S3IntegrityError(
                 f"{where}: the object holds the recording {meta.identity[:16]}, "
-                f"not this tape's {tape.identity[:16]}"
+                f"not this tape's {expected[:16]} ({meta.view} view)"
             )
         return await _verify(client, tape, where, meta, concurrency)
     finally:

@@ -116,9 +116,10 @@ class _Receiver:
             return await anyio.to_thread.run_sync(func, *args)
         except OSError as exc:
             kept = self.file.verified if self.file is not None else 0
+            reason = f"{exc.strerror} (errno {exc.errno})" if exc.strerror else describe(exc)
             raise TransferError(
-                f"cannot write {self.out_path}.part ({describe(exc)}); the receiver stopped, "
-                f"keeping the {kept} bytes up to its last checkpoint"
+                f"cannot write {self.out_path}.part: {reason}; the {kept} bytes up to its "
+                "last checkpoint are kept"
             ) from exc
 
     def _fail(self, exc: Exception) -> None:

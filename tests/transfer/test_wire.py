@@ -7,7 +7,7 @@ import random
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import atartape
@@ -106,6 +106,7 @@ def test_proofs_bind_role_certificate_and_nonces() -> None:
         wire.auth_proof(key, "mallory", b"", nonces)
 
 
+@settings(deadline=None)  # hashing a few KB, but other tests may load the machine
 @given(
     total=st.integers(1, 5000),
     size=st.integers(1, 700),

@@ -264,3 +264,21 @@ async def test_a_man_in_the_middle_can_neither_write_nor_read(
             tg.cancel_scope.cancel()
     assert receiving.result is not None and result.connections == 1
     assert await read_bytes(out) == await full_play(tape)
+
+
+async def test_a_sender_of_another_version_is_told_which_one_this_is(
+    tree: Path, tmp_path: Path
+) -> None:
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            receiving = await Receiving.start(tg, tmp_path / "tree.tar")
+            stream = await anyio.connect_tcp("127.0.0.1", receiving.port)
+            async with stream:
+                await stream.send(b"ATARTAPE-TRANSFER/3 tls\r\n")
+                answer = b""
+                with pytest.raises(anyio.EndOfStream):
+                    while True:
+                        answer += await stream.receive()
+            assert answer == b"ATARTAPE-TRANSFER/2 tls\r\n"
+            assert not receiving.ended.is_set()
+            tg.cancel_scope.cancel()

@@ -310,7 +310,13 @@ async def accept_channel(stream: ByteStream, credentials: Credentials) -> ByteSt
     version, :class:`TransferRefusedError` if its mode is not ours (it is told ours first), and
     the stream's errors if the connection fails.
     """
-    mode = parse_preamble(await _read_preamble(stream))
+    line = await _read_preamble(stream)
+    try:
+        mode = parse_preamble(line)
+    except TransferProtocolError:
+        # Another version of this protocol: say which one we speak, so that it can tell.
+        await stream.send(preamble(credentials.mode))
+        raise
     await stream.send(preamble(credentials.mode))
     if mode != credentials.mode:
         if credentials.mode == "tls":

@@ -286,6 +286,7 @@ class Inbox:
                 raise TimeoutError(f"nothing heard from the {self.connection.peer} for {idle:g} s")
 
     def close(self) -> None:
+        self._put.close()  # the pump may have been cancelled before it started
         self._get.close()
 
 

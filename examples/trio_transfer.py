@@ -1,18 +1,20 @@
-"""Send a tape to a receiver over TCP on trio, through a link that drops, and resume each time.
+"""Send a tape to a receiver on trio, through a link that drops, and resume each time.
 
     python examples/trio_transfer.py
 
 One trio program plays both parts of :mod:`atartape.transfer` on 127.0.0.1: a receiver
 (``receive``) writing ``dataset.tar``, and a sender (``send``) that reaches it through a small
-proxy which cuts the connection three times. After each cut the sender reconnects, the receiver
-states how many bytes it holds, and the stream continues from that byte. At the end both sides
-agree on the size and the digest, the file is renamed into place, and the program checks that
-it equals a full play of the tape, then exits 0. Everything lives in a temporary folder.
+proxy which cuts the connection three times. The connection is TLS, and the sender must prove
+that it knows the receiver's one-time code (``transfer.new_code()``) before a byte moves; a
+sender with another code is refused. After each cut the sender reconnects, the receiver states
+how many bytes it holds, and the stream continues from that byte. At the end both sides agree
+on the size and the digest, the file is renamed into place, and the program checks that it
+equals a full play of the tape, then exits 0. Everything lives in a temporary folder.
 
 The same tool from the shell, on two machines::
 
-    atartape receive dataset.tar --port 9000             # on the receiving machine
-    atartape send ./dataset receiver.example:9000        # on the sending machine
+    atartape receive dataset.tar             # on the receiving machine: prints the command
+    atartape send ./dataset receiver.example:8273 --code CODE   # on the sending machine
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ async def main() -> None:
         out.parent.mkdir()
         print(f"tape {tape.name!r}: {tape.total_size} bytes, fingerprint {tape.fingerprint[:16]}")
 
+        code = transfer.new_code()  # what `atartape receive` prints; the sender must know it
         async with trio.open_nursery() as nursery:
             # The receiver picks a free port and says which.
             receiver_port: list[int] = []
@@ -90,7 +93,12 @@ async def main() -> None:
 
             async def run_receiver() -> None:
                 result = await transfer.receive(
-                    out, "127.0.0.1", 0, segment_size=256 * 1024, on_listening=on_listening
+                    out,
+                    "127.0.0.1",
+                    0,
+                    code=code,
+                    segment_size=256 * 1024,
+                    on_listening=on_listening,
                 )
                 received.append(result)
                 done.set()
@@ -103,8 +111,16 @@ async def main() -> None:
             link_port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(flaky_link, listeners[0], receiver_port[0], [150_000, 1, 400_000])
 
+            # Someone who does not know the code cannot write (nor read: the link is TLS).
+            try:
+                await transfer.send(tape, "127.0.0.1", receiver_port[0], code=transfer.new_code())
+            except transfer.TransferRefusedError as exc:
+                print(f"a sender with another code: {exc}")
+            else:
+                raise AssertionError("a wrong code was accepted")
+
             sent = await transfer.send(
-                tape, "127.0.0.1", link_port, source_root=folder, backoff=0.05
+                tape, "127.0.0.1", link_port, code=code, source_root=folder, backoff=0.05
             )
             await done.wait()  # the receiver returns once the sender said goodbye
             nursery.cancel_scope.cancel()

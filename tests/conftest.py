@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from hypothesis import settings
 
 from tests.helpers import write
 from tests.s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server)
+
+# The machine is shared: hypothesis checks properties here, never how long an example takes.
+settings.register_profile("atartape", deadline=None)
+settings.load_profile("atartape")
 
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),

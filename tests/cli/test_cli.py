@@ -388,13 +388,25 @@ def test_serve(backend: str, server_args: list[object], shared_full: bytes) -> N
     assert b"Traceback" not in err
 
 
+LISTENING = r"listening on 127\.0\.0\.1:(\d+)[\s\S]*--code ([0-9a-z-]{19})"
+
+
+def listening(receiver: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The port and the code a receiver printed."""
+    match = wait_for_line(receiver, LISTENING)
+    return int(match.group(1)), match.group(2)
+
+
 def test_send_receive(shared: Path, shared_full: bytes, tmp_path: Path) -> None:
     out = tmp_path / "got" / "dataset.tar"
     out.parent.mkdir()
-    receiver = start("--backend", "trio", "receive", out, "--port", "0", "--segment-size", "64KiB")
+    receiver = start(
+        "--backend", "trio", "receive", out, "--host", "127.0.0.1", "--port", "0",
+        "--segment-size", "64KiB",
+    )  # fmt: skip
     try:
-        port = int(wait_for_line(receiver, r"listening on 127\.0\.0\.1:(\d+)").group(1))
-        sent = ok("send", shared, f"127.0.0.1:{port}", "--backoff", "0.05")
+        port, code = listening(receiver)
+        sent = ok("send", shared, f"127.0.0.1:{port}", "--code", code, "--backoff", "0.05")
         got, err = receiver.communicate(timeout=TIMEOUT)
     finally:
         if receiver.poll() is None:
@@ -409,8 +421,8 @@ def test_send_receive(shared: Path, shared_full: bytes, tmp_path: Path) -> None:
     err_text = fails(2, "receive", out, "--port", "0")
     assert "already exists" in err_text and out.read_bytes() == shared_full
     # No receiver: send gives up after its retries (exit 1).
-    assert "gave up" in fails(1, "-q", "send", shared, f"127.0.0.1:{port}", "--retries", "1",
-                              "--backoff", "0.01")  # fmt: skip
+    assert "gave up" in fails(1, "-q", "send", shared, f"127.0.0.1:{port}", "--code", code,
+                              "--retries", "1", "--backoff", "0.01")  # fmt: skip
 
 
 def test_transfer_refused_for_another_tape_exits_2(recorded: Path, tmp_path: Path) -> None:
@@ -419,9 +431,9 @@ def test_transfer_refused_for_another_tape_exits_2(recorded: Path, tmp_path: Pat
     ok("record", other)
     out = tmp_path / "dataset.tar"
     # A partial of the first tape: the receiver is stopped while the sender is away.
-    receiver = start("receive", out, "--port", "0", "--segment-size", "1KiB")
-    port = int(wait_for_line(receiver, r"listening on 127\.0\.0\.1:(\d+)").group(1))
-    sender = start("send", recorded, f"127.0.0.1:{port}")
+    receiver = start("receive", out, "--host", "127.0.0.1", "--port", "0", "--segment-size", "1KiB")
+    port, code = listening(receiver)
+    sender = start("send", recorded, f"127.0.0.1:{port}", "--code", code)
     deadline = time.monotonic() + TIMEOUT
     part = Path(f"{out}.part")
     while not (part.exists() and part.stat().st_size >= 2048) and receiver.poll() is None:
@@ -436,10 +448,11 @@ def test_transfer_refused_for_another_tape_exits_2(recorded: Path, tmp_path: Pat
         pytest.skip("the transfer completed before it could be interrupted")
     assert receiver.returncode == 130, err
     held = part.read_bytes()
-    receiver = start("receive", out, "--port", "0")
+    receiver = start("receive", out, "--host", "127.0.0.1", "--port", "0")
     try:
-        port = int(wait_for_line(receiver, r"listening on 127\.0\.0\.1:(\d+)").group(1))
-        assert "another tape" in fails(2, "send", other, f"127.0.0.1:{port}")
+        port, again = listening(receiver)
+        assert again == code  # the interrupted receive's code, kept in OUT.part.code
+        assert "another tape" in fails(2, "send", other, f"127.0.0.1:{port}", "--code", code)
         _, err = receiver.communicate(timeout=TIMEOUT)
     finally:
         if receiver.poll() is None:
@@ -448,10 +461,10 @@ def test_transfer_refused_for_another_tape_exits_2(recorded: Path, tmp_path: Pat
     assert receiver.returncode == 2 and b"--force" in err and b"Traceback" not in err
     assert part.read_bytes() == held
     # --force discards it and receives the other tape.
-    receiver = start("receive", out, "--port", "0", "--force")
+    receiver = start("receive", out, "--host", "127.0.0.1", "--port", "0", "--force")
     try:
-        port = int(wait_for_line(receiver, r"listening on 127\.0\.0\.1:(\d+)").group(1))
-        ok("send", other, f"127.0.0.1:{port}")
+        port, code = listening(receiver)
+        ok("send", other, f"127.0.0.1:{port}", "--code", code)
         receiver.communicate(timeout=TIMEOUT)
     finally:
         if receiver.poll() is None:

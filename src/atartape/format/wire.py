@@ -1,21 +1,35 @@
-"""The wire protocol of :mod:`atartape.transfer`: framing, messages and the segment digest chain.
+"""The wire protocol of :mod:`atartape.transfer`: preamble, frames, messages, the proofs of the
+code and the segment digest chain.
 
-Pure code, no I/O: the transfer moves these frames over its connections. Every frame is::
+Pure code, no I/O: the transfer moves these bytes over its connections.
+
+A connection opens with one **preamble** line each way, in the clear: the sender's first, then
+the receiver's (:func:`preamble`, :func:`parse_preamble`). It names the protocol and the mode,
+``tls`` (the default: what follows is TLS 1.3, then frames) or ``plain`` (frames in the clear,
+``--insecure``). Neither side ever changes its mode to match the other's: a mismatch is refused.
+A peer whose first bytes are not a preamble is not an atartape peer, which is told at once.
+
+Every frame is::
 
     kind (1 byte) | length (4 bytes, big-endian) | payload (length bytes) | CRC-32 (4 bytes)
 
 where the CRC-32 covers the kind, the length and the payload. A frame whose CRC does not match,
 whose kind is unknown or whose length is over :data:`MAX_PAYLOAD` is a
-:class:`~atartape.errors.TransferProtocolError`:
-the connection is dropped and nothing of that frame is kept. ``DATA`` payloads are the stream
-offset of their first byte (8 bytes, big-endian) followed by the bytes; ``PING`` is empty; every
-other kind carries a small UTF-8 JSON object.
+:class:`~atartape.errors.TransferProtocolError`: the connection is dropped and nothing of that
+frame is kept. ``DATA`` payloads are the stream offset of their first byte (8 bytes, big-endian)
+followed by the bytes; ``PING`` is empty; every other kind carries a small UTF-8 JSON object.
+
+The proofs of the code (``AUTH``, ``WELCOME``) are HMAC-SHA256 under a key stretched from the
+code with scrypt, over the SHA-256 of the receiver's TLS certificate and one fresh nonce from
+each side (:func:`code_key`, :func:`auth_proof`); :mod:`atartape.transfer.security` says why.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
+import hmac
 import json
 import struct
 import zlib
@@ -24,29 +38,47 @@ from typing import Any
 from ..errors import TransferProtocolError
 
 __all__ = [
+    "CODE_ALPHABET",
+    "CODE_BYTES",
+    "CODE_LENGTH",
     "CRC_SIZE",
     "HEAD_SIZE",
     "MAX_CONTROL",
     "MAX_PAYLOAD",
+    "MODES",
+    "NONCE_SIZE",
+    "PREAMBLE_MAGIC",
+    "PREAMBLE_MAX",
+    "PROOF_SIZE",
     "PROTOCOL",
     "Kind",
+    "SegmentHasher",
+    "auth_proof",
     "chain_next",
     "chain_of",
     "chain_seed",
     "check_frame",
+    "code_key",
     "decode_data",
     "decode_head",
     "decode_message",
     "encode_data",
     "encode_frame",
     "encode_message",
+    "format_code",
+    "get_hex",
     "get_int",
     "get_str",
+    "normalize_code",
+    "parse_preamble",
+    "preamble",
+    "preamble_prefix_ok",
+    "proof_matches",
     "segment_count",
     "segment_end",
 ]
 
-PROTOCOL = "atartape-transfer/1"
+PROTOCOL = "atartape-transfer/2"
 MAX_PAYLOAD = 4 * 1024 * 1024 + 8  # a DATA frame holds at most 4 MiB
 MAX_CONTROL = 64 * 1024  # a JSON message is small
 
@@ -58,8 +90,8 @@ _OFFSET = struct.Struct("!Q")
 class Kind(enum.IntEnum):
     """Frame kinds, in the order a session uses them."""
 
-    HELLO = 1  # receiver -> sender: protocol, fingerprint held (or null), offset held
-    OFFER = 2  # sender -> receiver: protocol, fingerprint, total_size, name
+    HELLO = 1  # receiver -> sender: protocol, auth ("code" or "none"), nonce
+    OFFER = 2  # sender -> receiver: protocol, fingerprint, identity, total_size, name
     START = 3  # receiver -> sender: offset, segment, segment_size, chain
     DATA = 4  # sender -> receiver: offset + bytes
     SEGMENT = 5  # sender -> receiver: index, sha256 of that segment
@@ -70,6 +102,48 @@ class Kind(enum.IntEnum):
     ERROR = 10  # either way: code, message; the session stops for good
     PING = 11  # either way, while one side is busy verifying: keeps the idle timeout off
     BYE = 12  # sender -> receiver: FINISHED arrived; the receiver may stop listening
+    AUTH = 13  # sender -> receiver: nonce, proof that the sender knows the code
+    WELCOME = 14  # receiver -> sender: proof that the receiver knows the code
+
+
+# The preamble ---------------------------------------------------------------------------------
+
+PREAMBLE_MAGIC = b"ATARTAPE-TRANSFER/"
+PREAMBLE_MAX = 64
+MODES = ("tls", "plain")
+
+
+def preamble(mode: str) -> bytes:
+    """The line a side opens a connection with: ``ATARTAPE-TRANSFER/2 <mode>`` and CRLF."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    return PREAMBLE_MAGIC + PROTOCOL.rpartition("/")[2].encode() + b" " + mode.encode() + b"\r\n"
+
+
+def preamble_prefix_ok(data: bytes) -> bool:
+    """Whether ``data`` (the first bytes a peer sent, maybe not all yet) can begin a preamble."""
+    size = min(len(data), len(PREAMBLE_MAGIC))
+    return data[:size] == PREAMBLE_MAGIC[:size]
+
+
+def parse_preamble(line: bytes) -> str:
+    """The mode of a peer's preamble line (with its line end).
+
+    Raises :class:`TransferProtocolError` if the line is not a preamble of this protocol
+    version; the message shows what the peer sent.
+    """
+    shown = line[:PREAMBLE_MAX].decode("ascii", "replace").strip() or repr(line)
+    if not line.startswith(PREAMBLE_MAGIC) or not line.endswith(b"\r\n"):
+        raise TransferProtocolError(f"it does not speak {PROTOCOL} (it sent {shown!r})")
+    version, _, mode = line[len(PREAMBLE_MAGIC) : -2].decode("ascii", "replace").partition(" ")
+    if "atartape-transfer/" + version != PROTOCOL:
+        raise TransferProtocolError(f"it speaks atartape-transfer/{version}, not {PROTOCOL}")
+    if mode not in MODES:
+        raise TransferProtocolError(f"it asks for an unknown mode {mode!r}")
+    return mode
+
+
+# Frames ---------------------------------------------------------------------------------------
 
 
 def encode_frame(kind: Kind, payload: bytes) -> bytes:
@@ -122,9 +196,7 @@ def decode_head(head: bytes) -> tuple[Kind, int]:
     try:
         kind = Kind(raw_kind)
     except ValueError:
-        raise TransferProtocolError(
-            f"unknown frame kind {raw_kind}: the peer does not speak {PROTOCOL}"
-        ) from None
+        raise TransferProtocolError(f"unknown frame kind {raw_kind}") from None
     if length > MAX_PAYLOAD:
         raise TransferProtocolError(f"{kind.name} frame of {length} bytes exceeds {MAX_PAYLOAD}")
     return kind, length
@@ -155,6 +227,91 @@ def get_str(message: dict[str, Any], key: str, *, optional: bool = False) -> str
     return value
 
 
+def get_hex(message: dict[str, Any], key: str, size: int) -> bytes:
+    """``message[key]``, hex of exactly ``size`` bytes; else :class:`TransferProtocolError`."""
+    text = get_str(message, key)
+    try:
+        value = bytes.fromhex(text or "")
+    except ValueError:
+        value = b""
+    if len(value) != size:
+        raise TransferProtocolError(f"field {key!r} must be {size} bytes in hex")
+    return value
+
+
+# The code -------------------------------------------------------------------------------------
+
+CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32: no i, l, o, u
+CODE_LENGTH = 16  # symbols: 80 bits
+CODE_BYTES = CODE_LENGTH * 5 // 8
+NONCE_SIZE = 32
+PROOF_SIZE = 32
+_CODE_SALT = PROTOCOL.encode() + b" code"
+_LOOKALIKES = str.maketrans({"i": "1", "l": "1", "o": "0"})
+
+
+def format_code(secret: bytes) -> str:
+    """The code for ``secret`` (:data:`CODE_BYTES` random bytes), as four groups of four."""
+    if len(secret) != CODE_BYTES:
+        raise ValueError(f"a code is made of {CODE_BYTES} bytes")
+    number = int.from_bytes(secret, "big")
+    symbols = [CODE_ALPHABET[(number >> (5 * i)) & 31] for i in reversed(range(CODE_LENGTH))]
+    return "-".join("".join(symbols[i : i + 4]) for i in range(0, CODE_LENGTH, 4))
+
+
+def normalize_code(text: str) -> str:
+    """The code as :func:`format_code` writes it, from what a person typed.
+
+    Case, spaces and hyphens do not matter, and ``i``/``l`` read as ``1``, ``o`` as ``0``.
+    Raises :class:`ValueError` if it is not 16 symbols of the code alphabet.
+    """
+    symbols = "".join(text.lower().split()).replace("-", "").translate(_LOOKALIKES)
+    if len(symbols) != CODE_LENGTH or any(s not in CODE_ALPHABET for s in symbols):
+        raise ValueError(
+            f"a transfer code is {CODE_LENGTH} letters and digits, such as "
+            f"'{format_code(bytes(range(CODE_BYTES)))}' (as 'atartape receive' prints it)"
+        )
+    return "-".join(symbols[i : i + 4] for i in range(0, CODE_LENGTH, 4))
+
+
+def code_key(code: str) -> bytes:
+    """The key both sides prove the code with: scrypt (N=2^14, r=8, p=1) of the normal code.
+
+    The stretch costs 16 MiB and a fraction of a second (kept for the process's next use of
+    the same code); it makes each offline guess of a code as expensive (see
+    :mod:`atartape.transfer.security`). Raises :class:`ValueError` for a malformed code.
+    """
+    return _stretch(normalize_code(code))
+
+
+@functools.lru_cache(maxsize=4)
+def _stretch(normal: str) -> bytes:
+    return hashlib.scrypt(normal.encode(), salt=_CODE_SALT, n=1 << 14, r=8, p=1, dklen=32)
+
+
+def auth_proof(key: bytes, role: str, certificate: bytes, nonces: tuple[bytes, bytes]) -> bytes:
+    """HMAC-SHA256 proof that ``role`` (``"sender"`` or ``"receiver"``) holds ``key``.
+
+    It covers the role, the protocol, the SHA-256 of the receiver's certificate (DER) as this
+    side saw it and both nonces (receiver's, sender's): a proof made for one TLS session, one
+    certificate or one direction is worthless for any other.
+    """
+    if role not in ("sender", "receiver"):
+        raise ValueError(f"unknown role {role!r}")
+    message = b"\0".join(
+        [PROTOCOL.encode(), role.encode(), hashlib.sha256(certificate).digest(), *nonces]
+    )
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def proof_matches(expected: bytes, given: bytes) -> bool:
+    """Compare two proofs in constant time."""
+    return hmac.compare_digest(expected, given)
+
+
+# Segments and the digest chain ----------------------------------------------------------------
+
+
 def segment_count(total_size: int, segment_size: int) -> int:
     """How many segments of ``segment_size`` cover a stream of ``total_size`` bytes."""
     return -(-total_size // segment_size)
@@ -163,6 +320,59 @@ def segment_count(total_size: int, segment_size: int) -> int:
 def segment_end(index: int, total_size: int, segment_size: int) -> int:
     """Offset just past segment ``index``."""
     return min((index + 1) * segment_size, total_size)
+
+
+class SegmentHasher:
+    """Cuts a stream into segments and hashes each with SHA-256, from segment ``first`` on.
+
+    The one place a transfer hashes segments: the sender as it streams and as it re-reads a
+    prefix, the receiver as it appends and as it re-reads the file it holds.
+    """
+
+    def __init__(self, total_size: int, segment_size: int, first: int = 0) -> None:
+        if segment_size < 1:
+            raise ValueError("segment_size must be positive")
+        self.total_size = total_size
+        self.segment_size = segment_size
+        self.index = first  # the segment being hashed
+        self.position = min(first * segment_size, total_size)
+        self._hasher = hashlib.sha256()
+
+    @property
+    def bound(self) -> int:
+        """End of the segment being hashed."""
+        return segment_end(self.index, self.total_size, self.segment_size)
+
+    @property
+    def room(self) -> int:
+        """Bytes still missing from the segment being hashed."""
+        return self.bound - self.position
+
+    def reset(self) -> None:
+        """Forget the bytes hashed since the start of the current segment."""
+        self.position = min(self.index * self.segment_size, self.total_size)
+        self._hasher = hashlib.sha256()
+
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
+        """Hash ``data`` (the next bytes of the stream, across segments if need be).
+
+        Returns ``(index, sha256)`` of each segment it completed. Raises :class:`ValueError`
+        for bytes past the end of the stream.
+        """
+        view = memoryview(data)
+        if self.position + len(view) > self.total_size:
+            raise ValueError(f"{len(view)} bytes at {self.position} go past {self.total_size}")
+        done: list[tuple[int, bytes]] = []
+        while view:
+            take = min(len(view), self.room)
+            self._hasher.update(view[:take])
+            self.position += take
+            view = view[take:]
+            if self.position == self.bound:
+                done.append((self.index, self._hasher.digest()))
+                self.index += 1
+                self._hasher = hashlib.sha256()
+        return done
 
 
 def chain_seed(total_size: int, segment_size: int) -> bytes:

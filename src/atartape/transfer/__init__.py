@@ -1,31 +1,45 @@
-"""Send a tape over TCP and receive it, resuming at the byte where a connection dropped.
+"""Send a tape over the network and receive it, resuming at the byte where a connection dropped.
 
 The receiver listens (:func:`receive`), the sender connects (:func:`send`); both run on anyio,
-so on asyncio (with or without uvloop) and on trio. There is no authentication or encryption:
-use it on a trusted network, or through an SSH tunnel.
+so on asyncio (with or without uvloop) and on trio. By default the connection is TLS 1.3 and
+both sides prove that they know a one-time code the receiver printed (:func:`new_code`),
+before any byte of the tape moves: nobody else can write through the receiver, and nobody in
+the middle can read the bytes or pose as the receiver. ``insecure=True`` on both sides sends
+over plain TCP without a code, for trusted networks only. :mod:`~atartape.transfer.security`
+says exactly what the code protects and what it does not.
 
 The package is laid out by concern: the wire format is pure (:mod:`atartape.format.wire`);
-:mod:`~atartape.transfer.connection` moves frames over a connection, :mod:`~.partfile` keeps the
-receiver's partial file and its state, :mod:`~.sender` and :mod:`~.receiver` run each side.
+:mod:`~atartape.transfer.security` opens a connection (preamble, TLS, the code),
+:mod:`~atartape.transfer.connection` moves frames over it (every read and send bounded by the
+idle timeout), :mod:`~.segments` hashes segments, :mod:`~.partfile` keeps the receiver's
+partial file and its state, :mod:`~.sender` and :mod:`~.receiver` run each side.
 
 Resuming
     The receiver writes ``OUT.part`` and keeps, beside it, a small state file ``OUT.part.state``
-    (JSON, replaced atomically: write a temporary file, fsync, rename). On every connection the
-    receiver says which tape it holds part of (its fingerprint, or none) and how many bytes; the
-    sender states its tape's fingerprint and total size. If the receiver holds part of another
-    tape it refuses (:class:`TransferRefusedError` on both sides) and changes nothing, unless it
-    was started with ``force=True``, which discards the partial file. Otherwise it answers with
-    the offset to continue from, and the sender plays the tape from there: the layout of a tape
-    is fixed, so the byte at any offset is the same in every play.
+    (JSON, replaced atomically: write a temporary file, fsync, rename; a receiver that starts
+    removes the temporary files of one that was killed) and the code, ``OUT.part.code``. On every
+    connection the sender offers its tape: fingerprint, recording identity (``tape.identity``) and
+    total size, and the state file records the ones the partial file belongs to. If the receiver
+    holds part of another tape, or of another recording of it (the folder was recorded again), the
+    first such offer is refused (:class:`TransferRefusedError` on both sides) and nothing changes,
+    unless the receiver was started with ``force=True``, which discards the partial file. Once a
+    receiver has taken a sender, it keeps to that tape: a sender of another one is refused and the
+    transfer in progress goes on. Otherwise the receiver answers with the offset to continue from,
+    and the sender plays the tape from there: the layout of a tape is fixed, so the byte at any
+    offset is the same in every play. The sender's player is pinned to the recording it was opened
+    with: if the index is recorded again meanwhile, the sender stops with
+    :class:`~atartape.TapeChangedError` (and tells the receiver), without retrying.
 
 Framing
-    Every frame carries a CRC-32 (see :mod:`atartape.format.wire`). The receiver appends the
-    bytes of a ``DATA`` frame only once the whole frame has arrived and its CRC matched; a frame
-    cut by a
-    dropped connection, or damaged, is never written. When a connection drops, the sender
-    reconnects with exponential backoff (``retries`` consecutive failures at most, ``backoff``
-    seconds doubling up to ``max_backoff``) and the receiver, still running, continues at the
-    exact byte it holds.
+    Every frame carries a CRC-32 (see :mod:`atartape.format.wire`). The receiver appends the bytes
+    of a ``DATA`` frame only once the whole frame has arrived and its CRC matched; a frame cut by a
+    dropped connection, or damaged, is never written (over TLS, a damaged record already breaks the
+    connection). When a connection drops, or stays silent for ``idle_timeout`` seconds either way
+    (every read and every send is bounded), the sender reconnects with exponential backoff
+    (``retries`` consecutive failures at most, ``backoff`` seconds doubling up to ``max_backoff``)
+    and the receiver, still running, continues at the exact byte it holds. A peer that is not an
+    atartape receiver, a refused code or tape, a source that changed, a receiver that cannot write
+    (its ``ERROR`` frame stops the sender at once): none of these is retried.
 
 Segments, checkpoints and the end-to-end digest
     The stream is cut into segments of ``segment_size`` bytes (64 MiB by default; chosen by the
@@ -80,6 +94,7 @@ from ..errors import (
 )
 from .connection import DEFAULT_SEGMENT_SIZE, ProgressCallback, ReceiveResult, SendResult
 from .receiver import receive
+from .security import new_code, saved_code
 from .sender import send
 
 __all__ = [
@@ -91,6 +106,8 @@ __all__ = [
     "TransferIntegrityError",
     "TransferProtocolError",
     "TransferRefusedError",
+    "new_code",
     "receive",
+    "saved_code",
     "send",
 ]

@@ -1,21 +1,30 @@
 """The receiver's partial file ``OUT.part`` and its state file; every method touches the disk
-and runs in a worker thread."""
+and runs in a worker thread.
+
+The state file ``OUT.part.state`` (JSON) names the tape the partial file belongs to (its
+fingerprint, its recording identity, its size), the segment size, how many segments are
+verified and the chain value over them. It is replaced atomically at each checkpoint
+(:func:`~atartape._engine.files.write_atomically`: a temporary file named after this process,
+fsync, rename), and the temporary files of a receiver that was killed meanwhile are removed
+when the next one starts. Bytes past the last checkpoint are never trusted: a receiver that
+starts again continues at the checkpoint, and one that cannot write cuts the file back to it.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 from typing import Any
 
-from .._engine.files import fsync_folder, unlink_quietly, write_atomically
+from .._engine.files import fsync_folder, remove_stale, unlink_quietly, write_atomically
 from ..errors import TransferIntegrityError, TransferProtocolError, TransferRefusedError
-from ..format.wire import chain_next, chain_seed, segment_count, segment_end
+from ..format.wire import SegmentHasher, chain_next, chain_seed, segment_count, segment_end
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "PartFile", "load_partial"]
 
 STATE_FORMAT = "atartape-transfer-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class PartFile:
@@ -25,6 +34,7 @@ class PartFile:
         self,
         out_path: str,
         fingerprint: str,
+        identity: str,
         total_size: int,
         segment_size: int,
         *,
@@ -35,13 +45,20 @@ class PartFile:
         self.part_path = out_path + ".part"
         self.state_path = out_path + ".part.state"
         self.fingerprint = fingerprint
+        self.identity = identity
         self.total_size = total_size
         self.segment_size = segment_size
         self.segments = segments  # verified (checkpointed) segments
         self.chain = chain if chain is not None else chain_seed(total_size, segment_size)
         self.length = self.verified  # bytes held; those past `verified` are being checked
-        self.hasher = hashlib.sha256()  # of the bytes [verified, length)
+        self.hasher = SegmentHasher(total_size, segment_size, segments)
+        self.received: bytes | None = None  # digest of the segment just completed
         self.fd: int | None = None
+
+    @property
+    def tape(self) -> tuple[str, str, int]:
+        """What identifies the tape this file belongs to: fingerprint, identity, size."""
+        return self.fingerprint, self.identity, self.total_size
 
     @property
     def verified(self) -> int:
@@ -60,7 +77,7 @@ class PartFile:
 
     def create(self) -> None:
         """Start afresh: the state first (so a stray part file always has one), then the file."""
-        self._write_state()
+        self._write_state(self.segments, self.chain)
         self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def reopen(self) -> None:
@@ -74,12 +91,32 @@ class PartFile:
         self.length = self.verified
 
     def append(self, data: memoryview) -> None:
+        """Write ``data`` at the end of what is held and hash it.
+
+        Raises :class:`OSError` if the disk fails (full, read-only, I/O error): the file is
+        then cut back to its last checkpoint (best effort), the only bytes it trusts.
+        """
         assert self.fd is not None
-        written = 0
-        while written < len(data):
-            written += os.pwrite(self.fd, data[written:], self.length + written)
-        self.hasher.update(data)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(self.fd, data[written:], self.length + written)
+        except OSError:
+            self.rewind()
+            raise
+        for _index, digest in self.hasher.feed(data):
+            self.received = digest
         self.length += len(data)
+
+    def rewind(self) -> None:
+        """Forget the bytes past the last checkpoint, and cut them off the file if possible."""
+        self.length = self.verified
+        self.hasher = SegmentHasher(self.total_size, self.segment_size, self.segments)
+        self.received = None
+        if self.fd is not None:
+            # If even that fails, the state file still says where the trusted bytes end.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.verified)
 
     def seal(self, index: int, digest: bytes) -> None:
         """Check the segment just received against the sender's digest, then checkpoint.
@@ -91,21 +128,23 @@ class PartFile:
             raise TransferProtocolError(
                 f"SEGMENT {index} out of place (holding {self.length} bytes)"
             )
-        ours = self.hasher.digest()
-        self.hasher = hashlib.sha256()
+        ours, self.received = self.received, None
         if ours != digest:
-            assert self.fd is not None
-            os.ftruncate(self.fd, self.verified)
-            self.length = self.verified
+            self.rewind()
             raise TransferIntegrityError(
                 f"segment {index} (bytes {self.verified} to {self.bound}) of "
                 f"{self.part_path} does not match the sender's digest; it was cut off"
             )
         assert self.fd is not None
-        os.fsync(self.fd)
-        self.chain = chain_next(self.chain, digest)
+        chain = chain_next(self.chain, digest)
+        try:
+            os.fsync(self.fd)
+            self._write_state(self.segments + 1, chain)
+        except OSError:
+            self.rewind()  # the state on disk still names the previous checkpoint
+            raise
+        self.chain = chain
         self.segments += 1
-        self._write_state()
 
     def finalize(self) -> None:
         """fsync, rename ``OUT.part`` to ``OUT``, then remove the state file."""
@@ -127,16 +166,19 @@ class PartFile:
             fd, self.fd = self.fd, None
             os.close(fd)
 
-    def _write_state(self) -> None:
+    def _write_state(self, segments: int, chain: bytes) -> None:
         state = {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint,
+            "identity": self.identity,
             "total_size": self.total_size,
             "segment_size": self.segment_size,
-            "segments": self.segments,
-            "verified": self.verified,
-            "chain": self.chain.hex(),
+            "segments": segments,
+            "verified": segment_end(segments - 1, self.total_size, self.segment_size)
+            if segments
+            else 0,
+            "chain": chain.hex(),
         }
         write_atomically(self.state_path, json.dumps(state).encode())
 
@@ -144,9 +186,11 @@ class PartFile:
 def load_partial(out_path: str, force: bool) -> PartFile | None:
     """In a worker thread: what an earlier run left, opened to continue at its last checkpoint.
 
-    Raises :class:`TransferRefusedError` when ``OUT`` exists, or when ``OUT.part`` cannot be
-    trusted (no or unreadable state, shorter than its state says), unless ``force``: then
-    ``OUT.part`` is discarded (and ``OUT`` will be replaced).
+    First removes the temporary files that receivers no longer running left beside the state
+    and code files. Raises :class:`TransferRefusedError` when ``OUT`` exists, when its folder
+    does not, or when ``OUT.part`` cannot be trusted (no or unreadable state, shorter than its
+    state says), unless ``force``: then ``OUT.part`` is discarded (and ``OUT`` will be
+    replaced).
     """
     part_path, state_path = out_path + ".part", out_path + ".part.state"
     if os.path.exists(out_path) and not force:
@@ -154,6 +198,8 @@ def load_partial(out_path: str, force: bool) -> PartFile | None:
     parent = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(parent):
         raise TransferRefusedError(f"the folder {parent} does not exist")
+    remove_stale(state_path)
+    remove_stale(out_path + ".part.code")
     try:
         held = os.path.getsize(part_path)
     except FileNotFoundError:
@@ -194,16 +240,21 @@ def load_partial(out_path: str, force: bool) -> PartFile | None:
 
 
 def _partial_from_state(out_path: str, state: dict[str, Any]) -> PartFile:
-    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-        raise ValueError("not an atartape transfer state of a known version")
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError("not an atartape transfer state")
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"version {state.get('version')!r}, this receiver reads {STATE_VERSION}")
     values = {key: state[key] for key in ("total_size", "segment_size", "segments", "verified")}
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values.values()):
         raise ValueError("sizes must be non-negative integers")
     if not isinstance(state["fingerprint"], str) or values["segment_size"] < 1:
         raise ValueError("bad fingerprint or segment size")
+    if not isinstance(state["identity"], str):
+        raise ValueError("bad identity")
     partial = PartFile(
         out_path,
         state["fingerprint"],
+        state["identity"],
         values["total_size"],
         values["segment_size"],
         segments=values["segments"],

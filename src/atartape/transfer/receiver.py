@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
 
+from .._engine.files import unlink_quietly
 from ..errors import (
     TransferError,
     TransferIntegrityError,
@@ -18,36 +20,51 @@ from ..errors import (
     TransferRefusedError,
 )
 from ..format.wire import (
+    NONCE_SIZE,
+    PROOF_SIZE,
     PROTOCOL,
     Kind,
-    chain_next,
-    chain_seed,
+    SegmentHasher,
+    chain_of,
     decode_data,
     decode_message,
+    get_hex,
     get_int,
     get_str,
-    segment_end,
+    normalize_code,
 )
 from .connection import (
     DEFAULT_SEGMENT_SIZE,
     DROPS,
+    Connection,
+    PeerStopped,
     ProgressCallback,
     ReceiveResult,
     describe,
-    expect,
-    hash_file_range,
+    error_code,
     log,
     peer_error,
-    read_frame,
-    send_error,
-    send_message,
-    wait_pinging,
 )
 from .partfile import PartFile, load_partial
+from .security import (
+    Credentials,
+    accept_channel,
+    code_path,
+    receiver_credentials,
+    store_code,
+)
+from .segments import file_chunks, hash_segments, open_for_reading
 
 __all__ = ["receive"]
 
 _T = TypeVar("_T")
+
+Claim = tuple[str, str, int]
+"""What a sender offers, and what a partial file belongs to: fingerprint, identity, size."""
+
+
+def _short(value: str) -> str:
+    return f"{value[:16]}..."
 
 
 class _Receiver:
@@ -57,6 +74,7 @@ class _Receiver:
         host: str,
         port: int,
         *,
+        code: str | None,
         force: bool,
         segment_size: int,
         idle_timeout: float,
@@ -69,13 +87,16 @@ class _Receiver:
         self.linger = linger
         self.host = host
         self.port = port
+        self.code = code
         self.force = force
         self.segment_size = segment_size
         self.idle_timeout = idle_timeout
         self.verify_existing = verify_existing
         self.progress = progress
         self.on_listening = on_listening
+        self.credentials = Credentials(None, None)
         self.file: PartFile | None = None
+        self.claim: Claim | None = None  # the tape this run took a sender for: it keeps it
         self.lock = anyio.Lock()
         self.active: anyio.CancelScope | None = None
         self.finished = anyio.Event()
@@ -94,7 +115,12 @@ class _Receiver:
         try:
             return await anyio.to_thread.run_sync(func, *args)
         except OSError as exc:
-            raise TransferError(f"disk error on {self.out_path}.part: {describe(exc)}") from exc
+            kept = self.file.verified if self.file is not None else 0
+            reason = f"{exc.strerror} (errno {exc.errno})" if exc.strerror else describe(exc)
+            raise TransferError(
+                f"cannot write {self.out_path}.part: {reason}; the {kept} bytes up to its "
+                "last checkpoint are kept"
+            ) from exc
 
     def _fail(self, exc: Exception) -> None:
         if self.fatal is None:
@@ -107,6 +133,11 @@ class _Receiver:
             self.resumed_from = self.file.length
             log.info("resuming %s.part at byte %d", self.out_path, self.file.length)
         try:
+            if self.code is not None:
+                # Kept for a receiver restarted on the same OUT (see .security); also proves
+                # early that the folder can be written.
+                await anyio.to_thread.run_sync(store_code, code_path(self.out_path), self.code)
+            self.credentials = await receiver_credentials(self.code)
             try:
                 listener = await anyio.create_tcp_listener(
                     local_host=self.host, local_port=self.port
@@ -141,21 +172,19 @@ class _Receiver:
 
     async def _rehash(self, partial: PartFile) -> None:
         """Re-read the verified prefix held from an earlier run and check it against its chain."""
-        count, expected = partial.segments, partial.chain
         size, total = partial.segment_size, partial.total_size
+        digests: list[bytes] = []
         with anyio.CancelScope() as self.rehash_scope:
             try:
-                fd = await anyio.to_thread.run_sync(os.open, partial.part_path, os.O_RDONLY)
+                fd = await anyio.to_thread.run_sync(open_for_reading, partial.part_path)
                 try:
-                    chain = chain_seed(total, size)
-                    for index in range(count):
-                        start, end = index * size, segment_end(index, total, size)
-                        digest = await anyio.to_thread.run_sync(hash_file_range, fd, start, end)
-                        chain = chain_next(chain, digest)
+                    hasher = SegmentHasher(total, size)
+                    async with aclosing(file_chunks(fd, 0, partial.verified)) as chunks:
+                        await hash_segments(chunks, hasher, lambda _i, d: digests.append(d))
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(os.close, fd)
-                if chain != expected:
+                if chain_of(digests, total, size) != partial.chain:
                     self.state_is_bad = True
                     self._fail(
                         TransferIntegrityError(
@@ -169,89 +198,151 @@ class _Receiver:
                     self._fail(TransferError(f"cannot re-read {partial.part_path}: {exc}"))
         self.rehash_done.set()
 
-    async def _handle(self, stream: ByteStream) -> None:
-        async with stream:
-            rx = BufferedByteReceiveStream(stream)
+    async def _handle(self, raw: ByteStream) -> None:
+        async with raw:
             try:
-                partial = self.file
-                await send_message(
-                    stream,
-                    Kind.HELLO,
-                    protocol=PROTOCOL,
-                    fingerprint=partial.fingerprint if partial else None,
-                    offset=partial.length if partial else 0,
-                )
-                offer = await expect(rx, Kind.OFFER, self.idle_timeout, "sender")
-                if offer.get("protocol") != PROTOCOL:
-                    await send_error(stream, "protocol", f"this receiver speaks {PROTOCOL}")
-                    return
-            except DROPS as exc:
-                log.debug("connection dropped before the offer: %s", exc)
+                remote = raw.extra(SocketAttribute.remote_address)
+                peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
+            except Exception:  # pragma: no cover - a listener without addresses
+                peer = "a peer"
+            # Nothing of the newcomer is trusted, and nothing it says changes anything, until
+            # it has proven the code and made a well-formed offer (all within the idle timeout).
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    stream = await accept_channel(raw, self.credentials)
+                    connection = Connection(stream, self.idle_timeout, "sender")
+                    offer = await self._welcome(connection)
+            except TransferRefusedError as exc:
+                log.info("refused a connection from %s: %s", peer, exc)
                 return
-            except TransferError as exc:
-                log.info("a sender gave up before the offer: %s", exc)
+            except (*DROPS, TransferError) as exc:
+                log.debug("a connection from %s ended before its offer: %s", peer, describe(exc))
                 return
-            if self.result is not None:
-                await self._answer_finished(stream, rx, offer)
-                return
-            # A sender with a valid offer takes over from a previous connection, if any.
-            scope = anyio.CancelScope()
-            if self.active is not None:
-                self.active.cancel()
-            self.active = scope
-            with scope:
-                async with self.lock:
-                    if self.finished.is_set():
-                        return
-                    self.connections += 1
-                    try:
-                        await self._session(stream, rx, offer)
-                    except DROPS as exc:
-                        log.info("connection lost (%s); waiting for the sender", exc)
-                    except Exception as exc:
-                        self._fail(exc)
-            if self.active is scope:
-                self.active = None
+            await self._serve(connection, offer, peer)
 
-    async def _adopt(self, fingerprint: str, total_size: int) -> PartFile:
+    async def _welcome(self, connection: Connection) -> dict[str, Any]:
+        """``HELLO``, the proofs of the code (``AUTH``, ``WELCOME``), and the sender's offer.
+
+        Raises :class:`TransferRefusedError` (having told the sender) for a wrong or missing
+        proof, :class:`TransferProtocolError` for a malformed offer.
+        """
+        credentials = self.credentials
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        await connection.send_message(
+            Kind.HELLO,
+            protocol=PROTOCOL,
+            auth="none" if credentials.key is None else "code",
+            nonce=None if credentials.key is None else nonce.hex(),
+        )
+        auth = await connection.expect(Kind.AUTH)
+        proof: str | None = None
+        if credentials.key is not None:
+            try:
+                nonces = (nonce, get_hex(auth, "nonce", NONCE_SIZE))
+                given = get_hex(auth, "proof", PROOF_SIZE)
+            except TransferProtocolError:
+                nonces, given = (nonce, b""), b""
+            if not credentials.check("sender", credentials.certificate, nonces, given):
+                message = (
+                    "wrong code: it is not the code this receiver printed (or was given); "
+                    "nothing was written"
+                )
+                await connection.send_error("refused", message)
+                raise TransferRefusedError(message)
+            proof = credentials.proof("receiver", credentials.certificate, nonces).hex()
+        await connection.send_message(Kind.WELCOME, proof=proof)
+        offer = await connection.expect(Kind.OFFER)
+        if offer.get("protocol") != PROTOCOL:
+            await connection.send_error("failed", f"this receiver speaks {PROTOCOL}")
+            raise TransferProtocolError(f"the sender speaks {offer.get('protocol')!r}")
+        get_str(offer, "fingerprint")
+        get_str(offer, "identity")
+        get_int(offer, "total_size", minimum=1024)
+        return offer
+
+    async def _serve(self, connection: Connection, offer: dict[str, Any], peer: str) -> None:
+        """An authenticated sender: refuse it, answer it, or let it take over the transfer."""
+        claim: Claim = (offer["fingerprint"], offer["identity"], offer["total_size"])
+        name = offer.get("name")
+        if self.result is not None:
+            await self._answer_finished(connection, claim)
+            return
+        held = self.claim or (self.file.tape if self.file is not None else None)
+        if held is not None and claim != held:
+            what = self._difference(held, claim, name)
+            if self.claim is not None:
+                # This run already took a sender of the tape it holds: a stray sender of
+                # another one is turned away, and the transfer in progress goes on.
+                message = f"this receiver is receiving another tape: {what}"
+                log.info("refused a sender from %s: %s", peer, message)
+                await connection.send_error("refused", message)
+                return
+            if not self.force:
+                message = f"{what}; nothing was changed. Pass force (--force) to discard it"
+                await connection.send_error("refused", message)
+                self._fail(TransferRefusedError(message))
+                return
+        # This sender takes over from a previous connection, if any.
+        self.claim = claim
+        scope = anyio.CancelScope()
+        if self.active is not None:
+            self.active.cancel()
+        self.active = scope
+        with scope:
+            async with self.lock:
+                if self.finished.is_set():
+                    return
+                self.connections += 1
+                try:
+                    await self._session(connection, claim)
+                except DROPS as exc:
+                    log.info("connection lost (%s); waiting for the sender", describe(exc))
+                except PeerStopped as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    await connection.send_error(error_code(exc), str(exc))
+                    self._fail(exc)
+        if self.active is scope:
+            self.active = None
+
+    def _difference(self, held: Claim, offered: Claim, name: object) -> str:
+        part = f"{self.out_path}.part"
+        length = self.file.length if self.file is not None else 0
+        if held[0] == offered[0] and held[2] == offered[2]:
+            return (
+                f"{part} holds {length} bytes of another recording of {name!r} (identity "
+                f"{_short(held[1])}, the sender's is {_short(offered[1])}: the folder was "
+                "recorded again since)"
+            )
+        return (
+            f"{part} holds {length} bytes of another tape (fingerprint {_short(held[0])}), "
+            f"but the sender offers {name!r} (fingerprint {_short(offered[0])})"
+        )
+
+    async def _adopt(self, claim: Claim) -> PartFile:
         with anyio.CancelScope(shield=True):
             old, self.file = self.file, None
             if old is not None:
+                log.info("discarding %s: it holds part of another tape", old.part_path)
                 if self.rehash_scope is not None:
                     # Stop re-reading the old file, and wait until it has let go of it.
                     self.rehash_scope.cancel()
                     await self.rehash_done.wait()
                 await self._disk(old.discard)
                 self.resumed_from = 0
-            partial = PartFile(self.out_path, fingerprint, total_size, self.segment_size)
+            fingerprint, identity, total = claim
+            partial = PartFile(self.out_path, fingerprint, identity, total, self.segment_size)
             await self._disk(partial.create)
             self.file = partial
             self.rehash_done.set()
         return partial
 
-    async def _session(
-        self, stream: ByteStream, rx: BufferedByteReceiveStream, offer: dict[str, Any]
-    ) -> None:
-        fingerprint = get_str(offer, "fingerprint") or ""
-        total = get_int(offer, "total_size", minimum=1024)
-        name = offer.get("name")
+    async def _session(self, connection: Connection, claim: Claim) -> None:
         partial = self.file
-        if partial is None:
-            partial = await self._adopt(fingerprint, total)
-        elif partial.fingerprint != fingerprint or partial.total_size != total:
-            if not self.force:
-                message = (
-                    f"{partial.part_path} holds {partial.length} bytes of another tape "
-                    f"(fingerprint {partial.fingerprint[:16]}...), but the sender offers "
-                    f"{name!r} (fingerprint {fingerprint[:16]}...); nothing was changed. "
-                    "Pass force (--force) to discard the partial file"
-                )
-                await send_error(stream, "refused", message)
-                raise TransferRefusedError(message)
-            log.info("discarding %s: it holds part of another tape", partial.part_path)
-            partial = await self._adopt(fingerprint, total)
-        await send_message(
-            stream,
+        if partial is None or partial.tape != claim:
+            partial = await self._adopt(claim)
+        total = partial.total_size
+        await connection.send_message(
             Kind.START,
             offset=partial.length,
             segment=partial.segments,
@@ -261,8 +352,7 @@ class _Receiver:
         if self.progress is not None:
             self.progress(partial.length, total)
         while True:
-            with anyio.fail_after(self.idle_timeout):
-                kind, payload = await read_frame(rx)
+            kind, payload = await connection.read_frame()
             if kind is Kind.DATA:
                 offset, data = decode_data(payload)
                 if offset != partial.length or offset + len(data) > partial.bound:
@@ -281,13 +371,9 @@ class _Receiver:
                     digest = bytes.fromhex(get_str(fields, "sha256") or "")
                 except ValueError:
                     raise TransferProtocolError("SEGMENT digest is not hex") from None
-                try:
-                    await self._disk(partial.seal, index, digest)
-                except TransferIntegrityError as exc:
-                    await send_error(stream, "integrity", str(exc))
-                    raise
+                await self._disk(partial.seal, index, digest)
             elif kind is Kind.END:
-                await self._finish(stream, rx, partial)
+                await self._finish(connection, partial)
                 return
             elif kind is Kind.PING:
                 continue
@@ -296,21 +382,19 @@ class _Receiver:
             else:
                 raise TransferProtocolError(f"unexpected {kind.name} from the sender")
 
-    async def _finish(
-        self, stream: ByteStream, rx: BufferedByteReceiveStream, partial: PartFile
-    ) -> None:
+    async def _finish(self, connection: Connection, partial: PartFile) -> None:
         if partial.length != partial.total_size or partial.segments != partial.count:
             raise TransferProtocolError(
                 f"END after {partial.length} of {partial.total_size} bytes "
                 f"({partial.segments} of {partial.count} segments checked)"
             )
-        await wait_pinging(stream, self.rehash_done, self.idle_timeout)
+        await connection.wait_pinging(self.rehash_done)
         if self.fatal is not None:
-            await send_error(stream, "integrity", str(self.fatal))
+            await connection.send_error("integrity", str(self.fatal))
             return
         chain = partial.chain.hex()
-        await send_message(stream, Kind.DONE, total_size=partial.length, chain=chain)
-        verdict = await expect(rx, Kind.VERDICT, self.idle_timeout, "sender")
+        await connection.send_message(Kind.DONE, total_size=partial.length, chain=chain)
+        verdict = await connection.expect(Kind.VERDICT)
         if verdict.get("ok") is not True or verdict.get("chain") != chain:
             raise TransferIntegrityError(
                 f"the sender's digest {verdict.get('chain')} differs from the digest {chain} "
@@ -318,6 +402,7 @@ class _Receiver:
             )
         with anyio.CancelScope(shield=True):
             await self._disk(partial.finalize)
+            await anyio.to_thread.run_sync(unlink_quietly, code_path(self.out_path))
             self.result = ReceiveResult(
                 path=self.out_path,
                 fingerprint=partial.fingerprint,
@@ -326,37 +411,37 @@ class _Receiver:
                 resumed_from=self.resumed_from,
                 connections=self.connections,
                 digest=chain,
+                identity=partial.identity,
             )
         # The file is in place. Stay a while for the sender's BYE: if FINISHED is lost, the
         # sender reconnects and is told again (see _answer_finished), for up to `linger` s.
         assert self.task_group is not None
         self.task_group.start_soon(self._stop_after_linger)
-        await self._say_finished(stream, rx)
+        await self._say_finished(connection)
 
     async def _stop_after_linger(self) -> None:
         await anyio.sleep(self.linger)
         self.finished.set()
 
-    async def _say_finished(self, stream: ByteStream, rx: BufferedByteReceiveStream) -> None:
+    async def _say_finished(self, connection: Connection) -> None:
         assert self.result is not None
         try:
-            await send_message(stream, Kind.FINISHED, digest=self.result.digest)
-            await expect(rx, Kind.BYE, self.idle_timeout, "sender")
+            await connection.send_message(Kind.FINISHED, digest=self.result.digest)
+            await connection.expect(Kind.BYE)
         except (*DROPS, TransferError) as exc:
             log.debug("no BYE from the sender (%s); lingering", exc)
         else:
             self.finished.set()
 
-    async def _answer_finished(
-        self, stream: ByteStream, rx: BufferedByteReceiveStream, offer: dict[str, Any]
-    ) -> None:
+    async def _answer_finished(self, connection: Connection, claim: Claim) -> None:
         """A sender came back after the file was put in place: tell it so, or refuse it."""
-        assert self.result is not None
-        if offer.get("fingerprint") != self.result.fingerprint:
+        result = self.result
+        assert result is not None
+        if claim != (result.fingerprint, result.identity, result.total_size):
             message = f"{self.out_path} was just completed with another tape"
-            await send_error(stream, "refused", message)
+            await connection.send_error("refused", message)
             return
-        await self._say_finished(stream, rx)
+        await self._say_finished(connection)
 
 
 async def receive(
@@ -364,6 +449,8 @@ async def receive(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    code: str | None = None,
+    insecure: bool = False,
     force: bool = False,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     idle_timeout: float = 60.0,
@@ -374,20 +461,37 @@ async def receive(
 ) -> ReceiveResult:
     """Listen on ``host:port`` and receive one tape into ``out_path``; return once it is there.
 
+    ``code`` (from :func:`~atartape.transfer.new_code`, or :func:`~atartape.transfer.saved_code`
+    for a receive that was interrupted) is what the sender must prove it knows, over TLS; it is
+    kept in ``OUT.part.code`` (mode 0600) until the file is complete. ``insecure=True`` instead
+    accepts plain-TCP senders without a code (trusted networks only). One of the two is
+    required. See :mod:`atartape.transfer.security`.
+
     Bytes go to ``OUT.part`` first (resumed from its last checkpoint if an earlier run left one;
     see the module documentation), then the file is renamed to ``out_path``. ``port=0`` picks a
     free port: ``on_listening(host, port)`` is called once the socket listens. Serves one
-    sender at a time; a new connection with a valid offer takes over from an older one. Once
-    the file is in place it returns as soon as the sender acknowledges; if that goodbye is lost
-    it keeps answering a reconnecting sender for up to ``linger`` seconds, then returns.
+    sender at a time. A newcomer is checked (mode, code, protocol, and the tape it offers)
+    before it can take over from an older connection: a wrong code, or another tape than the
+    one this run took a sender for, is refused and the transfer in progress goes on. Once the
+    file is in place it returns as soon as the sender acknowledges; if that goodbye is lost it
+    keeps answering a reconnecting sender for up to ``linger`` seconds, then returns.
 
-    Raises :class:`TransferRefusedError` before listening if ``out_path`` exists or
-    ``OUT.part`` cannot be trusted, and while listening if the sender offers a different tape
-    than the one ``OUT.part`` holds (nothing is changed); ``force=True`` discards what is in the
-    way instead. Raises :class:`TransferIntegrityError` when received bytes do not match the
-    sender's digests (only checked bytes are kept), :class:`TransferError` when the sender
-    stops or the disk fails, and :class:`OSError` when the address cannot be bound.
+    Raises :class:`ValueError` for a malformed code or options; :class:`TransferRefusedError`
+    before listening if ``out_path`` exists or ``OUT.part`` cannot be trusted, and when the
+    first sender offers another tape or recording than the one ``OUT.part`` holds (nothing is
+    changed; ``force=True`` discards what is in the way instead);
+    :class:`TransferIntegrityError` when received bytes do not match the sender's digests (only
+    checked bytes are kept); :class:`TransferError` when the sender stops or the disk fails
+    (the sender is told); and :class:`OSError` when the address cannot be bound.
     """
+    if (code is None) == (not insecure):
+        raise ValueError(
+            "receive needs a code (code=new_code()) or insecure=True, not both"
+            if insecure
+            else "receive needs a code (code=new_code()), or insecure=True on a trusted network"
+        )
+    if code is not None:
+        code = normalize_code(code)
     if segment_size < 1:
         raise ValueError("segment_size must be positive")
     if idle_timeout <= 0 or linger < 0:
@@ -396,6 +500,7 @@ async def receive(
         os.fspath(out_path),
         host,
         port,
+        code=code,
         force=force,
         segment_size=segment_size,
         idle_timeout=idle_timeout,

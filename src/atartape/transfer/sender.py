@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import secrets
 from contextlib import aclosing, suppress
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import ByteStream, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.abc import TaskGroup
 
+from .._engine.index import open_index
 from ..errors import (
-    TarIntegrityError,
     TarTapeError,
     TransferError,
     TransferIntegrityError,
     TransferProtocolError,
+    TransferRefusedError,
 )
 from ..format.wire import (
+    NONCE_SIZE,
+    PROOF_SIZE,
     PROTOCOL,
     Kind,
+    SegmentHasher,
     chain_next,
     chain_of,
-    encode_frame,
+    get_hex,
     get_int,
     get_str,
+    normalize_code,
     segment_count,
     segment_end,
 )
@@ -35,19 +39,29 @@ from ..tape import Tape
 from .connection import (
     DROPS,
     FRAME_DATA,
+    Connection,
+    Inbox,
+    PeerStopped,
     ProgressCallback,
     SendResult,
     describe,
-    expect,
-    expect_any,
-    hash_and_frame,
+    error_code,
     log,
-    send_error,
-    send_message,
-    wait_pinging,
+    with_inbox,
 )
+from .security import Credentials, open_channel, sender_credentials
+from .segments import hash_and_frame, hash_segments
 
 __all__ = ["send"]
+
+# Failures to open a connection that are worth another try (the receiver is not up yet, the
+# link is down). Not among them: a peer that is not an atartape receiver, or refuses our mode.
+_CONNECT_FAILURES = (
+    OSError,  # includes TimeoutError
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    anyio.BrokenResourceError,
+)
 
 
 class _Sender:
@@ -58,6 +72,7 @@ class _Sender:
         host: str,
         port: int,
         *,
+        code: str | None,
         retries: int,
         backoff: float,
         max_backoff: float,
@@ -70,6 +85,7 @@ class _Sender:
         self.source_root = source_root
         self.host = host
         self.port = port
+        self.code = code
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -77,6 +93,7 @@ class _Sender:
         self.idle_timeout = idle_timeout
         self.verify_prefix = verify_prefix
         self.progress = progress
+        self.credentials = Credentials(None, None)
         self.segment_size = 0
         self.digests: dict[int, bytes] = {}  # segment index -> sha256, as read by this sender
         self.trusted: dict[int, bytes] = {}  # segments -> receiver's chain value (no prefix check)
@@ -90,12 +107,19 @@ class _Sender:
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def _player(self) -> TapePlayer:
+        # Pinned to the recording the tape was opened with: TapeChangedError if re-recorded.
         return TapePlayer(self.tape, source_root=self.source_root, md5=False)
 
     async def run(self) -> SendResult:
+        # Before any connection: a tape recorded again since it was opened is refused here
+        # (TapeChangedError); later, every play checks it again.
+        async with await open_index(self.tape.index_path, expected=self.tape.identity, shared=True):
+            pass
+        self.credentials = await sender_credentials(self.code)
         failure: Exception | None = None
         result: SendResult | None = None
         async with anyio.create_task_group() as tg:
@@ -127,18 +151,16 @@ class _Sender:
         attempts = 0
         while True:
             try:
-                with anyio.fail_after(self.connect_timeout):
-                    stream = await anyio.connect_tcp(self.host, self.port)
-            except OSError as exc:
+                connection, certificate = await self._connect()
+            except _CONNECT_FAILURES as exc:
                 attempts += 1
                 failure = f"cannot reach the receiver at {self.where} ({describe(exc)})"
                 await self._wait_to_retry(attempts, failure, "retrying")
                 continue
-            self.connections += 1
             sent_before = self.bytes_sent
             try:
-                async with stream:
-                    return await self._session(stream)
+                async with connection.stream:
+                    return await self._session(connection, certificate)
             except DROPS as exc:
                 if self.bytes_sent > sent_before:
                     attempts = 0  # that connection made progress: a new outage begins
@@ -146,25 +168,44 @@ class _Sender:
                 failure = f"the connection to {self.where} was lost ({describe(exc)})"
                 await self._wait_to_retry(attempts, failure, "resuming")
 
-    async def _session(self, stream: ByteStream) -> SendResult:
-        rx = BufferedByteReceiveStream(stream)
-        hello = await expect(rx, Kind.HELLO, self.idle_timeout, "receiver")
+    async def _connect(self) -> tuple[Connection, bytes]:
+        """Connect, exchange preambles and shake hands (TLS), all within ``connect_timeout``.
+
+        Raises :class:`TransferProtocolError` (not retried) if the peer is not an atartape
+        receiver, :class:`TransferRefusedError` if it does not use our mode (TLS or plain).
+        """
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                stream = await anyio.connect_tcp(self.host, self.port)
+                self.connections += 1
+                try:
+                    channel, certificate = await open_channel(stream, self.credentials, self.where)
+                except BaseException:
+                    await anyio.aclose_forcefully(stream)
+                    raise
+        except TimeoutError:
+            raise TimeoutError(
+                f"no connection and handshake within {self.connect_timeout:g} s"
+            ) from None
+        return Connection(channel, self.idle_timeout, "receiver"), certificate
+
+    async def _session(self, connection: Connection, certificate: bytes) -> SendResult:
+        hello = await connection.expect(Kind.HELLO)
         if hello.get("protocol") != PROTOCOL:
             raise TransferError(f"{self.where} speaks {hello.get('protocol')!r}, not {PROTOCOL!r}")
+        await self._authenticate(connection, hello, certificate)
         tape = self.tape
-        await send_message(
-            stream,
+        await connection.send_message(
             Kind.OFFER,
             protocol=PROTOCOL,
             fingerprint=tape.fingerprint,
+            identity=tape.identity,
             total_size=tape.total_size,
             name=tape.name,
         )
-        kind, start = await expect_any(
-            rx, (Kind.START, Kind.FINISHED), self.idle_timeout, "receiver"
-        )
+        kind, start = await connection.expect_any((Kind.START, Kind.FINISHED))
         if kind is Kind.FINISHED:  # it completed, but its FINISHED was lost: we reconnected
-            return await self._finished(stream, start)
+            return await self._finished(connection, start)
         offset, segment = self._check_start(start)
         if self.resumed_from is None:
             self.resumed_from = offset
@@ -174,42 +215,70 @@ class _Sender:
         if missing and self.verify_prefix:
             self._start_hashing(0, segment)
         try:
-            return await self._stream_and_finish(stream, rx, offset, segment)
-        except TransferProtocolError:
+            return await with_inbox(
+                connection,
+                lambda inbox: self._stream_and_finish(connection, inbox, offset, segment),
+            )
+        except (TransferProtocolError, PeerStopped):
             raise
         except TarTapeError as exc:
-            # This side stops for good (the source changed or is gone, a digest differs):
-            # tell the receiver, so that it stops too instead of waiting for a reconnect.
-            integrity = isinstance(exc, (TransferIntegrityError, TarIntegrityError))
-            await send_error(stream, "integrity" if integrity else "source", str(exc))
+            # This side stops for good (the source changed or is gone, the tape was recorded
+            # again, a digest differs): tell the receiver, so that it stops too instead of
+            # waiting for a reconnect.
+            await connection.send_error(error_code(exc), str(exc))
             raise
 
+    async def _authenticate(
+        self, connection: Connection, hello: dict[str, Any], certificate: bytes
+    ) -> None:
+        """Prove the code to the receiver, then check its proof (see :mod:`.security`)."""
+        credentials = self.credentials
+        if credentials.key is None:
+            await connection.send_message(Kind.AUTH, nonce=None, proof=None)
+            await connection.expect(Kind.WELCOME)
+            return
+        if hello.get("auth") != "code":
+            raise TransferRefusedError(f"the receiver at {self.where} does not ask for a code")
+        nonces = (get_hex(hello, "nonce", NONCE_SIZE), secrets.token_bytes(NONCE_SIZE))
+        proof = credentials.proof("sender", certificate, nonces)
+        await connection.send_message(Kind.AUTH, nonce=nonces[1].hex(), proof=proof.hex())
+        welcome = await connection.expect(Kind.WELCOME)
+        try:
+            given = get_hex(welcome, "proof", PROOF_SIZE)
+        except TransferProtocolError:
+            given = b""
+        if not credentials.check("receiver", certificate, nonces, given):
+            raise TransferRefusedError(
+                f"the peer at {self.where} did not prove that it knows the code: it is not "
+                "the receiver that printed it (a man in the middle?); nothing was sent"
+            )
+
     async def _stream_and_finish(
-        self, stream: ByteStream, rx: BufferedByteReceiveStream, offset: int, segment: int
+        self, connection: Connection, inbox: Inbox, offset: int, segment: int
     ) -> SendResult:
         tape = self.tape
-        await self._stream(stream, offset, segment)
-        await stream.send(encode_frame(Kind.END, b"{}"))
-        done = await expect(rx, Kind.DONE, self.idle_timeout, "receiver")
+        await self._stream(connection, offset, segment)
+        await connection.send_frame(Kind.END)
+        done = await inbox.expect(Kind.DONE)
         their_size = get_int(done, "total_size")
         their_chain = get_str(done, "chain")
-        chain = (await self._final_chain(stream)).hex()
+        chain = (await self._final_chain(connection)).hex()
         ok = their_size == tape.total_size and their_chain == chain
-        await send_message(stream, Kind.VERDICT, ok=ok, chain=chain)
+        await connection.send_message(Kind.VERDICT, ok=ok, chain=chain)
         if not ok:
             raise TransferIntegrityError(
                 f"the receiver at {self.where} holds {their_size} bytes with digest "
                 f"{their_chain}, the tape has {tape.total_size} bytes with digest {chain}"
             )
         self.agreed_chain = chain
-        finished = await expect(rx, Kind.FINISHED, self.idle_timeout, "receiver")
-        return await self._finished(stream, finished)
+        finished = await inbox.expect(Kind.FINISHED)
+        return await self._finished(connection, finished)
 
-    async def _finished(self, stream: ByteStream, finished: dict[str, Any]) -> SendResult:
+    async def _finished(self, connection: Connection, finished: dict[str, Any]) -> SendResult:
         """The receiver has the tape in place: say goodbye (best effort) and report."""
         digest = self.agreed_chain or get_str(finished, "digest") or ""
         with anyio.move_on_after(5), suppress(*DROPS):
-            await stream.send(encode_frame(Kind.BYE, b"{}"))
+            await connection.send_frame(Kind.BYE)
         return SendResult(
             fingerprint=self.tape.fingerprint,
             total_size=self.tape.total_size,
@@ -217,6 +286,7 @@ class _Sender:
             resumed_from=self.resumed_from or 0,
             connections=self.connections,
             digest=digest,
+            identity=self.tape.identity,
         )
 
     def _check_start(self, start: dict[str, Any]) -> tuple[int, int]:
@@ -244,18 +314,15 @@ class _Sender:
             raise TransferProtocolError(f"START chain {chain!r} is not hex") from None
         return offset, segment
 
-    async def _stream(self, stream: ByteStream, offset: int, segment: int) -> None:
+    async def _stream(self, connection: Connection, offset: int, segment: int) -> None:
         """Play from the start of ``segment``, hash every byte, send those from ``offset``."""
-        total, size = self.tape.total_size, self.segment_size
+        total = self.tape.total_size
         if self.progress is not None:
             self.progress(offset, total)
-        position = segment * size
-        if position >= total:
+        hasher = SegmentHasher(total, self.segment_size, segment)
+        if hasher.position >= total:
             return
-        index = segment
-        bound = segment_end(index, total, size)
-        hasher = hashlib.sha256()
-        async with aclosing(self._player().stream(position)) as chunks:
+        async with aclosing(self._player().chunks(hasher.position)) as chunks:
             while True:
                 try:
                     chunk = await chunks.__anext__()
@@ -265,25 +332,24 @@ class _Sender:
                     raise TransferError(f"cannot read the source: {describe(exc)}") from exc
                 view = memoryview(chunk)
                 while view:
-                    take = min(len(view), bound - position, FRAME_DATA)
-                    skip = max(0, offset - position)
-                    frame = await anyio.to_thread.run_sync(
-                        hash_and_frame, hasher, view[:take], position, skip
+                    take = min(len(view), hasher.room, FRAME_DATA)
+                    if take == 0:
+                        raise TransferError(f"the source played past the tape's {total} bytes")
+                    skip = max(0, offset - hasher.position)
+                    done, frame = await anyio.to_thread.run_sync(
+                        hash_and_frame, hasher, view[:take], skip
                     )
                     if frame is not None:
-                        await stream.send(frame)
+                        await connection.send(frame)
                         self.bytes_sent += take - skip
                         if self.progress is not None:
-                            self.progress(position + take, total)
-                    position += take
+                            self.progress(hasher.position, total)
                     view = view[take:]
-                    if position == bound:
-                        digest = hasher.digest()
+                    for index, digest in done:
                         self._record_digest(index, digest)
-                        await send_message(stream, Kind.SEGMENT, index=index, sha256=digest.hex())
-                        index += 1
-                        bound = segment_end(index, total, size)
-                        hasher = hashlib.sha256()
+                        await connection.send_message(
+                            Kind.SEGMENT, index=index, sha256=digest.hex()
+                        )
 
     def _record_digest(self, index: int, digest: bytes) -> None:
         known = self.digests.setdefault(index, digest)
@@ -303,36 +369,22 @@ class _Sender:
         """Read segments ``[first, stop)`` from the source and record their digests."""
         total, size = self.tape.total_size, self.segment_size
         try:
-            position = first * size
-            index = first
-            bound = segment_end(index, total, size)
-            hasher = hashlib.sha256()
+            hasher = SegmentHasher(total, size, first)
             end = segment_end(stop - 1, total, size)
-            async with aclosing(self._player().stream(position, end)) as chunks:
-                async for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        take = min(len(view), bound - position)
-                        await anyio.to_thread.run_sync(hasher.update, view[:take])
-                        position += take
-                        view = view[take:]
-                        if position == bound:
-                            self._record_digest(index, hasher.digest())
-                            index += 1
-                            bound = segment_end(index, total, size)
-                            hasher = hashlib.sha256()
+            async with aclosing(self._player().chunks(hasher.position, end)) as chunks:
+                await hash_segments(chunks, hasher, self._record_digest)
         except Exception as exc:  # reported by _final_chain
             self.hash_error = exc
         finally:
             done.set()
 
-    async def _final_chain(self, stream: ByteStream) -> bytes:
+    async def _final_chain(self, connection: Connection) -> bytes:
         """The sender's chain digest of the whole tape; waits for background hashing."""
         total, size = self.tape.total_size, self.segment_size
         count = segment_count(total, size)
         for _ in range(2):
             for job in list(self.hash_jobs):
-                await wait_pinging(stream, job, self.idle_timeout)
+                await connection.wait_pinging(job)
             if self.hash_error is not None:
                 raise self.hash_error
             first = count
@@ -356,6 +408,8 @@ async def send(
     host: str,
     port: int,
     *,
+    code: str | None = None,
+    insecure: bool = False,
     source_root: str | os.PathLike[str] | None = None,
     retries: int = 10,
     backoff: float = 0.5,
@@ -367,18 +421,38 @@ async def send(
 ) -> SendResult:
     """Send ``tape`` (read from ``source_root``, by default where it was recorded) to a receiver.
 
+    ``code`` is the code the receiver printed (:mod:`atartape.transfer.security`): the
+    connection is TLS, and both sides prove they know the code before any byte of the tape
+    moves. ``insecure=True`` instead sends over plain TCP without a code, to a receiver started
+    the same way (trusted networks only). One of the two is required.
+
     Connects to ``host:port``, streams from the offset the receiver holds, and reconnects after
     a dropped connection (or while the receiver is not yet listening) with exponential backoff:
     ``backoff`` seconds, doubling up to ``max_backoff``, at most ``retries`` consecutive failed
-    attempts (a connection that moved bytes resets the count). ``idle_timeout`` bounds the
-    silence of a connection before it is treated as dropped. ``verify_prefix``: see the module
-    documentation. Returns once the receiver has the whole tape, checked and renamed into place.
+    attempts (a connection that moved bytes resets the count). ``connect_timeout`` bounds each
+    connection attempt with its handshakes; ``idle_timeout`` bounds every read and every send
+    (a path that stays silent that long is treated as dropped). ``verify_prefix``: see the
+    module documentation. Returns once the receiver has the whole tape, checked and renamed
+    into place.
 
-    Raises :class:`TransferError` when the receiver stays unreachable, or stops;
-    :class:`TransferRefusedError` when it holds part of another tape;
+    Raises :class:`ValueError` for a malformed code or options; :class:`TransferRefusedError`
+    when the receiver refuses the code or the tape (it holds part of another tape or
+    recording), or cannot prove it knows the code, or uses the other mode (TLS or plain);
+    :class:`TransferProtocolError` at once when the peer is not an atartape receiver;
+    :class:`TransferError` when the receiver stays unreachable or stops (its disk is full);
     :class:`TransferIntegrityError` when a digest differs; and, from the source,
-    :class:`~atartape.TarIntegrityError` or :class:`~atartape.SourceNotFoundError`.
+    :class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError` or
+    :class:`~atartape.TapeChangedError` (the index was recorded again since ``tape`` was
+    opened). None of these is retried.
     """
+    if (code is None) == (not insecure):
+        raise ValueError(
+            "send needs the receiver's code (code=...) or insecure=True, not both"
+            if insecure
+            else "send needs the receiver's code (code=...), or insecure=True on a trusted network"
+        )
+    if code is not None:
+        code = normalize_code(code)
     if retries < 0 or backoff < 0 or max_backoff < 0:
         raise ValueError("retries, backoff and max_backoff must not be negative")
     if connect_timeout <= 0 or idle_timeout <= 0:
@@ -388,6 +462,7 @@ async def send(
         os.fspath(source_root) if source_root is not None else None,
         host,
         port,
+        code=code,
         retries=retries,
         backoff=backoff,
         max_backoff=max_backoff,

@@ -10,20 +10,28 @@ an offline catalog, without the source folder. Its ``fragments`` say which byte 
 from which volume to get the file back. An HTTP ``Range`` header cannot express an empty range,
 so an entry without content (an empty file, a folder, a symlink) has ``range_header = None`` and
 no fragments: there is nothing to fetch.
+
+A :class:`Layout` is a named way of cutting one tape into volumes (``"s3-parts"``: volumes of
+64 MiB, named ``dataset.tar.0000``...), with the checksum of each volume once it is known. It is
+kept in the tape's index (see :mod:`atartape.layouts`) so that a volume size is written once, when
+the layout is registered, and referred to by its tag from then on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from ..errors import InvalidOffsetError
+from ..errors import InvalidOffsetError, VolumeNotFoundError
 from .header import EntryKind
 from .layout import Entry
-from .units import parse_size
+from .units import format_size, parse_size
 
 __all__ = [
     "DEFAULT_NAME_TEMPLATE",
     "Fragment",
+    "Layout",
+    "LayoutVolume",
     "Location",
     "locate_entry",
     "range_header",
@@ -34,7 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_NAME_TEMPLATE = "{name}.tar.{index:04d}"
-"""Volume names: ``dataset.tar.0000``. Fields: ``name`` (the tape's), ``index``, ``count``."""
+"""Volume names: ``dataset.tar.0000``. Fields: ``name`` (the tape's), ``index`` (from 0),
+``count``; and tartape 3's: ``part`` (from 1), ``total`` (= ``count``), ``pindex`` (``part``
+zero-padded to at least 3 digits) and ``fingerprint``."""
 
 
 def _check_total(total_size: int) -> None:
@@ -92,17 +102,28 @@ def split_range(start: int, end: int, size: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
-def volume_name(template: str, *, name: str, index: int, count: int) -> str:
-    """A volume's name from ``template`` (``str.format`` fields ``name``, ``index``, ``count``).
+def volume_name(template: str, *, name: str, index: int, count: int, fingerprint: str = "") -> str:
+    """A volume's name from ``template`` (``str.format`` fields: see
+    :data:`DEFAULT_NAME_TEMPLATE`).
 
     Raises :class:`ValueError` naming the template when it uses another field or a bad format.
     """
+    part = index + 1
     try:
-        return template.format(name=name, index=index, count=count)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        return template.format(
+            name=name,
+            index=index,
+            count=count,
+            part=part,
+            total=count,
+            pindex=f"{part:0{max(3, len(str(count)))}d}",
+            fingerprint=fingerprint,
+        )
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise ValueError(
             f"bad volume name_template {template!r} ({exc!r}); it may use the fields "
-            "{name}, {index} and {count}, as in '{name}.part{index:04d}'"
+            "{name}, {index}, {count}, {part}, {total}, {pindex} and {fingerprint}, "
+            "as in '{name}.part{index:04d}'"
         ) from None
 
 
@@ -152,7 +173,8 @@ class Location:
     recorded for the file with ``checksum_algorithm``, if the tape was recorded with one;
     ``mode`` and ``mtime`` are the permission bits and whole-second mtime of the header.
     ``header`` is the entry's 512-byte header and ``after`` the tape's bytes just past the
-    entry (the next header, or the footer): :meth:`proofs` uses them.
+    entry (the next header, or the footer): :meth:`proofs` uses them. ``layout_tag`` names the
+    layout the volumes belong to, when the location was asked for with one.
     """
 
     arc_path: str
@@ -169,6 +191,7 @@ class Location:
     mtime: int = 0
     header: bytes | None = field(default=None, repr=False)
     after: bytes | None = field(default=None, repr=False)
+    layout_tag: str | None = None
 
     @property
     def range_header(self) -> dict[str, str] | None:
@@ -213,6 +236,7 @@ def locate_entry(
     *,
     checksum_algorithm: str | None = None,
     after: bytes | None = None,
+    layout_tag: str | None = None,
 ) -> Location:
     """The :class:`Location` of ``entry`` in a tape cut into volumes of ``volume_size`` bytes.
 
@@ -242,4 +266,188 @@ def locate_entry(
         mtime=entry.mtime,
         header=entry.header(),
         after=after,
+        layout_tag=layout_tag,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutVolume:
+    """One volume of a :class:`Layout`: its window ``[start_offset, end_offset)`` of the tape,
+    its name, and the checksum of its bytes once one is known (hex, with its algorithm)."""
+
+    layout_tag: str
+    index: int
+    name: str
+    start_offset: int
+    end_offset: int
+    checksum: str | None = None
+    checksum_algorithm: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.end_offset - self.start_offset
+
+    @property
+    def volume_index(self) -> int:
+        """The same as :attr:`index` (tartape's name)."""
+        return self.index
+
+
+Checksum = tuple[str, str]
+"""``(algorithm, hex digest)`` of one volume's bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A named way of cutting a tape of ``total_size`` bytes into volumes of ``volume_size``.
+
+    ``tag`` names it (by default the size written exactly, ``"64MiB"``); ``names`` are the
+    volumes' names and ``checksums`` what is known of their bytes, ``(algorithm, hex)`` or
+    ``None`` per volume. A layout is ``registered`` when the tape's index keeps it (see
+    :meth:`Tape.register_layout <atartape.Tape.register_layout>`); a layout made from a bare
+    size is virtual (``is_virtual``): the same volumes, no checksums kept. ``is_default`` marks
+    the one :attr:`Tape.default_layout <atartape.Tape.default_layout>` gives.
+    """
+
+    tag: str
+    volume_size: int
+    total_size: int
+    names: tuple[str, ...] = field(repr=False)
+    checksums: tuple[Checksum | None, ...] = field(default=(), repr=False)
+    is_default: bool = False
+    registered: bool = False
+    created_at: datetime | None = None
+    name_template: str = DEFAULT_NAME_TEMPLATE
+
+    def __post_init__(self) -> None:
+        count = volume_count(self.total_size, self.volume_size)
+        if len(self.names) != count:
+            raise ValueError(f"layout {self.tag!r} names {len(self.names)} of {count} volumes")
+        if not self.checksums:
+            object.__setattr__(self, "checksums", (None,) * count)
+        elif len(self.checksums) != count:
+            raise ValueError(f"layout {self.tag!r} has {len(self.checksums)} checksums")
+
+    @classmethod
+    def plan(
+        cls,
+        total_size: int,
+        volume_size: int | str,
+        *,
+        tape_name: str,
+        tag: str | None = None,
+        name_template: str | None = None,
+        fingerprint: str = "",
+        is_default: bool = False,
+        registered: bool = False,
+        created_at: datetime | None = None,
+    ) -> Layout:
+        """The layout cutting a tape of ``total_size`` bytes into ``volume_size`` volumes,
+        named by ``name_template`` (see :func:`volume_name`; ``fingerprint`` fills its field).
+
+        Raises :class:`ValueError` for a bad size, tag or template.
+        """
+        size = parse_size(volume_size, what="volume size")
+        template = name_template or DEFAULT_NAME_TEMPLATE
+        count = volume_count(total_size, size)
+        names = tuple(
+            volume_name(template, name=tape_name, index=i, count=count, fingerprint=fingerprint)
+            for i in range(count)
+        )
+        if count == 0:  # check the template all the same
+            volume_name(template, name=tape_name, index=0, count=0, fingerprint=fingerprint)
+        tag = format_size(size) if tag is None else tag
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError(f"a layout tag must be a non-empty string, not {tag!r}")
+        return cls(
+            tag,
+            size,
+            total_size,
+            names,
+            is_default=is_default,
+            registered=registered,
+            created_at=created_at,
+            name_template=template,
+        )
+
+    @property
+    def count(self) -> int:
+        """How many volumes the layout makes (the last may be shorter)."""
+        return len(self.names)
+
+    @property
+    def total_volumes(self) -> int:
+        """The same as :attr:`count` (tartape's name)."""
+        return len(self.names)
+
+    @property
+    def is_virtual(self) -> bool:
+        """Whether no index keeps this layout (it was made from a bare size)."""
+        return not self.registered
+
+    def window(self, index: int) -> tuple[int, int]:
+        """The ``[start, end)`` tape offsets of volume ``index``.
+
+        Raises :class:`VolumeNotFoundError` (an :class:`InvalidOffsetError` and a ``KeyError``)
+        for an index that is not a volume of the layout.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.count:
+            raise VolumeNotFoundError(
+                f"volume index {index!r} is outside the layout {self.tag!r}: "
+                f"{self.total_size} bytes in volumes of {self.volume_size} bytes make "
+                f"{self.count} volume{'s' if self.count != 1 else ''} "
+                f"(valid indexes: 0 to {self.count - 1})"
+            )
+        start = index * self.volume_size
+        return start, min(start + self.volume_size, self.total_size)
+
+    def volume(self, index: int) -> LayoutVolume:
+        """Volume ``index`` (from 0); raises as :meth:`window` does."""
+        start, end = self.window(index)
+        known = self.checksums[index]
+        return LayoutVolume(
+            self.tag,
+            index,
+            self.names[index],
+            start,
+            end,
+            None if known is None else known[1],
+            None if known is None else known[0],
+        )
+
+    @property
+    def volumes(self) -> tuple[LayoutVolume, ...]:
+        """Every volume, in order."""
+        return tuple(self.volume(i) for i in range(self.count))
+
+    def checksum(self, index: int) -> str | None:
+        """The hex checksum known for volume ``index``, or ``None``; raises as :meth:`window`."""
+        self.window(index)
+        known = self.checksums[index]
+        return None if known is None else known[1]
+
+    def index_of(self, name: str) -> int | None:
+        """The index of the volume called ``name``, or ``None``."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return None
+
+    def with_checksum(self, index: int, algorithm: str, hexdigest: str) -> Layout:
+        """This layout, with the checksum of volume ``index`` known."""
+        self.window(index)
+        checksums = list(self.checksums)
+        checksums[index] = (algorithm, hexdigest)
+        return replace(self, checksums=tuple(checksums))
+
+    def locate(
+        self, entry: Entry, *, checksum_algorithm: str | None = None, after: bytes | None = None
+    ) -> Location:
+        """Where ``entry`` lies in this layout's volumes (see :func:`locate_entry`)."""
+        return locate_entry(
+            entry,
+            self.volume_size,
+            checksum_algorithm=checksum_algorithm,
+            after=after,
+            layout_tag=self.tag,
+        )

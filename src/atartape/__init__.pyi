@@ -9,13 +9,16 @@ from .archive import (
     open_archive,
 )
 from .errors import (
+    AmbiguousLayoutError,
     ArchiveFormatError,
     DuplicateEntryError,
     EntryNotFoundError,
     InvalidOffsetError,
+    LayoutNotFoundError,
     NotAFileError,
     PathConstraintError,
     RangeSourceError,
+    ReadOnlyIndexError,
     SourceNotFoundError,
     TapeChangedError,
     TapeExistsError,
@@ -28,6 +31,7 @@ from .errors import (
     TransferProtocolError,
     TransferRefusedError,
     UnsafeMemberError,
+    VolumeNotFoundError,
 )
 from .format.events import (
     EventMetadata,
@@ -51,7 +55,12 @@ from .format.units import (
 )
 from .format.windows import (
     Fragment,
+    Layout,
+    LayoutVolume,
     Location,
+)
+from .layouts import (
+    verify_volume,
 )
 from .oneshot import (
     TarTape,
@@ -66,6 +75,9 @@ from .recorder import (
 from .restore import (
     restore_file,
 )
+from .syncio import (
+    TapeReader,
+)
 from .tape import (
     Tape,
 )
@@ -79,6 +91,7 @@ from .volumes import (
 )
 
 __all__ = [
+    "AmbiguousLayoutError",
     "Archive",
     "ArchiveFormatError",
     "Difference",
@@ -90,6 +103,9 @@ __all__ = [
     "Fragment",
     "HttpRangeSource",
     "InvalidOffsetError",
+    "Layout",
+    "LayoutNotFoundError",
+    "LayoutVolume",
     "LocalFileSource",
     "Location",
     "Member",
@@ -99,6 +115,7 @@ __all__ = [
     "Progress",
     "RangeSource",
     "RangeSourceError",
+    "ReadOnlyIndexError",
     "SourceNotFoundError",
     "Tape",
     "TapeChangedError",
@@ -106,6 +123,7 @@ __all__ = [
     "TapeFormatError",
     "TapeNotFoundError",
     "TapePlayer",
+    "TapeReader",
     "TapeRecorder",
     "TarEvent",
     "TarEventType",
@@ -120,10 +138,12 @@ __all__ = [
     "VerifyError",
     "VerifyReport",
     "Volume",
+    "VolumeNotFoundError",
     "__version__",
     "format_size",
     "open_archive",
     "parse_size",
     "record",
     "restore_file",
+    "verify_volume",
 ]

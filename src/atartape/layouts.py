@@ -363,9 +363,10 @@ async def _rollback(store: IndexStore) -> None:
 
 
 def _read_only(where: str, what: str, exc: OSError) -> ReadOnlyIndexError:
+    reason = os.strerror(exc.errno) if exc.errno else "read-only"
     return ReadOnlyIndexError(
         exc.errno,
-        f"cannot write {what} into the tape index ({exc.strerror or exc}); "
+        f"cannot write {what} into the tape index: it is read-only here ({reason}); "
         "an index on a read-only disk can be copied somewhere writable and opened there",
         where,
     )

@@ -16,7 +16,7 @@ from . import layouts
 from ._engine.index import FORMAT, open_index
 from ._engine.session import Recording, recorded_chunks
 from ._engine.source import INDEX_DIR
-from .errors import EntryNotFoundError, TapeNotFoundError
+from .errors import EntryNotFoundError, ReadOnlyIndexError, TapeNotFoundError
 from .format import paths
 from .format.layout import Entry, check_window
 from .format.units import parse_size
@@ -286,6 +286,11 @@ class Tape:
         template, :class:`TapeChangedError` when the index holds another recording, and
         :class:`ReadOnlyIndexError` when it cannot be written (or is a tartape 3 catalog).
         """
+        if self.index_format != FORMAT:
+            raise ReadOnlyIndexError(
+                f"{self.index_path} is a {self.index_format} catalog: atartape reads it but "
+                "never writes it (record the folder with atartape to keep layouts of your own)"
+            )
         layout = await layouts.register_layout(
             self, size, tag=tag, is_default=is_default, name_template=name_template
         )

@@ -26,7 +26,8 @@ What differs from an atartape index, and what it means:
 A catalog in WAL mode (tartape leaves it so once it was opened) is read through a read-write
 connection that cannot write (``query_only``), so that SQLite removes the ``-wal`` and ``-shm``
 files it creates beside the catalog when the connection closes; where that connection cannot be
-opened (a read-only place), a read-only one is used.
+opened, a read-only one is used, and on a read-only place, where SQLite cannot create those files
+at all, the file is opened as immutable (it cannot change there).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import sqlite3
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -108,6 +110,17 @@ async def open_if_catalog(
     :data:`~.index.IndexReader`, registered with :func:`~.index.add_reader`)."""
     try:
         found = await is_tartape_catalog(store)
+    except PermissionError:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+        if not await anyio.to_thread.run_sync(_in_wal_mode, where):
+            raise
+        store = await _immutable_store(where)  # WAL mode on a read-only place
+        found = await is_tartape_catalog(store)
+        if not found:
+            with anyio.CancelScope(shield=True):
+                await store.aclose()
+            raise
     except BaseException:
         with anyio.CancelScope(shield=True):
             await store.aclose()
@@ -166,6 +179,54 @@ async def _quiet_store(store: IndexStore, where: str) -> IndexStore:
     with anyio.CancelScope(shield=True):
         await store.aclose()
     return quiet
+
+
+def _in_wal_mode(where: str) -> bool:
+    """Whether the SQLite file at ``where`` says it is in WAL mode (header bytes 18 and 19)."""
+    try:
+        with open(where, "rb") as file:
+            head = file.read(20)
+    except OSError:
+        return False
+    return head[:16] == b"SQLite format 3\0" and head[18:20] == b"\2\2"
+
+
+class _ImmutableStore(IndexStore):
+    """A SQLite file read as immutable (it lies on a read-only place), in worker threads."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = anyio.Lock()
+
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(
+                lambda: self._conn.execute(sql, params).fetchall()
+            )
+
+    async def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        await self._fetchall(sql, params)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._conn.close)
+
+
+def _connect_immutable(where: str) -> sqlite3.Connection:
+    from urllib.parse import quote
+
+    uri = "file:" + quote(os.fsencode(os.path.abspath(where))) + "?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+
+
+async def _immutable_store(where: str) -> IndexStore:
+    try:
+        conn = await anyio.to_thread.run_sync(_connect_immutable, where)
+    except sqlite3.Error as exc:
+        raise TapeFormatError(f"the tartape catalog {where} cannot be read ({exc})") from None
+    store = _ImmutableStore(conn)
+    store.path = where
+    return store
 
 
 def _stamp(where: str) -> tuple[str, int, int, int, int]:

@@ -18,8 +18,9 @@ Positions are relative to the window: ``tell()`` is 0 at its first byte, ``seek(
 gives its size, and reading at the end gives ``b""``. A seek outside ``[0, size]`` raises
 :class:`~atartape.InvalidOffsetError` (a ``ValueError``). Sequential reads share one play of the
 tape; a seek elsewhere closes it and the next read opens one from there. Reads raise what the
-play raises (:class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError`...);
-after such an error the next read starts a fresh play at the current position.
+play raises (:class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError`...); a
+read that fails hands nothing out and leaves the position where it was (bytes it had read before
+the error are dropped), and the next read starts a fresh play from there.
 """
 
 from __future__ import annotations
@@ -152,12 +153,17 @@ class TapeReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._size - self._position)
         filled = 0
-        while filled < want:
-            data = self._next(want - filled)
-            if not data:
-                break
-            view[filled : filled + len(data)] = data
-            filled += len(data)
+        start = self._position
+        try:
+            while filled < want:
+                data = self._next(want - filled)
+                if not data:
+                    break
+                view[filled : filled + len(data)] = data
+                filled += len(data)
+        except BaseException:
+            self._position = start  # a failed read hands nothing out
+            raise
         return filled
 
     def read(self, size: int | None = -1) -> bytes:
@@ -168,12 +174,17 @@ class TapeReader(io.RawIOBase):
         want = left if size is None or size < 0 else min(size, left)
         parts: list[bytes] = []
         got = 0
-        while got < want:
-            data = self._next(want - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
+        start = self._position
+        try:
+            while got < want:
+                data = self._next(want - got)
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+        except BaseException:
+            self._position = start  # a failed read hands nothing out
+            raise
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readall(self) -> bytes:

@@ -287,11 +287,12 @@ async def read_layouts(index: Index) -> list[Layout]:
         "WHERE identity = ? ORDER BY created_at, tag",
         (index.identity,),
     )
-    checksums: dict[str, dict[int, Checksum]] = {}
+    checksums: dict[str, list[Checksum]] = {}
     for tag, volume_index, algorithm, checksum in await store.fetchall(
         "SELECT tag, volume_index, algorithm, checksum FROM volumes"
     ):
-        checksums.setdefault(str(tag), {})[int(volume_index)] = (str(algorithm), str(checksum))
+        known = (int(volume_index), str(algorithm), str(checksum))
+        checksums.setdefault(str(tag), []).append(known)
     layouts = []
     for tag, size, template, is_default, created in found:
         try:
@@ -310,10 +311,9 @@ async def read_layouts(index: Index) -> list[Layout]:
             raise TapeFormatError(
                 f"the index {index.where} is damaged: its layout {tag!r} has bad values"
             ) from None
-        for volume_index, (algorithm, checksum) in checksums.get(layout.tag, {}).items():
-            if 0 <= volume_index < layout.count:
-                layout = layout.with_checksum(volume_index, algorithm, checksum)
-        layouts.append(layout)
+        count = layout.count
+        kept = tuple(c for c in checksums.get(layout.tag, []) if 0 <= c[0] < count)
+        layouts.append(replace(layout, checksums=kept))
     return layouts
 
 
@@ -465,14 +465,16 @@ async def register_layout(
     return layout
 
 
-async def _stored_checksums(store: IndexStore, layout: Layout) -> tuple[Checksum | None, ...]:
-    checksums: list[Checksum | None] = [None] * layout.count
-    for volume_index, algorithm, checksum in await store.fetchall(
+async def _stored_checksums(store: IndexStore, layout: Layout) -> tuple[Checksum, ...]:
+    count = layout.count
+    found = await store.fetchall(
         "SELECT volume_index, algorithm, checksum FROM volumes WHERE tag = ?", (layout.tag,)
-    ):
-        if 0 <= int(volume_index) < layout.count:
-            checksums[int(volume_index)] = (str(algorithm), str(checksum))
-    return tuple(checksums)
+    )
+    return tuple(
+        (int(index), str(algorithm), str(checksum))
+        for index, algorithm, checksum in found
+        if 0 <= int(index) < count
+    )
 
 
 async def store_checksum(

@@ -154,7 +154,7 @@ class TapePlayer:
 
     def _volume(self, layout: Layout, index: int, name_template: str | None) -> Volume:
         start, end = layout.window(index)
-        name = layout.names[index]
+        name = layout.name(index)
         if name_template is not None:
             name = volume_name(
                 name_template,

@@ -486,7 +486,7 @@ class TartapeCatalog(Index):
                 )
                 for i in range(count)
             ]
-            checksums: list[Checksum | None] = [None] * count
+            checksums: list[Checksum] = []
             volumes = await self.store.fetchall(
                 "SELECT volume_index, name, start_offset, end_offset, checksum, "
                 "checksum_algorithm FROM volumes WHERE layout_tag = ?",
@@ -499,18 +499,21 @@ class TartapeCatalog(Index):
                     continue
                 names[index] = str(volume)
                 if checksum:
-                    checksums[index] = (str(algorithm or "sha256").lower(), str(checksum).lower())
+                    kind = str(algorithm or "sha256").lower()
+                    checksums.append((index, kind, str(checksum).lower()))
             layouts.append(
                 Layout(
                     str(tag),
                     size,
                     total,
+                    name,
+                    _TEMPLATE,
+                    meta["tartape_fingerprint"],
                     tuple(names),
                     tuple(checksums),
                     is_default=bool(is_default),
                     registered=True,
                     created_at=_moment(created),
-                    name_template=_TEMPLATE,
                 )
             )
         return layouts

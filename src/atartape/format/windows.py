@@ -19,6 +19,7 @@ the layout is registered, and referred to by its tag from then on.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -293,40 +294,46 @@ class LayoutVolume:
         return self.index
 
 
-Checksum = tuple[str, str]
-"""``(algorithm, hex digest)`` of one volume's bytes."""
+Checksum = tuple[int, str, str]
+"""``(volume index, algorithm, hex digest)``: what is known of one volume's bytes."""
 
 
 @dataclass(frozen=True, slots=True)
 class Layout:
     """A named way of cutting a tape of ``total_size`` bytes into volumes of ``volume_size``.
 
-    ``tag`` names it (by default the size written exactly, ``"64MiB"``); ``names`` are the
-    volumes' names and ``checksums`` what is known of their bytes, ``(algorithm, hex)`` or
-    ``None`` per volume. A layout is ``registered`` when the tape's index keeps it (see
-    :meth:`Tape.register_layout <atartape.Tape.register_layout>`); a layout made from a bare
-    size is virtual (``is_virtual``): the same volumes, no checksums kept. ``is_default`` marks
-    the one :attr:`Tape.default_layout <atartape.Tape.default_layout>` gives.
+    ``tag`` names it (by default the size written exactly, ``"64MiB"``). Volume names come from
+    ``name_template`` (see :func:`volume_name`, with ``tape_name`` and ``fingerprint``), or are
+    ``stored_names`` when an index keeps them (a tartape catalog does); :meth:`name` makes one,
+    :attr:`names` all of them. ``checksums`` holds what is known of the volumes' bytes, only for
+    the volumes that have one (:meth:`checksum`). A layout is ``registered`` when the tape's
+    index keeps it (see :meth:`Tape.register_layout <atartape.Tape.register_layout>`); one made
+    from a bare size is virtual (``is_virtual``): the same volumes, no checksums kept.
+    ``is_default`` marks the one :attr:`Tape.default_layout <atartape.Tape.default_layout>`
+    gives. Nothing here grows with the number of volumes but what is known of them.
     """
 
     tag: str
     volume_size: int
     total_size: int
-    names: tuple[str, ...] = field(repr=False)
-    checksums: tuple[Checksum | None, ...] = field(default=(), repr=False)
+    tape_name: str = "tape"
+    name_template: str = DEFAULT_NAME_TEMPLATE
+    fingerprint: str = field(default="", repr=False)
+    stored_names: tuple[str, ...] | None = field(default=None, repr=False)
+    checksums: tuple[Checksum, ...] = field(default=(), repr=False)
     is_default: bool = False
     registered: bool = False
     created_at: datetime | None = None
-    name_template: str = DEFAULT_NAME_TEMPLATE
 
     def __post_init__(self) -> None:
         count = volume_count(self.total_size, self.volume_size)
-        if len(self.names) != count:
-            raise ValueError(f"layout {self.tag!r} names {len(self.names)} of {count} volumes")
-        if not self.checksums:
-            object.__setattr__(self, "checksums", (None,) * count)
-        elif len(self.checksums) != count:
-            raise ValueError(f"layout {self.tag!r} has {len(self.checksums)} checksums")
+        if self.stored_names is not None and len(self.stored_names) != count:
+            named = len(self.stored_names)
+            raise ValueError(f"layout {self.tag!r} names {named} of {count} volumes")
+        known = tuple(sorted(self.checksums))
+        if any(not 0 <= index < count for index, _, _ in known):
+            raise ValueError(f"layout {self.tag!r} has a checksum of a volume it does not have")
+        object.__setattr__(self, "checksums", known)
 
     @classmethod
     def plan(
@@ -350,12 +357,7 @@ class Layout:
         size = parse_size(volume_size, what="volume size")
         template = name_template or DEFAULT_NAME_TEMPLATE
         count = volume_count(total_size, size)
-        names = tuple(
-            volume_name(template, name=tape_name, index=i, count=count, fingerprint=fingerprint)
-            for i in range(count)
-        )
-        if count == 0:  # check the template all the same
-            volume_name(template, name=tape_name, index=0, count=0, fingerprint=fingerprint)
+        volume_name(template, name=tape_name, index=0, count=count, fingerprint=fingerprint)
         tag = format_size(size) if tag is None else tag
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"a layout tag must be a non-empty string, not {tag!r}")
@@ -363,22 +365,23 @@ class Layout:
             tag,
             size,
             total_size,
-            names,
+            tape_name,
+            template,
+            fingerprint,
             is_default=is_default,
             registered=registered,
             created_at=created_at,
-            name_template=template,
         )
 
     @property
     def count(self) -> int:
         """How many volumes the layout makes (the last may be shorter)."""
-        return len(self.names)
+        return volume_count(self.total_size, self.volume_size)
 
     @property
     def total_volumes(self) -> int:
         """The same as :attr:`count` (tartape's name)."""
-        return len(self.names)
+        return self.count
 
     @property
     def is_virtual(self) -> bool:
@@ -391,28 +394,54 @@ class Layout:
         Raises :class:`VolumeNotFoundError` (an :class:`InvalidOffsetError` and a ``KeyError``)
         for an index that is not a volume of the layout.
         """
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.count:
+        count = self.count
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
             raise VolumeNotFoundError(
                 f"volume index {index!r} is outside the layout {self.tag!r}: "
                 f"{self.total_size} bytes in volumes of {self.volume_size} bytes make "
-                f"{self.count} volume{'s' if self.count != 1 else ''} "
-                f"(valid indexes: 0 to {self.count - 1})"
+                f"{count} volume{'s' if count != 1 else ''} (valid indexes: 0 to {count - 1})"
             )
         start = index * self.volume_size
         return start, min(start + self.volume_size, self.total_size)
 
+    def name(self, index: int) -> str:
+        """The name of volume ``index``; raises as :meth:`window` does."""
+        self.window(index)
+        if self.stored_names is not None:
+            return self.stored_names[index]
+        return volume_name(
+            self.name_template,
+            name=self.tape_name,
+            index=index,
+            count=self.count,
+            fingerprint=self.fingerprint,
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every volume's name, in order."""
+        if self.stored_names is not None:
+            return self.stored_names
+        return tuple(self.name(i) for i in range(self.count))
+
+    def _known(self, index: int) -> Checksum | None:
+        at = bisect.bisect_left(self.checksums, (index,))
+        if at < len(self.checksums) and self.checksums[at][0] == index:
+            return self.checksums[at]
+        return None
+
     def volume(self, index: int) -> LayoutVolume:
         """Volume ``index`` (from 0); raises as :meth:`window` does."""
         start, end = self.window(index)
-        known = self.checksums[index]
+        known = self._known(index)
         return LayoutVolume(
             self.tag,
             index,
-            self.names[index],
+            self.name(index),
             start,
             end,
+            None if known is None else known[2],
             None if known is None else known[1],
-            None if known is None else known[0],
         )
 
     @property
@@ -423,22 +452,20 @@ class Layout:
     def checksum(self, index: int) -> str | None:
         """The hex checksum known for volume ``index``, or ``None``; raises as :meth:`window`."""
         self.window(index)
-        known = self.checksums[index]
-        return None if known is None else known[1]
+        known = self._known(index)
+        return None if known is None else known[2]
 
     def index_of(self, name: str) -> int | None:
         """The index of the volume called ``name``, or ``None``."""
-        try:
-            return self.names.index(name)
-        except ValueError:
-            return None
+        if self.stored_names is not None:
+            return self.stored_names.index(name) if name in self.stored_names else None
+        return next((i for i in range(self.count) if self.name(i) == name), None)
 
     def with_checksum(self, index: int, algorithm: str, hexdigest: str) -> Layout:
         """This layout, with the checksum of volume ``index`` known."""
         self.window(index)
-        checksums = list(self.checksums)
-        checksums[index] = (algorithm, hexdigest)
-        return replace(self, checksums=tuple(checksums))
+        others = tuple(known for known in self.checksums if known[0] != index)
+        return replace(self, checksums=(*others, (index, algorithm, hexdigest)))
 
     def locate(
         self, entry: Entry, *, checksum_algorithm: str | None = None, after: bytes | None = None

@@ -79,17 +79,18 @@ class TapeReader(io.RawIOBase):
         portal: Any = None,
     ) -> None:
         super().__init__()
+        self._portal = portal
+        self._portal_cm: AbstractContextManager[Any] | None = None
+        self._stream: AsyncGenerator[bytes, None] | None = None
         if not 0 <= start_offset <= end_offset:
+            self.close()
             raise InvalidOffsetError(f"bad window [{start_offset}, {end_offset}) of a tape")
         self._source = source
         self._start = start_offset
         self._size = end_offset - start_offset
         self.name = name
         self._backend = backend
-        self._portal = portal
-        self._portal_cm: AbstractContextManager[Any] | None = None
         self._position = 0
-        self._stream: AsyncGenerator[bytes, None] | None = None
         self._chunk = b""
         self._chunk_at = 0  # next unread byte of _chunk
         self._stream_position = 0  # window offset of _chunk[_chunk_at]

@@ -9,13 +9,16 @@ from .archive import (
     open_archive,
 )
 from .errors import (
+    AmbiguousLayoutError,
     ArchiveFormatError,
     DuplicateEntryError,
     EntryNotFoundError,
     InvalidOffsetError,
+    LayoutNotFoundError,
     NotAFileError,
     PathConstraintError,
     RangeSourceError,
+    ReadOnlyIndexError,
     SourceNotFoundError,
     TapeChangedError,
     TapeExistsError,
@@ -29,6 +32,7 @@ from .errors import (
     TransferRefusedError,
     UnsafeMemberError,
     ViewError,
+    VolumeNotFoundError,
 )
 from .format.events import (
     EventMetadata,
@@ -52,7 +56,12 @@ from .format.units import (
 )
 from .format.windows import (
     Fragment,
+    Layout,
+    LayoutVolume,
     Location,
+)
+from .layouts import (
+    verify_volume,
 )
 from .oneshot import (
     TarTape,
@@ -67,6 +76,9 @@ from .recorder import (
 from .restore import (
     restore_file,
 )
+from .syncio import (
+    TapeReader,
+)
 from .tape import (
     Tape,
 )
@@ -80,6 +92,7 @@ from .volumes import (
 )
 
 __all__ = [
+    "AmbiguousLayoutError",
     "Archive",
     "ArchiveFormatError",
     "Difference",
@@ -91,6 +104,9 @@ __all__ = [
     "Fragment",
     "HttpRangeSource",
     "InvalidOffsetError",
+    "Layout",
+    "LayoutNotFoundError",
+    "LayoutVolume",
     "LocalFileSource",
     "Location",
     "Member",
@@ -100,6 +116,7 @@ __all__ = [
     "Progress",
     "RangeSource",
     "RangeSourceError",
+    "ReadOnlyIndexError",
     "SourceNotFoundError",
     "Tape",
     "TapeChangedError",
@@ -107,6 +124,7 @@ __all__ = [
     "TapeFormatError",
     "TapeNotFoundError",
     "TapePlayer",
+    "TapeReader",
     "TapeRecorder",
     "TarEvent",
     "TarEventType",
@@ -122,10 +140,12 @@ __all__ = [
     "VerifyReport",
     "ViewError",
     "Volume",
+    "VolumeNotFoundError",
     "__version__",
     "format_size",
     "open_archive",
     "parse_size",
     "record",
     "restore_file",
+    "verify_volume",
 ]

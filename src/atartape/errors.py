@@ -15,6 +15,10 @@ Where a built-in exception means the same thing, the error also subclasses it, s
     ├── DuplicateEntryError        (ValueError)         one archive path added twice
     ├── InvalidOffsetError         (ValueError)         an offset or window outside the tape
     ├── EntryNotFoundError         (KeyError)           no entry or member with that path
+    ├── LayoutNotFoundError        (KeyError)           no layout with that tag in the index
+    ├── AmbiguousLayoutError       (ValueError)         which layout is meant cannot be told
+    ├── VolumeNotFoundError        (KeyError, InvalidOffsetError)  no such volume in a layout
+    ├── ReadOnlyIndexError         (PermissionError)    the index cannot be written to
     ├── ArchiveFormatError                              an archive being read is corrupt
     ├── UnsafeMemberError                               extracting it would escape, or a device
     ├── NotAFileError                                   a member without content was read
@@ -32,13 +36,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AmbiguousLayoutError",
     "ArchiveFormatError",
     "DuplicateEntryError",
     "EntryNotFoundError",
     "InvalidOffsetError",
+    "LayoutNotFoundError",
     "NotAFileError",
     "PathConstraintError",
     "RangeSourceError",
+    "ReadOnlyIndexError",
     "SourceNotFoundError",
     "TapeChangedError",
     "TapeExistsError",
@@ -52,6 +59,7 @@ __all__ = [
     "TransferRefusedError",
     "UnsafeMemberError",
     "ViewError",
+    "VolumeNotFoundError",
 ]
 
 
@@ -144,6 +152,31 @@ class EntryNotFoundError(TarTapeError, KeyError):
     def __str__(self) -> str:
         # KeyError's own __str__ shows the repr of its argument; keep the plain message.
         return str(self.args[0]) if self.args else ""
+
+
+class LayoutNotFoundError(TarTapeError, KeyError):
+    """The index has no layout with that tag (see :meth:`Tape.get_layout`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousLayoutError(TarTapeError, ValueError):
+    """Which layout is meant cannot be told: several are registered and none is the default,
+    or a size reads as one layout's in powers of 1024 and as another number in powers of 1000
+    (``"64KB"`` against a layout of 64 KiB volumes)."""
+
+
+class VolumeNotFoundError(InvalidOffsetError, KeyError):
+    """A layout has no volume with that index (or, for a downloaded file, that name)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ReadOnlyIndexError(TarTapeError, PermissionError):
+    """The index cannot be written to (a read-only file or place, or a tartape 3 catalog,
+    which atartape reads but never writes); nothing was changed."""
 
 
 class ArchiveFormatError(TarTapeError):

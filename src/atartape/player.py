@@ -6,19 +6,19 @@ import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from functools import partial
+from typing import Any
 
-import anyio.to_thread
-
-from . import views
+from . import layouts, views
 from ._engine import play
 from ._engine.feed import IndexFeed
-from ._engine.index import Index, open_index
+from ._engine.index import FORMAT, Index, open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
+from ._engine.session import Recording, open_recorded
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, FdSink
-from ._engine.source import folders_for, require_folder, source_locator
 from .format.events import Progress, TarEvent
 from .format.layout import Window, check_window
-from .format.windows import DEFAULT_NAME_TEMPLATE, volume_count, volume_name, volume_window
+from .format.windows import Layout, volume_name
+from .syncio import TapeReader
 from .tape import Tape
 from .verify import VerifyReport, verify
 from .volumes import Volume
@@ -177,34 +177,124 @@ class TapePlayer:
                 pass  # pragma: no cover - an FdSink hands nothing out
         return sink.written
 
-    def volumes(self, size: int | str, *, name_template: str | None = None) -> list[Volume]:
-        """The tape cut into volumes of ``size`` bytes (an int or ``"64MiB"``, ``"1GB"``).
+    def volumes(
+        self,
+        size: Layout | int | str | None = None,
+        *,
+        layout: Layout | str | None = None,
+        name_template: str | None = None,
+    ) -> list[Volume]:
+        """The tape cut into volumes: of ``size`` bytes (an int or ``"64MiB"``, ``"1GB"``), or
+        as a layout says (``size`` may be a layout's tag or a :class:`~atartape.Layout`, see
+        :meth:`Tape.get_layout`; ``layout`` names one by its tag only). With neither, the
+        tape's :attr:`~Tape.default_layout`.
 
         Nothing is read here: each :class:`~atartape.Volume` reads its bytes when it is
-        consumed, independently of the others. Every volume but the last has ``size`` bytes;
-        their concatenation is the full stream. ``name_template`` names them (fields ``name``,
-        ``index``, ``count``; default ``"{name}.tar.{index:04d}"``). Raises :class:`ValueError`
-        for a bad size or template.
+        consumed, independently of the others. Every volume but the last has the layout's
+        volume size; their concatenation is the full stream. The volumes of a registered
+        layout keep their MD5 in the tape's index once they have been read whole (see
+        :func:`~atartape.verify_volume`). ``name_template`` names them (fields ``name``,
+        ``index``, ``count``...; by default the layout's names, ``"{name}.tar.{index:04d}"``).
+        Raises :class:`ValueError` for a bad size or template, and what
+        :meth:`Tape.get_layout` raises.
         """
-        count = volume_count(self.size, size)
-        return [self.volume(i, size, name_template=name_template) for i in range(count)]
+        chosen = self._layout(size, layout)
+        return [self._volume(chosen, i, name_template) for i in range(chosen.count)]
 
-    def volume(self, index: int, size: int | str, *, name_template: str | None = None) -> Volume:
+    def volume(
+        self,
+        index: int,
+        size: Layout | int | str | None = None,
+        *,
+        layout: Layout | str | None = None,
+        name_template: str | None = None,
+    ) -> Volume:
         """Volume ``index`` (from 0) of :meth:`volumes`, computed alone.
 
-        Raises :class:`InvalidOffsetError` for an index past the last volume (or negative) and
-        :class:`ValueError` for a bad size or template.
+        Raises :class:`InvalidOffsetError` (a :class:`VolumeNotFoundError`) for an index past
+        the last volume (or negative), and what :meth:`volumes` raises.
         """
-        total = self.size
-        start, end = volume_window(total, size, index)
-        name = volume_name(
-            name_template or DEFAULT_NAME_TEMPLATE,
-            name=self.tape.name,
-            index=index,
-            count=volume_count(total, size),
+        return self._volume(self._layout(size, layout), index, name_template)
+
+    def as_file(
+        self,
+        start_offset: int = 0,
+        end_offset: int | None = None,
+        *,
+        backend: str = "asyncio",
+        portal: Any = None,
+    ) -> TapeReader:
+        """The bytes ``[start_offset, end_offset)`` of :meth:`chunks` as a synchronous,
+        seekable file, for blocking code (see :mod:`atartape.syncio`). Close it (or use
+        ``with``). Raises :class:`InvalidOffsetError` for a window outside the tape.
+        """
+        window = check_window(self.size, start_offset, end_offset)
+        return TapeReader(
+            self.chunks,
+            window.start,
+            window.end,
+            name=self.filename,
+            backend=backend,
+            portal=portal,
+        )
+
+    def _layout(self, size: Layout | int | str | None, layout: Layout | str | None) -> Layout:
+        tape = self.tape
+        if size is not None and layout is not None:
+            raise ValueError("pass a size or a layout, not both")
+        if self.view != "plain":
+            return self._view_layout(size, layout)
+        if layout is not None:
+            return layouts.tagged_layout(tape.layouts, layout, total_size=tape.total_size)
+        if size is None:
+            return tape.default_layout
+        return tape.get_layout(size)
+
+    def _view_layout(self, size: Layout | int | str | None, layout: Layout | str | None) -> Layout:
+        """Volumes of a compressed or sealed view: cut at a volume size (a layout's, when one
+        is named), counted in the view's bytes; the layouts kept in the index cut the tar."""
+        tape = self.tape
+        chosen = size if size is not None else layout
+        if chosen is None:
+            volume_size = tape.default_layout.volume_size
+        elif isinstance(chosen, Layout):
+            volume_size = chosen.volume_size
+        else:
+            volume_size = tape.get_layout(chosen).volume_size
+        return Layout.plan(
+            self.size,
+            volume_size,
+            tape_name=tape.name,
+            fingerprint=tape.fingerprint,
             suffix=views.suffix(self.view),
         )
-        return Volume(self.chunks, index, start, end, name)
+
+    def _volume(self, layout: Layout, index: int, name_template: str | None) -> Volume:
+        start, end = layout.window(index)
+        name = layout.name(index)
+        if name_template is not None:
+            name = volume_name(
+                name_template,
+                name=self.tape.name,
+                index=index,
+                count=layout.count,
+                fingerprint=self.tape.fingerprint,
+                suffix=views.suffix(self.view),
+            )
+        keeps = layout.registered and self.tape.index_format == FORMAT
+        return Volume(
+            self.chunks,
+            index,
+            start,
+            end,
+            name,
+            layout_tag=layout.tag if layout.registered else None,
+            keep_checksum=partial(self._keep_checksum, layout) if keeps else None,
+        )
+
+    async def _keep_checksum(self, layout: Layout, volume: Volume) -> None:
+        if volume.md5 is not None:
+            await self.tape.keep_volume_checksum(layout, volume.index, "md5", volume.md5)
 
     async def verify(
         self,
@@ -245,26 +335,18 @@ class TapePlayer:
         """Open a play: check the source is there, open the index (pinned to the recording
         this player was made from), load embedded members."""
         tape = self.tape
-        root = await anyio.to_thread.run_sync(_absolute_folder, self.source_root, tape.name)
-        index = await open_index(tape.index_path, expected=tape.identity, shared=True)
-        feed = IndexFeed(index, window)
-        try:
-            await feed.load_embedded()
-        except BaseException:
-            await feed.aclose()
-            raise
-        producer = Producer(
+        recording = Recording(
+            tape.index_path,
+            tape.identity,
+            tape.arc_root,
+            tape.name,
+            tape.total_size,
+            self.source_root,
+        )
+        return await open_recorded(
+            recording,
             window,
-            locate=source_locator(root, tape.arc_root),
             md5=md5,
             chunk_size=self.chunk_size,
             read_ahead=read_ahead or self.read_ahead,
-            memory=feed.memory,
-            folders=folders_for(index, root),
         )
-        return producer, feed
-
-
-def _absolute_folder(root: str, tape_name: str) -> str:
-    require_folder(root, tape_name)
-    return os.path.abspath(root)

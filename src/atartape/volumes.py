@@ -1,25 +1,28 @@
 """Volumes: a tape cut into fixed-size windows, each produced on its own.
 
 The window arithmetic is pure (see :mod:`atartape.format.windows`). A :class:`Volume` reads its
-bytes only when it is consumed, ``async for chunk in volume`` or the file-like
-``async with volume:`` access, from the byte source it was made from (a player's ``chunks``).
+bytes only when it is consumed, ``async for chunk in volume``, the file-like
+``async with volume:`` access, or the synchronous file :meth:`Volume.as_file`, from the byte source
+it was made from (a player's ``chunks``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 
 from .errors import InvalidOffsetError
+from .syncio import ByteSource, TapeReader
 
-__all__ = ["ByteSource", "Volume"]
+__all__ = ["ByteSource", "ChecksumKeeper", "Volume"]
 
-ByteSource = Callable[[int, int], AsyncGenerator[bytes, None]]
-"""``source(start, end)``: the bytes ``[start, end)`` of a tape, as an async generator."""
+ChecksumKeeper = Callable[["Volume"], Awaitable[None]]
+"""Called once with a volume whose :attr:`Volume.md5` has just become known, to keep it (the
+player keeps the checksums of a registered layout's volumes in the tape's index)."""
 
 
 class Volume:
@@ -33,7 +36,9 @@ class Volume:
     ``md5`` is ``None`` until the volume's bytes have been seen once from the first byte to the
     last in order (a complete ``async for``, sequential reads, or :meth:`checksum`), then the hex
     MD5 of its bytes. It is computed on the event loop as the chunks pass (a fraction of a
-    millisecond per chunk), so it costs no second read.
+    millisecond per chunk), so it costs no second read. For a volume of a registered layout
+    (``player.volumes(layout)``, ``layout_tag`` names it), the MD5 is then kept in the tape's
+    index, before the volume's last bytes are handed out, for :func:`~atartape.verify_volume`.
 
     Reading raises what :meth:`TapePlayer.chunks` raises: :class:`SourceNotFoundError` when the
     source folder is missing (say an offline catalog), :class:`TarIntegrityError` when a file
@@ -42,7 +47,15 @@ class Volume:
     """
 
     def __init__(
-        self, source: ByteSource, index: int, start_offset: int, end_offset: int, name: str
+        self,
+        source: ByteSource,
+        index: int,
+        start_offset: int,
+        end_offset: int,
+        name: str,
+        *,
+        layout_tag: str | None = None,
+        keep_checksum: ChecksumKeeper | None = None,
     ) -> None:
         if not 0 <= start_offset < end_offset:
             raise InvalidOffsetError(
@@ -53,7 +66,10 @@ class Volume:
         self.start_offset = start_offset
         self.end_offset = end_offset
         self.name = name
+        self.layout_tag = layout_tag
         self.md5: str | None = None
+        self._keep_checksum = keep_checksum
+        self._kept = False
         self._hasher = hashlib.md5(usedforsecurity=False)
         self._hashed = 0  # bytes of the volume fed to _hasher, always from its start
         # file-like state (inside ``async with``)
@@ -86,6 +102,14 @@ class Volume:
             if self._hashed == self.size:
                 self.md5 = self._hasher.hexdigest()
 
+    async def _keep(self) -> None:
+        """Hand a newly known MD5 to the keeper, once (it never raises but cancellation)."""
+        if self.md5 is None or self._kept or self._keep_checksum is None:
+            return
+        self._kept = True
+        with anyio.CancelScope(shield=True):
+            await self._keep_checksum(self)
+
     # --------------------------------------------------------------- async iteration
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -100,13 +124,27 @@ class Volume:
         """
         return self._chunks()
 
-    async def _chunks(self) -> AsyncGenerator[bytes, None]:
-        position = 0
-        async with aclosing(self.source(self.start_offset, self.end_offset)) as chunks:
+    def _chunks(self) -> AsyncGenerator[bytes, None]:
+        return self._window(0, self.size)
+
+    async def _window(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        """The volume's bytes ``[start, end)`` (volume offsets), fed to the MD5 as they pass."""
+        position = start
+        source = self.source(self.start_offset + start, self.start_offset + end)
+        async with aclosing(source) as chunks:
             async for chunk in chunks:
                 self._observe(position, chunk)
                 position += len(chunk)
+                await self._keep()
                 yield chunk
+
+    def as_file(self, *, backend: str = "asyncio", portal: Any = None) -> TapeReader:
+        """The volume as a synchronous, seekable file (see :mod:`atartape.syncio`), for
+        blocking upload clients; a linear read of it computes (and keeps) :attr:`md5` too.
+        Close it (or use ``with``) to release its play and its portal."""
+        return TapeReader(
+            self._window, 0, self.size, name=self.name, backend=backend, portal=portal
+        )
 
     async def checksum(self, algorithm: str = "md5") -> str:
         """Read the whole volume again and return its hex digest with ``algorithm``.
@@ -228,4 +266,5 @@ class Volume:
         self._observe(self._position, data)
         self._position += len(data)
         self._stream_position = self._position
+        await self._keep()
         return data

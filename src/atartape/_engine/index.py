@@ -7,7 +7,8 @@ query is :data:`COLUMNS`, taken from :class:`Row` itself. :class:`Index` is an o
 its meta (with the recording's identity) and its queries.
 
 Version 2 added the folder listings and the identity; version 1 indexes are still read (their
-identity is computed when they are opened, their folders checked by mtime alone).
+identity is computed when they are opened, their folders checked by mtime alone). A tartape 3
+catalog opens too, read-only, through :mod:`atartape._engine.tartape_catalog`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ class Row(NamedTuple):
     def path(self) -> str:
         """The archive path as text (undecodable bytes kept through ``surrogateescape``)."""
         return paths.from_bytes(self.arc_path)
+
+    @property
+    def whole_second_mtime(self) -> bool:
+        """Whether the promise holds the mtime to the second only (a tartape 3 catalog's rows):
+        ``mtime_ns`` is then ``mtime`` seconds, and the source is compared in whole seconds."""
+        return False
 
     @property
     def owner(self) -> Owner | None:
@@ -478,8 +485,26 @@ async def open_index(
     return await _open_index(os.fspath(path), expected)
 
 
+IndexReader = Callable[[IndexStore, str, "str | None"], Awaitable["Index | None"]]
+"""``reader(store, where, expected)`` opens the file behind ``store`` as an index of another
+format, pinned to ``expected``, or returns ``None`` when it is not one (leaving ``store`` open);
+once it answers with an index, that index owns ``store``; if it raises, it closed ``store``."""
+
+_READERS: list[IndexReader] = []
+
+
+def add_reader(reader: IndexReader) -> None:
+    """Let :func:`open_index` open another format of index too (tartape 3's catalogs: see
+    :mod:`atartape._engine.tartape_catalog`, which the engine package registers)."""
+    _READERS.append(reader)
+
+
 async def _open_index(where: str, expected: str | None) -> Index:
     store = await open_store(where, readonly=True, must_exist=True)
+    for reader in _READERS:
+        found = await reader(store, where, expected)
+        if found is not None:
+            return found
     try:
         meta = await _read_meta(store, where)
         index = Index(store, meta, where)

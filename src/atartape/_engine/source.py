@@ -72,6 +72,14 @@ def _missing_or_unreadable(row: Row, exc: OSError) -> TarIntegrityError:
     return mismatch(row, "unreadable", f"cannot be read ({exc.strerror})")
 
 
+def _mtime_moved(row: Row, st: os.stat_result) -> bool:
+    """Whether the source's mtime differs from the promise: to the nanosecond, or, for the rows
+    of a tartape 3 catalog, to the second as tartape took it (``int(st_mtime)``)."""
+    if row.whole_second_mtime:
+        return int(st.st_mtime) != row.mtime
+    return st.st_mtime_ns != row.mtime_ns
+
+
 def _compare(row: Row, st: os.stat_result) -> TarIntegrityError | None:
     """The difference between a file's status and its row's promise, if any."""
     found = _kind_of(st.st_mode)
@@ -84,12 +92,12 @@ def _compare(row: Row, st: os.stat_result) -> TarIntegrityError | None:
             "size",
             f"size changed since recording (recorded {row.size} bytes, now {st.st_size})",
         )
-    if row.kind == "file" and st.st_mtime_ns != row.mtime_ns:
-        return mismatch(
-            row,
-            "mtime",
-            f"mtime changed since recording (recorded {row.mtime_ns} ns, now {st.st_mtime_ns})",
-        )
+    if row.kind == "file" and _mtime_moved(row, st):
+        if row.whole_second_mtime:
+            what = f"recorded {row.mtime} s, now {int(st.st_mtime)}"
+        else:
+            what = f"recorded {row.mtime_ns} ns, now {st.st_mtime_ns}"
+        return mismatch(row, "mtime", f"mtime changed since recording ({what})")
     return None
 
 
@@ -263,7 +271,7 @@ def check_entry(path: bytes, row: Row, folders: Folders) -> None:
     if difference is not None:
         raise difference
     if row.kind == "dir":
-        if st.st_mtime_ns != row.mtime_ns:
+        if _mtime_moved(row, st):
             folders.check(path, row)
     else:
         try:

@@ -3,6 +3,11 @@
 Pure functions and small immutable values, no I/O. A tape's headers are plain USTAR; a size (or
 mtime) that does not fit 11 octal digits is written in GNU base-256, which every common reader
 accepts. Identity is scrubbed: uid and gid are 0, user and group names are empty.
+
+A tape played from a tartape 3 catalog keeps tartape's header profile (``profile="tartape3"``),
+so that its bytes are tartape's: the device fields are left NUL, and a folder whose path does not
+fit the name field whole is cut at the last ``/`` before its own name (tartape keeps the trailing
+slash where atartape drops it).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 from . import paths
 
@@ -22,6 +28,7 @@ __all__ = [
     "FOOTER_SIZE",
     "GID",
     "GNAME",
+    "HEADER_PROFILES",
     "LINKNAME",
     "MAGIC",
     "MODE",
@@ -36,6 +43,7 @@ __all__ = [
     "ZERO_BLOCK",
     "EntryKind",
     "HeaderError",
+    "HeaderProfile",
     "Owner",
     "RawHeader",
     "decode_header",
@@ -70,6 +78,10 @@ GNAME = (297, 32)
 DEVMAJOR = (329, 8)
 DEVMINOR = (337, 8)
 PREFIX = (345, 155)
+
+HeaderProfile = Literal["atartape", "tartape3"]
+"""How headers are written: atartape's own, or tartape 3's (see the module docstring)."""
+HEADER_PROFILES: tuple[HeaderProfile, ...] = ("atartape", "tartape3")
 
 _OCTAL_LIMIT_12 = 8**11  # 11 octal digits + NUL in a 12-byte field: sizes below 8 GiB
 
@@ -120,6 +132,7 @@ def encode_number(value: int, width: int) -> bytes:
 
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _ZERO_ID = b"0000000\0"  # uid, gid, devmajor and devminor: scrubbed to 0
+_NUL_ID = bytes(8)  # devmajor and devminor as tartape 3 leaves them
 _MAGIC = b"ustar\0"
 _VERSION = b"00"
 # The checksum counts its own field as 8 spaces; the constant fields add the same every time.
@@ -168,16 +181,24 @@ def encode_raw(
     mtime: int,
     linkname: bytes,
     owner: Owner | None = None,
+    profile: HeaderProfile = "atartape",
 ) -> bytes:
     """:func:`encode_header` with the kind as its string value: the form index rows carry.
 
     ``owner`` (``None``: scrubbed, uid and gid 0 and no names) fills the ownership fields.
+    ``profile="tartape3"`` writes the header tartape 3 writes for the same fields (see the
+    module docstring).
     """
     is_dir = kind == "dir"
+    tartape = profile == "tartape3"
     if len(path) < paths.NAME_FIELD:  # the common case: no split, and room for a dir's slash
         prefix, name = b"", path + b"/" if is_dir else path
     else:
-        split = paths.header_name(path, is_dir=is_dir)
+        split = (
+            _tartape_folder_name(path)
+            if tartape and is_dir
+            else paths.header_name(path, is_dir=is_dir)
+        )
         if split is None:
             raise ValueError(f"path {path!r} does not fit a USTAR header")
         prefix, name = split
@@ -203,6 +224,10 @@ def encode_raw(
         uid, gid = encode_number(owner.uid, 8), encode_number(owner.gid, 8)
         uname, gname = owner.uname, owner.gname
         checksum += sum(uid) + sum(gid) - 2 * sum(_ZERO_ID) + sum(uname) + sum(gname)
+    devices = _ZERO_ID
+    if tartape:
+        devices = _NUL_ID
+        checksum -= 2 * sum(_ZERO_ID)
     return _HEADER.pack(
         name,
         mode_field,
@@ -217,10 +242,22 @@ def encode_raw(
         _VERSION,
         uname,
         gname,
-        _ZERO_ID,
-        _ZERO_ID,
+        devices,
+        devices,
         prefix,
     )
+
+
+def _tartape_folder_name(path: bytes) -> tuple[bytes, bytes] | None:
+    """A folder's ``(prefix, name)`` as tartape 3 cuts it: its path with a trailing slash, at
+    the last ``/`` before that slash leaving at most 155 bytes of prefix and 100 of name."""
+    slashed = path + b"/"
+    if len(slashed) > paths.MAX_PATH:
+        return None
+    cut = slashed.rfind(b"/", 0, min(paths.PREFIX_FIELD + 1, len(slashed) - 1))
+    if cut <= 0 or len(slashed) - cut - 1 > paths.NAME_FIELD:
+        return None
+    return slashed[:cut], slashed[cut + 1 :]
 
 
 def entry_span(size: int) -> int:

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 
 from ..errors import InvalidOffsetError
 from . import paths
-from .header import BLOCK_SIZE, FOOTER_SIZE, EntryKind, Owner, encode_raw, entry_span, padding
+from .header import (
+    BLOCK_SIZE,
+    FOOTER_SIZE,
+    EntryKind,
+    HeaderProfile,
+    Owner,
+    encode_raw,
+    entry_span,
+    padding,
+)
 
 __all__ = [
     "Entry",
@@ -37,7 +46,8 @@ class Entry:
     digest of the names the folder held (see :mod:`atartape.format.folders`).
     ``source_path`` is the entry's path in the recorded folder when the header carries a
     shortened one (``record(..., auto_truncate=True)``); ``owner`` who owns it, when the tape
-    keeps owners (``record(..., anonymize=False)``).
+    keeps owners (``record(..., anonymize=False)``). ``header_profile`` is how its header is
+    written: ``"tartape3"`` for the entries of a tartape 3 catalog, whose bytes are tartape's.
     """
 
     arc_path: str
@@ -52,6 +62,7 @@ class Entry:
     listing: str | None = None
     source_path: str | None = None
     owner: Owner | None = None
+    header_profile: HeaderProfile = "atartape"
 
     @property
     def data_offset(self) -> int:
@@ -93,6 +104,7 @@ class Entry:
             self.mtime,
             paths.to_bytes(self.linkname),
             self.owner,
+            self.header_profile,
         )
 
 
@@ -183,6 +195,8 @@ def fingerprint(entries: Iterable[Entry]) -> str:
             owner = entry.owner
             ids = (owner.uid, owner.gid, owner.uname, owner.gname)
             digest.update(b"\0owner\0%d\0%d\0%s\0%s" % ids)
+        if entry.header_profile != "atartape":  # other header bytes for the same fields
+            digest.update(b"\0profile\0" + entry.header_profile.encode())
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -211,6 +225,8 @@ def identity(entries: Iterable[Entry], *, promises: Iterable[bytes] = ()) -> str
         if owner is not None:
             ids = (owner.uid, owner.gid, owner.uname, owner.gname)
             digest.update(b"owner\0%d\0%d\0%s\0%s\0" % ids)
+        if entry.header_profile != "atartape":
+            digest.update(b"profile\0" + entry.header_profile.encode() + b"\0")
         digest.update(b"\n")
     for promise in promises:
         digest.update(b"%d\0" % len(promise))

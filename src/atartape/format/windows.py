@@ -10,20 +10,29 @@ an offline catalog, without the source folder. Its ``fragments`` say which byte 
 from which volume to get the file back. An HTTP ``Range`` header cannot express an empty range,
 so an entry without content (an empty file, a folder, a symlink) has ``range_header = None`` and
 no fragments: there is nothing to fetch.
+
+A :class:`Layout` is a named way of cutting one tape into volumes (``"s3-parts"``: volumes of
+64 MiB, named ``dataset.tar.0000``...), with the checksum of each volume once it is known. It is
+kept in the tape's index (see :mod:`atartape.layouts`) so that a volume size is written once, when
+the layout is registered, and referred to by its tag from then on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import bisect
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from ..errors import InvalidOffsetError
+from ..errors import InvalidOffsetError, VolumeNotFoundError
 from .header import EntryKind
 from .layout import Entry
-from .units import parse_size
+from .units import format_size, parse_size
 
 __all__ = [
     "DEFAULT_NAME_TEMPLATE",
     "Fragment",
+    "Layout",
+    "LayoutVolume",
     "Location",
     "locate_entry",
     "range_header",
@@ -35,7 +44,9 @@ __all__ = [
 
 DEFAULT_NAME_TEMPLATE = "{name}{suffix}.{index:04d}"
 """Volume names: ``dataset.tar.0000`` (``dataset.tar.zst.0000`` for a compressed view). Fields:
-``name`` (the tape's), ``suffix`` (``.tar``, ``.tar.zst``...), ``index``, ``count``."""
+``name`` (the tape's), ``suffix`` (``.tar``, ``.tar.zst``...), ``index`` (from 0), ``count``;
+and tartape 3's: ``part`` (from 1), ``total`` (= ``count``), ``pindex`` (``part`` zero-padded to
+at least 3 digits) and ``fingerprint``."""
 
 
 def _check_total(total_size: int) -> None:
@@ -93,18 +104,37 @@ def split_range(start: int, end: int, size: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
-def volume_name(template: str, *, name: str, index: int, count: int, suffix: str = ".tar") -> str:
-    """A volume's name from ``template`` (``str.format`` fields ``name``, ``suffix``, ``index``,
-    ``count``).
+def volume_name(
+    template: str,
+    *,
+    name: str,
+    index: int,
+    count: int,
+    fingerprint: str = "",
+    suffix: str = ".tar",
+) -> str:
+    """A volume's name from ``template`` (``str.format`` fields: see
+    :data:`DEFAULT_NAME_TEMPLATE`).
 
     Raises :class:`ValueError` naming the template when it uses another field or a bad format.
     """
+    part = index + 1
     try:
-        return template.format(name=name, index=index, count=count, suffix=suffix)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        return template.format(
+            name=name,
+            index=index,
+            count=count,
+            part=part,
+            total=count,
+            pindex=f"{part:0{max(3, len(str(count)))}d}",
+            fingerprint=fingerprint,
+            suffix=suffix,
+        )
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise ValueError(
             f"bad volume name_template {template!r} ({exc!r}); it may use the fields "
-            "{name}, {index} and {count}, as in '{name}.part{index:04d}'"
+            "{name}, {suffix}, {index}, {count}, {part}, {total}, {pindex} and {fingerprint}, "
+            "as in '{name}.part{index:04d}'"
         ) from None
 
 
@@ -154,7 +184,8 @@ class Location:
     recorded for the file with ``checksum_algorithm``, if the tape was recorded with one;
     ``mode`` and ``mtime`` are the permission bits and whole-second mtime of the header.
     ``header`` is the entry's 512-byte header and ``after`` the tape's bytes just past the
-    entry (the next header, or the footer): :meth:`proofs` uses them.
+    entry (the next header, or the footer): :meth:`proofs` uses them. ``layout_tag`` names the
+    layout the volumes belong to, when the location was asked for with one.
     """
 
     arc_path: str
@@ -171,6 +202,7 @@ class Location:
     mtime: int = 0
     header: bytes | None = field(default=None, repr=False)
     after: bytes | None = field(default=None, repr=False)
+    layout_tag: str | None = None
 
     @property
     def range_header(self) -> dict[str, str] | None:
@@ -215,6 +247,7 @@ def locate_entry(
     *,
     checksum_algorithm: str | None = None,
     after: bytes | None = None,
+    layout_tag: str | None = None,
 ) -> Location:
     """The :class:`Location` of ``entry`` in a tape cut into volumes of ``volume_size`` bytes.
 
@@ -244,4 +277,220 @@ def locate_entry(
         mtime=entry.mtime,
         header=entry.header(),
         after=after,
+        layout_tag=layout_tag,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutVolume:
+    """One volume of a :class:`Layout`: its window ``[start_offset, end_offset)`` of the tape,
+    its name, and the checksum of its bytes once one is known (hex, with its algorithm)."""
+
+    layout_tag: str
+    index: int
+    name: str
+    start_offset: int
+    end_offset: int
+    checksum: str | None = None
+    checksum_algorithm: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.end_offset - self.start_offset
+
+    @property
+    def volume_index(self) -> int:
+        """The same as :attr:`index` (tartape's name)."""
+        return self.index
+
+
+Checksum = tuple[int, str, str]
+"""``(volume index, algorithm, hex digest)``: what is known of one volume's bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A named way of cutting a tape of ``total_size`` bytes into volumes of ``volume_size``.
+
+    ``tag`` names it (by default the size written exactly, ``"64MiB"``). Volume names come from
+    ``name_template`` (see :func:`volume_name`, with ``tape_name`` and ``fingerprint``), or are
+    ``stored_names`` when an index keeps them (a tartape catalog does); :meth:`name` makes one,
+    :attr:`names` all of them. ``checksums`` holds what is known of the volumes' bytes, only for
+    the volumes that have one (:meth:`checksum`). A layout is ``registered`` when the tape's
+    index keeps it (see :meth:`Tape.register_layout <atartape.Tape.register_layout>`); one made
+    from a bare size is virtual (``is_virtual``): the same volumes, no checksums kept.
+    ``is_default`` marks the one :attr:`Tape.default_layout <atartape.Tape.default_layout>`
+    gives. Nothing here grows with the number of volumes but what is known of them.
+    """
+
+    tag: str
+    volume_size: int
+    total_size: int
+    tape_name: str = "tape"
+    name_template: str = DEFAULT_NAME_TEMPLATE
+    fingerprint: str = field(default="", repr=False)
+    stored_names: tuple[str, ...] | None = field(default=None, repr=False)
+    checksums: tuple[Checksum, ...] = field(default=(), repr=False)
+    is_default: bool = False
+    registered: bool = False
+    created_at: datetime | None = None
+    suffix: str = ".tar"
+
+    def __post_init__(self) -> None:
+        count = volume_count(self.total_size, self.volume_size)
+        if self.stored_names is not None and len(self.stored_names) != count:
+            named = len(self.stored_names)
+            raise ValueError(f"layout {self.tag!r} names {named} of {count} volumes")
+        known = tuple(sorted(self.checksums))
+        if any(not 0 <= index < count for index, _, _ in known):
+            raise ValueError(f"layout {self.tag!r} has a checksum of a volume it does not have")
+        object.__setattr__(self, "checksums", known)
+
+    @classmethod
+    def plan(
+        cls,
+        total_size: int,
+        volume_size: int | str,
+        *,
+        tape_name: str,
+        tag: str | None = None,
+        name_template: str | None = None,
+        fingerprint: str = "",
+        is_default: bool = False,
+        registered: bool = False,
+        created_at: datetime | None = None,
+        suffix: str = ".tar",
+    ) -> Layout:
+        """The layout cutting a tape of ``total_size`` bytes into ``volume_size`` volumes,
+        named by ``name_template`` (see :func:`volume_name`; ``fingerprint`` fills its field).
+
+        Raises :class:`ValueError` for a bad size, tag or template.
+        """
+        size = parse_size(volume_size, what="volume size")
+        template = name_template or DEFAULT_NAME_TEMPLATE
+        count = volume_count(total_size, size)
+        volume_name(
+            template, name=tape_name, index=0, count=count, fingerprint=fingerprint, suffix=suffix
+        )
+        tag = format_size(size) if tag is None else tag
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError(f"a layout tag must be a non-empty string, not {tag!r}")
+        return cls(
+            tag,
+            size,
+            total_size,
+            tape_name,
+            template,
+            fingerprint,
+            is_default=is_default,
+            registered=registered,
+            created_at=created_at,
+            suffix=suffix,
+        )
+
+    @property
+    def count(self) -> int:
+        """How many volumes the layout makes (the last may be shorter)."""
+        return volume_count(self.total_size, self.volume_size)
+
+    @property
+    def total_volumes(self) -> int:
+        """The same as :attr:`count` (tartape's name)."""
+        return self.count
+
+    @property
+    def is_virtual(self) -> bool:
+        """Whether no index keeps this layout (it was made from a bare size)."""
+        return not self.registered
+
+    def window(self, index: int) -> tuple[int, int]:
+        """The ``[start, end)`` tape offsets of volume ``index``.
+
+        Raises :class:`VolumeNotFoundError` (an :class:`InvalidOffsetError` and a ``KeyError``)
+        for an index that is not a volume of the layout.
+        """
+        count = self.count
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise VolumeNotFoundError(
+                f"volume index {index!r} is outside the layout {self.tag!r}: "
+                f"{self.total_size} bytes in volumes of {self.volume_size} bytes make "
+                f"{count} volume{'s' if count != 1 else ''} (valid indexes: 0 to {count - 1})"
+            )
+        start = index * self.volume_size
+        return start, min(start + self.volume_size, self.total_size)
+
+    def name(self, index: int) -> str:
+        """The name of volume ``index``; raises as :meth:`window` does."""
+        self.window(index)
+        if self.stored_names is not None:
+            return self.stored_names[index]
+        return volume_name(
+            self.name_template,
+            name=self.tape_name,
+            index=index,
+            count=self.count,
+            fingerprint=self.fingerprint,
+            suffix=self.suffix,
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every volume's name, in order."""
+        if self.stored_names is not None:
+            return self.stored_names
+        return tuple(self.name(i) for i in range(self.count))
+
+    def _known(self, index: int) -> Checksum | None:
+        at = bisect.bisect_left(self.checksums, (index,))
+        if at < len(self.checksums) and self.checksums[at][0] == index:
+            return self.checksums[at]
+        return None
+
+    def volume(self, index: int) -> LayoutVolume:
+        """Volume ``index`` (from 0); raises as :meth:`window` does."""
+        start, end = self.window(index)
+        known = self._known(index)
+        return LayoutVolume(
+            self.tag,
+            index,
+            self.name(index),
+            start,
+            end,
+            None if known is None else known[2],
+            None if known is None else known[1],
+        )
+
+    @property
+    def volumes(self) -> tuple[LayoutVolume, ...]:
+        """Every volume, in order."""
+        return tuple(self.volume(i) for i in range(self.count))
+
+    def checksum(self, index: int) -> str | None:
+        """The hex checksum known for volume ``index``, or ``None``; raises as :meth:`window`."""
+        self.window(index)
+        known = self._known(index)
+        return None if known is None else known[2]
+
+    def index_of(self, name: str) -> int | None:
+        """The index of the volume called ``name``, or ``None``."""
+        if self.stored_names is not None:
+            return self.stored_names.index(name) if name in self.stored_names else None
+        return next((i for i in range(self.count) if self.name(i) == name), None)
+
+    def with_checksum(self, index: int, algorithm: str, hexdigest: str) -> Layout:
+        """This layout, with the checksum of volume ``index`` known."""
+        self.window(index)
+        others = tuple(known for known in self.checksums if known[0] != index)
+        return replace(self, checksums=(*others, (index, algorithm, hexdigest)))
+
+    def locate(
+        self, entry: Entry, *, checksum_algorithm: str | None = None, after: bytes | None = None
+    ) -> Location:
+        """Where ``entry`` lies in this layout's volumes (see :func:`locate_entry`)."""
+        return locate_entry(
+            entry,
+            self.volume_size,
+            checksum_algorithm=checksum_algorithm,
+            after=after,
+            layout_tag=self.tag,
+        )

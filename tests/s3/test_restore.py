@@ -13,7 +13,7 @@ from atartape import s3
 from tests.helpers import tree as folder_tree
 from tests.s3server import S3Server
 
-from .conftest import PART, make_tree
+from .conftest import PART, make_tree, tape_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +92,35 @@ async def test_a_replaced_object_is_not_mixed(
         with pytest.raises(s3.S3IntegrityError, match="changed while it was read"):
             await source.read_range(512, 1024)
     assert first[:5] == b"tree/"
+
+
+async def test_a_sealed_compressed_tape_goes_up_sealed_and_comes_back(
+    s3_env: S3Server, bucket: str, key: str, tree: Path, tmp_path: Path, client: Any
+) -> None:
+    """Uploaded as recorded (zstd, then age): the object is the sealed view, with its own
+    identity; one file comes back through the seek table and the age chunks, with the key file
+    beside the index or with the identity and no index at all."""
+    from atartape.format import age
+
+    identity = age.X25519Identity.generate()
+    tape = await atartape.record(tree, compress="zstd", seal=[str(identity.recipient)])
+    key += ".zst.age"  # SeaweedFS names a type from the extension when told octet-stream
+    url = f"s3://{bucket}/{key}"
+    result = await s3.upload(tape, url, part_size=PART)
+    player = atartape.TapePlayer(tape)
+    assert result.size == player.size != tape.total_size
+    stored = client.get_object(Bucket=bucket, Key=key)
+    assert stored["ContentType"] == player.content_type
+    assert stored["Body"].read() == await tape_bytes(tape)
+    assert (await s3.verify(tape, url)).size == player.size
+    original = (tree / "data" / "f0.bin").read_bytes()
+    path = await s3.restore(tape.index_path, url, "data/f0.bin", f"{tmp_path}/one/")
+    assert path.read_bytes() == original
+    folder = await s3.restore(tape, url, "notes", tmp_path / "folder")
+    assert folder_tree(folder) == folder_tree(tree / "notes")
+    bare = await s3.restore(
+        None, url, f"{tape.arc_root}/data/f0.bin", tmp_path / "bare.bin", age_identity=str(identity)
+    )
+    assert bare.read_bytes() == original
+    with pytest.raises(atartape.ArchiveFormatError, match="identity"):
+        await s3.restore(None, url, f"{tape.arc_root}/data/f0.bin", tmp_path / "no.bin")

@@ -266,3 +266,35 @@ async def test_replaces_existing_output_with_force(tree: Path, tmp_path: Path) -
             await receiving.ended.wait()
     assert receiving.result is not None and result.connections == 1
     assert await read_bytes(out) == await full_play(tape)
+
+
+async def test_a_sealed_compressed_tape_goes_sealed_and_resumes(tree: Path, tmp_path: Path) -> None:
+    """A tape recorded with zstd and age is sent as it was recorded: the receiver holds the
+    sealed bytes (which ``age -d`` and ``zstd -d`` turn back into the tar), across cuts."""
+    from atartape.format import age
+
+    identity = age.X25519Identity.generate()
+    tape = await atartape.record(
+        tree, compress="zstd", frame_size="64KiB", seal=[str(identity.recipient)]
+    )
+    sealed = await full_play(tape)
+    plain = b"".join([c async for c in atartape.TapePlayer(tape, view="plain").chunks()])
+    plan = [Fault(cut=30_000), Fault(cut=70_000)]
+    out = tmp_path / "tree.tar.zst.age"
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            receiving = await Receiving.start(tg, out)
+            port = await tg.start(FaultProxy(receiving.port, plan).run)
+            result = await send_to(tape, port, retries=5, backoff=0.01)
+            await receiving.ended.wait()
+            tg.cancel_scope.cancel()
+    assert receiving.error is None, receiving.error
+    assert result.total_size == len(sealed) and result.connections == 3
+    assert result.identity == atartape.TapePlayer(tape).identity != tape.identity
+    assert await read_bytes(out) == sealed
+    from atartape.archive.decoded import decoded
+    from atartape.archive.sources import LocalFileSource
+
+    async with LocalFileSource(out) as source:
+        opened = await decoded(source, age_identity=str(identity))
+        assert await opened.read_range(0, len(plain)) == plain

@@ -28,9 +28,11 @@ from .common import (
     Stdout,
     UsageError,
     VerificationFailed,
+    add_view_argument,
     folder_problem,
     message,
     open_tape,
+    read_age_identity,
     with_progress,
 )
 from .parser import Commands, count, offset, size
@@ -106,11 +108,7 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="continue a partial OUT from its current size (needs -o OUT)",
     )
-    sub.add_argument(
-        "--view",
-        choices=("plain", "zstd", "age", "zstd+age"),
-        help="which bytes: the tar (plain) or a view (default: the one recorded)",
-    )
+    add_view_argument(sub)
     sub.add_argument(
         "--age-identity-file",
         metavar="FILE",
@@ -372,13 +370,7 @@ async def play(args: argparse.Namespace) -> int:
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write a tar to a terminal: use -o OUT, or redirect stdout")
     tape = await open_tape(args)
-    identity = None
-    if args.age_identity_file:
-        identity = (await anyio.to_thread.run_sync(_read_text, args.age_identity_file)).strip()
-        identity = next(
-            (line for line in identity.splitlines() if line.startswith("AGE-SECRET-KEY-1")),
-            identity.splitlines()[0] if identity else "",
-        )
+    identity = await read_age_identity(args.age_identity_file)
     try:
         player = TapePlayer(tape, md5=False, view=args.view, age_identity=identity)
     except ValueError as exc:

@@ -26,10 +26,13 @@ __all__ = [
     "Stdout",
     "UsageError",
     "VerificationFailed",
+    "add_view_argument",
+    "chosen_view",
     "folder_problem",
     "message",
     "open_tape",
     "printable",
+    "read_age_identity",
     "with_progress",
     "write_stdout",
 ]
@@ -67,6 +70,39 @@ def folder_problem(path: str) -> SourceNotFoundError | None:
     if os.path.exists(path):
         return SourceNotFoundError(f"{path!r} is not a folder")
     return SourceNotFoundError(f"folder {path!r} does not exist")
+
+
+def add_view_argument(parser: argparse.ArgumentParser) -> None:
+    """``--view``: which bytes a command moves (the tar, or a compressed or sealed view)."""
+    parser.add_argument(
+        "--view",
+        choices=("plain", "zstd", "age", "zstd+age"),
+        help="which bytes: the tar (plain) or a view (default: the one recorded)",
+    )
+
+
+def chosen_view(tape: Tape, view: str | None) -> str:
+    """The view ``--view`` names (the recorded one without it); :class:`UsageError` for one the
+    tape was not recorded with."""
+    chosen = view or tape.view
+    try:
+        tape.view_size(chosen)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return chosen
+
+
+async def read_age_identity(path: str | None) -> str | None:
+    """The identity in an age identity file (its first ``AGE-SECRET-KEY-1`` line), else the
+    file's first line as a passphrase; ``None`` without a file."""
+    if path is None:
+        return None
+    text = (await anyio.Path(path).read_text(encoding="utf-8")).strip()
+    lines = text.splitlines()
+    return next(
+        (line.strip() for line in lines if line.strip().startswith("AGE-SECRET-KEY-1")),
+        lines[0] if lines else "",
+    )
 
 
 async def open_tape(args: argparse.Namespace) -> Tape:

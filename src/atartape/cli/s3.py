@@ -17,7 +17,17 @@ import os
 import signal
 from typing import Any
 
-from .common import EXIT_OK, Stdout, UsageError, message, open_tape
+from .. import views
+from .common import (
+    EXIT_OK,
+    Stdout,
+    UsageError,
+    add_view_argument,
+    chosen_view,
+    message,
+    open_tape,
+    read_age_identity,
+)
 from .parser import Commands, count, size
 from .progress import Bar, progress_bar
 
@@ -31,6 +41,7 @@ def register(commands: Commands) -> None:
         "upload", "upload the tape to S3 as one multipart object (run again to resume)", upload
     )
     sub.add_argument("url", metavar="URL", help="s3://BUCKET/KEY")
+    add_view_argument(sub)
     sub.add_argument(
         "--part-size",
         type=size,
@@ -61,6 +72,11 @@ def register(commands: Commands) -> None:
         "--index", metavar="PATH", help="the tape's index (without: read the object as a tar)"
     )
     sub.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    sub.add_argument(
+        "--age-identity-file",
+        metavar="FILE",
+        help="open a sealed object with this age identity (or passphrase) file",
+    )
     sub.add_argument("--endpoint-url", metavar="URL", help="another S3 API (MinIO, SeaweedFS...)")
 
     sub = commands.add("parts", "the tape's parts: number (from 1), start, end, size", parts)
@@ -145,7 +161,8 @@ class _UploadProgress:
 async def upload(args: argparse.Namespace) -> int:
     s3 = _s3()
     tape = await open_tape(args)
-    progress = _UploadProgress(args, tape.total_size)
+    view = chosen_view(tape, args.view)
+    progress = _UploadProgress(args, tape.view_size(view))
     try:
         result = await s3.upload(
             tape,
@@ -157,6 +174,7 @@ async def upload(args: argparse.Namespace) -> int:
             restart=args.restart,
             on_begin=progress.begin,
             on_part=progress.part,
+            view=view,
         )
     except Exception as exc:
         raise _usage(exc) from None
@@ -187,7 +205,8 @@ async def upload(args: argparse.Namespace) -> int:
             "kept": list(result.kept),
             "resumed": result.resumed,
             "already_complete": result.already_complete,
-            "identity": tape.identity,
+            "identity": views.identity_of(tape.identity, view),
+            "view": view,
         }
         await out.line(json.dumps(fields, indent=2))
         await out.flush()
@@ -211,6 +230,7 @@ async def restore(args: argparse.Namespace) -> int:
             args.dest,
             overwrite=args.overwrite,
             endpoint_url=args.endpoint_url,
+            age_identity=await read_age_identity(args.age_identity_file),
         )
     except Exception as exc:
         raise _usage(exc) from None

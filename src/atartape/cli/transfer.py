@@ -19,7 +19,16 @@ from typing import Any
 
 import anyio.to_thread
 
-from .common import EXIT_OK, PROG, UsageError, message, open_tape, write_stdout
+from .common import (
+    EXIT_OK,
+    PROG,
+    UsageError,
+    add_view_argument,
+    chosen_view,
+    message,
+    open_tape,
+    write_stdout,
+)
 from .parser import Commands, address, count, port, seconds, size
 from .progress import Bar, progress_bar
 
@@ -33,6 +42,7 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 def register(commands: Commands) -> None:
     sub = commands.add("send", "send the tape to 'atartape receive', resuming", send)
     sub.add_argument("address", metavar="HOST:PORT", type=address, help="the receiver")
+    add_view_argument(sub)
     mode = sub.add_mutually_exclusive_group()
     mode.add_argument(
         "--code",
@@ -171,6 +181,7 @@ async def send(args: argparse.Namespace) -> int:
             )
         code = _code(text, "" if args.code is not None else f" in {CODE_VARIABLE}")
     tape = await open_tape(args)
+    view = chosen_view(tape, args.view)
     host, port = args.address
     bar = _TransferBar(f"send {tape.name}", args.quiet)
 
@@ -187,6 +198,7 @@ async def send(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             verify_prefix=not args.trust_receiver,
             progress=bar,
+            view=view,
         )
 
     result: transfer.SendResult = await _with_transfer_log(bar, work)

@@ -18,6 +18,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .. import views
+from ..archive.decoded import AgeSource, SeekableZstdSource, decoded
+from ..archive.sources import RangeSource
 from ..errors import EntryNotFoundError, RangeSourceError, TarIntegrityError
 from ..format.header import EntryKind
 from ..format.layout import Entry
@@ -159,7 +162,7 @@ def _member(entry: Entry, name: str) -> Member:
 
 
 async def _restore_folder(
-    source: S3Source, tape: Tape, top: Entry, dest: str, part_size: int | None
+    source: RangeSource, tape: Tape, top: Entry, dest: str, part_size: int | None
 ) -> Path:
     """Write ``top`` and what it holds under ``dest`` (as ``dest/<folder name>/...``), safely
     (see :mod:`atartape.archive.extract`); each file's size and recorded digest are checked."""
@@ -231,9 +234,15 @@ async def restore(
     overwrite: bool = False,
     endpoint_url: str | None = None,
     client: Any = None,
+    age_identity: str | bytes | None = None,
 ) -> Path:
     """Bring back the file or folder ``arc_path`` of the tape stored at ``url``, fetching only
     its bytes; returns the path written.
+
+    An object holding a compressed or sealed view of the tape (see :func:`upload`) is read
+    through its seek table and its age chunks, fetching only the frames and chunks that hold
+    the bytes; a sealed one needs its key: the key file beside the index, or ``age_identity``
+    (an ``AGE-SECRET-KEY-1…`` identity or the passphrase; without an index, it is required).
 
     ``index_or_tape`` is the tape's :class:`~atartape.Tape` or index path (the source folder
     is not needed): the object's metadata must name the same recording, and the part size is
@@ -248,31 +257,60 @@ async def restore(
     """
     async with S3Source(url, client=client, endpoint_url=endpoint_url) as source:
         if index_or_tape is None:
-            return await _restore_from_archive(source, arc_path, dest, overwrite)
+            plain = await decoded(source, age_identity=age_identity)
+            return await _restore_from_archive(plain, source.url, arc_path, dest, overwrite)
         tape = index_or_tape if isinstance(index_or_tape, Tape) else await Tape.open(index_or_tape)
         stored = source.tape
         if stored is None:
             raise S3IntegrityError(f"{source.url}: the object's metadata names no tape")
-        if stored.identity != tape.identity or stored.total_size != source.size:
+        expected = views.identity_of(tape.identity, stored.view)
+        if stored.identity != expected or stored.total_size != source.size:
             raise S3IntegrityError(
                 f"{source.url}: the object holds the recording {stored.identity[:16]}, "
-                f"the index {tape.index_path!r} another ({tape.identity[:16]})"
+                f"the index {tape.index_path!r} another ({expected[:16]}, {stored.view} view)"
             )
+        reader: RangeSource = source
+        part_size: int | None = stored.part_size
+        if stored.view != "plain":  # plain offsets no longer fall on part boundaries
+            reader = await _plain_view(source, tape, stored.view, age_identity)
+            part_size = None
         entry = await _entry(tape, arc_path)
         if entry.kind is not EntryKind.FILE:
             folder = await anyio.to_thread.run_sync(os.path.abspath, os.fspath(dest))
-            return await _restore_folder(source, tape, entry, folder, stored.part_size)
-        location = locate_entry(entry, stored.part_size, checksum_algorithm=tape.checksum_algorithm)
-        part_size = stored.part_size
+            return await _restore_folder(reader, tape, entry, folder, part_size)
+        location = locate_entry(entry, part_size, checksum_algorithm=tape.checksum_algorithm)
 
         async def fetch_range(part: int, start: int, end: int) -> bytes:
-            return await source.read_range(part * part_size + start, part * part_size + end)
+            base = part * (part_size or 0)
+            return await reader.read_range(base + start, base + end)
 
         return await restore_file(location, fetch_range, dest, overwrite=overwrite)
 
 
+async def _plain_view(
+    source: S3Source, tape: Tape, view: str, age_identity: str | bytes | None
+) -> RangeSource:
+    """The tar inside an object holding a compressed or sealed view of ``tape``."""
+    reader: RangeSource = source
+    if view.endswith("age"):
+        file_key = await views.unseal_key(tape.meta, tape.index_path, age_identity)
+        sealed = AgeSource(source, file_key=file_key)
+        await sealed.prepare()
+        reader = sealed
+    if view.startswith("zstd"):
+        compressed = SeekableZstdSource(reader)
+        await compressed.prepare()
+        reader = compressed
+    if reader.size != tape.total_size:
+        raise S3IntegrityError(
+            f"{source.url}: the {view} view holds {reader.size} bytes of tar, the tape "
+            f"{tape.total_size}"
+        )
+    return reader
+
+
 async def _restore_from_archive(
-    source: S3Source, arc_path: str, dest: str | os.PathLike[str], overwrite: bool
+    source: RangeSource, url: S3Url, arc_path: str, dest: str | os.PathLike[str], overwrite: bool
 ) -> Path:
     """Without an index: find the member(s) in the object as in any tar, then fetch them."""
     from ..archive import extract as _extract
@@ -317,7 +355,7 @@ async def _restore_from_archive(
                 )  # fmt: skip
                 await _extract_member(archive, extractor, renamed, item)
         if found is None:
-            raise EntryNotFoundError(f"{name!r} is not in {source.url}")
+            raise EntryNotFoundError(f"{name!r} is not in {url}")
         await anyio.to_thread.run_sync(extractor.finish)
         return Path(extractor.dest) / name[cut:]
 

@@ -80,9 +80,15 @@ class _Sender:
         idle_timeout: float,
         verify_prefix: bool,
         progress: ProgressCallback | None,
+        view: str | None = None,
     ) -> None:
         self.tape = tape
         self.source_root = source_root
+        # The bytes sent: the tape's view (by default the one it was recorded with).
+        played = TapePlayer(tape, source_root=source_root, md5=False, view=view)
+        self.view = played.view
+        self.size = played.size
+        self.identity = played.identity
         self.host = host
         self.port = port
         self.code = code
@@ -112,7 +118,7 @@ class _Sender:
 
     def _player(self) -> TapePlayer:
         # Pinned to the recording the tape was opened with: TapeChangedError if re-recorded.
-        return TapePlayer(self.tape, source_root=self.source_root, md5=False)
+        return TapePlayer(self.tape, source_root=self.source_root, md5=False, view=self.view)
 
     async def run(self) -> SendResult:
         # Before any connection: a tape recorded again since it was opened is refused here
@@ -199,9 +205,10 @@ class _Sender:
             Kind.OFFER,
             protocol=PROTOCOL,
             fingerprint=tape.fingerprint,
-            identity=tape.identity,
-            total_size=tape.total_size,
+            identity=self.identity,
+            total_size=self.size,
             name=tape.name,
+            view=self.view,
         )
         kind, start = await connection.expect_any((Kind.START, Kind.FINISHED))
         if kind is Kind.FINISHED:  # it completed, but its FINISHED was lost: we reconnected
@@ -256,19 +263,18 @@ class _Sender:
     async def _stream_and_finish(
         self, connection: Connection, inbox: Inbox, offset: int, segment: int
     ) -> SendResult:
-        tape = self.tape
         await self._stream(connection, offset, segment)
         await connection.send_frame(Kind.END)
         done = await inbox.expect(Kind.DONE)
         their_size = get_int(done, "total_size")
         their_chain = get_str(done, "chain")
         chain = (await self._final_chain(connection)).hex()
-        ok = their_size == tape.total_size and their_chain == chain
+        ok = their_size == self.size and their_chain == chain
         await connection.send_message(Kind.VERDICT, ok=ok, chain=chain)
         if not ok:
             raise TransferIntegrityError(
                 f"the receiver at {self.where} holds {their_size} bytes with digest "
-                f"{their_chain}, the tape has {tape.total_size} bytes with digest {chain}"
+                f"{their_chain}, the tape has {self.size} bytes with digest {chain}"
             )
         self.agreed_chain = chain
         finished = await inbox.expect(Kind.FINISHED)
@@ -281,16 +287,16 @@ class _Sender:
             await connection.send_frame(Kind.BYE)
         return SendResult(
             fingerprint=self.tape.fingerprint,
-            total_size=self.tape.total_size,
+            total_size=self.size,
             bytes_sent=self.bytes_sent,
             resumed_from=self.resumed_from or 0,
             connections=self.connections,
             digest=digest,
-            identity=self.tape.identity,
+            identity=self.identity,
         )
 
     def _check_start(self, start: dict[str, Any]) -> tuple[int, int]:
-        total = self.tape.total_size
+        total = self.size
         offset = get_int(start, "offset")
         segment = get_int(start, "segment")
         segment_size = get_int(start, "segment_size", minimum=1)
@@ -316,7 +322,7 @@ class _Sender:
 
     async def _stream(self, connection: Connection, offset: int, segment: int) -> None:
         """Play from the start of ``segment``, hash every byte, send those from ``offset``."""
-        total = self.tape.total_size
+        total = self.size
         if self.progress is not None:
             self.progress(offset, total)
         hasher = SegmentHasher(total, self.segment_size, segment)
@@ -367,7 +373,7 @@ class _Sender:
 
     async def _hash_segments(self, first: int, stop: int, done: anyio.Event) -> None:
         """Read segments ``[first, stop)`` from the source and record their digests."""
-        total, size = self.tape.total_size, self.segment_size
+        total, size = self.size, self.segment_size
         try:
             hasher = SegmentHasher(total, size, first)
             end = segment_end(stop - 1, total, size)
@@ -380,7 +386,7 @@ class _Sender:
 
     async def _final_chain(self, connection: Connection) -> bytes:
         """The sender's chain digest of the whole tape; waits for background hashing."""
-        total, size = self.tape.total_size, self.segment_size
+        total, size = self.size, self.segment_size
         count = segment_count(total, size)
         for _ in range(2):
             for job in list(self.hash_jobs):
@@ -418,8 +424,12 @@ async def send(
     idle_timeout: float = 60.0,
     verify_prefix: bool = True,
     progress: ProgressCallback | None = None,
+    view: str | None = None,
 ) -> SendResult:
     """Send ``tape`` (read from ``source_root``, by default where it was recorded) to a receiver.
+
+    The bytes sent are the tape's ``view``: by default the one it was recorded with (a sealed
+    tape goes sealed, see :mod:`atartape.views`), ``"plain"`` for the tar.
 
     ``code`` is the code the receiver printed (:mod:`atartape.transfer.security`): the
     connection is TLS, and both sides prove they know the code before any byte of the tape
@@ -435,12 +445,12 @@ async def send(
     module documentation. Returns once the receiver has the whole tape, checked and renamed
     into place.
 
-    Raises :class:`ValueError` for a malformed code or options; :class:`TransferRefusedError`
-    when the receiver refuses the code or the tape (it holds part of another tape or
-    recording), or cannot prove it knows the code, or uses the other mode (TLS or plain);
-    :class:`TransferProtocolError` at once when the peer is not an atartape receiver;
-    :class:`TransferError` when the receiver stays unreachable or stops (its disk is full);
-    :class:`TransferIntegrityError` when a digest differs; and, from the source,
+    Raises :class:`ValueError` for a malformed code or options, or a view the tape lacks;
+    :class:`TransferRefusedError` when the receiver refuses the code or the tape (it holds part
+    of another tape or recording), or cannot prove it knows the code, or uses the other mode
+    (TLS or plain); :class:`TransferProtocolError` at once when the peer is not an atartape
+    receiver; :class:`TransferError` when the receiver stays unreachable or stops (its disk is
+    full); :class:`TransferIntegrityError` when a digest differs; and, from the source,
     :class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError` or
     :class:`~atartape.TapeChangedError` (the index was recorded again since ``tape`` was
     opened). None of these is retried.
@@ -470,5 +480,6 @@ async def send(
         idle_timeout=idle_timeout,
         verify_prefix=verify_prefix,
         progress=progress,
+        view=view,
     )
     return await sender.run()

@@ -1,6 +1,6 @@
 """Contender: time to first byte of a resumed stream, measured inside the process.
 
-From just before ``Tape.open`` to the first chunk of ``stream(start_offset=total_size - 4096)``.
+From just before ``Tape.open`` to the first chunk of ``chunks(total_size - 4096, total_size)``.
 The first measurement in the process ("cold": imports done, nothing opened yet) is reported
 apart from the ``--repeat`` ones that follow it ("warm").
 """
@@ -24,7 +24,7 @@ async def once(index: str, source: str) -> float:
     player = atartape.TapePlayer(tape, source_root=source)
     first = 0.0
     got = 0
-    async for chunk in player.chunks(start_offset=max(0, tape.total_size - 4096)):
+    async for chunk in player.chunks(max(0, tape.total_size - 4096), tape.total_size):
         if not first:
             first = time.perf_counter() - start
         got += len(chunk)

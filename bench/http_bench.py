@@ -1,6 +1,5 @@
-"""The HTTP benchmark is now the ``http`` group of run.py; this keeps the old command working.
-
-    python bench/http_bench.py [run.py options]   # = python bench/run.py --only http [options]
+"""The HTTP benchmark is now the ``http`` group of run.py; this keeps the old command working:
+``python bench/http_bench.py [options]`` runs ``python bench/run.py --only http [options]``.
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ from typing import Any
 
 import anyio
 
-import atartape
+from atartape import Tape, TapePlayer
 
 
 async def consume(args: argparse.Namespace) -> dict[str, Any]:
-    tape = await atartape.Tape.open(args.index)
-    player = atartape.TapePlayer(tape, source_root=args.source, md5=args.md5)
+    tape = await Tape.open(args.index)
+    player = TapePlayer(tape, source_root=args.source, md5=args.md5)
     written = chunks = hashed = 0
     with open("/dev/null", "wb") as out:
         started = time.perf_counter()

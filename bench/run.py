@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="measured runs per contender (default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1; cold: 0)")
     p.add_argument(
-        "--cold-runs", type=int, help="measured runs in the cold groups (default 3, quick 1)"
+        "--cold-runs", type=int, help="measured runs in the cold groups (default 5, quick 1)"
     )
     p.add_argument(
         "--cold",
@@ -167,7 +167,7 @@ class Bench:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.sizes = datasets.QUICK if args.quick else datasets.FULL
         self.runs: int = args.runs or (2 if args.quick else 5)
-        self.cold_runs: int = args.cold_runs or (1 if args.quick else 3)
+        self.cold_runs: int = args.cold_runs or (1 if args.quick else 5)
         self.infos: dict[str, GroupInfo] = {}
         self.results: Results = {}
         self.notes: list[str] = []

@@ -153,15 +153,16 @@ def evaluate(
         goals.append(
             ratio(results, group, a, "gnu-tar", limit, f"{group}: atartape chunks() / GNU tar")
         )
-    floor = best_floor(results, "cold-large") or "floor-par-?"
+    floor = best_floor(results, "cold-large")
+    name = "cold-large: atartape chunks() / best parallel read floor"
     goals.append(
         ratio(
             results,
             "cold-large",
             a,
-            floor,
+            floor or "floor-par",
             1.15,
-            f"cold-large: atartape chunks() / best parallel read floor ({floor})",
+            f"{name} ({floor})" if floor else name,
         )
     )
     goals.append(

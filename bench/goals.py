@@ -109,7 +109,7 @@ def rss_margin(
     if a is None or b is None:
         return _skip(group, name, target)
     d = (a.rss - b.rss) / MIB
-    measured = f"{d:+.1f} MiB ({a.rss / MIB:.1f} vs {b.rss / MIB:.1f})"
+    measured = f"{d:+.2f} MiB ({a.rss / MIB:.2f} vs {b.rss / MIB:.2f})"
     return Goal(name, measured, target, "PASS" if d <= margin_mib else "FAIL", d, group)
 
 

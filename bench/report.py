@@ -22,6 +22,7 @@ class GroupInfo:
     runs: int | None = None
     warmup: int | None = None
     cold: bool = False
+    load: tuple[float, float] | None = None  # 1-minute load average before and after
 
     def with_rounds(self, runs: int, warmup: int, cold: bool) -> GroupInfo:
         return replace(self, runs=runs, warmup=warmup, cold=cold)
@@ -121,6 +122,8 @@ def group_table(info: GroupInfo, results: dict[str, Result], floor: int, markdow
         how += f" after {info.warmup} warm-up round" if info.warmup else ", no warm-up"
         if info.cold:
             how += "; page cache dropped and the program primed before every run"
+        if info.load is not None:
+            how += f"; load average {info.load[0]:.2f} before, {info.load[1]:.2f} after"
         how += ".\n\n"
     return f"{title}\n\n{how}{body}"
 

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -184,12 +185,13 @@ class Bench:
             self.notes.append(f"{group}: nothing to measure")
             return {}
         runs, warmup = (self.cold_runs, 0) if cold else (self.runs, self.args.warmup)
-        info = self.infos.get(group)
-        if info is not None:
-            self.infos[group] = info.with_rounds(runs, warmup, cold)
-        started = time.perf_counter()
+        started, load = time.perf_counter(), os.getloadavg()[0]
         self.results[group] = measure_group(group, contenders, runs, warmup, cold=cold)
         print(f"  {group} took {time.perf_counter() - started:.0f} s", flush=True)
+        info = self.infos.get(group)
+        if info is not None:
+            info = info.with_rounds(runs, warmup, cold)
+            self.infos[group] = replace(info, load=(round(load, 2), round(os.getloadavg()[0], 2)))
         return self.results[group]
 
     # ------------------------------------------------------------------ recorded trees

@@ -7,6 +7,7 @@ memory small (1 MiB at a time): the runner's peak RSS is inherited by the childr
 
 from __future__ import annotations
 
+import compileall
 import os
 import random
 import shutil
@@ -40,6 +41,8 @@ class Sizes:
     sparse_small: int
     sparse_big: int
     synthetic_entries: int
+    http_size: int  # the HTTP group's tape: 4 files of http_size / 4
+    stdlib_subset: tuple[str, ...] = ()  # only these top-level entries of the stdlib (quick)
 
 
 FULL = Sizes(
@@ -50,6 +53,7 @@ FULL = Sizes(
     sparse_small=1 * GIB,
     sparse_big=20 * GIB,
     synthetic_entries=1_000_000,
+    http_size=512 * MIB,
 )
 QUICK = Sizes(
     small_files=2_000,
@@ -59,6 +63,8 @@ QUICK = Sizes(
     sparse_small=64 * MIB,
     sparse_big=1280 * MIB,
     synthetic_entries=10_000,
+    http_size=64 * MIB,
+    stdlib_subset=("asyncio", "email", "encodings", "json", "xml"),
 )
 
 
@@ -129,6 +135,34 @@ def build_real(dest: Path) -> None:
     )
 
 
+def build_stdlib(dest: Path, subset: tuple[str, ...] = ()) -> None:
+    """The running interpreter's standard library with its ``__pycache__`` (no site-packages).
+
+    If the installed tree has no bytecode, the copy is compiled with compileall. ``subset``
+    keeps only those top-level entries (the --quick set).
+    """
+    src = Path(sysconfig.get_paths()["stdlib"])
+    keep = set(subset)
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        if Path(folder) == src:
+            return [n for n in names if n == "site-packages" or (keep and n not in keep)]
+        return []
+
+    dest.rmdir()
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    if not any(dest.rglob("__pycache__")):
+        compileall.compile_dir(dest, quiet=1, workers=0)
+
+
+def build_prime(dest: Path) -> None:
+    """A tiny tree the cold groups run every contender on after dropping the caches, so that
+    the programs (interpreter, modules, tar) are loaded again but the measured data is not."""
+    (dest / "d").mkdir()
+    (dest / "d" / "f.bin").write_bytes(b"prime" * 100)
+    _fix_mtimes(dest)
+
+
 def build_sparse(dest: Path, size: int) -> None:
     """One sparse file of ``size`` bytes (all holes: reading it returns zeros)."""
     with open(dest / "sparse.bin", "wb") as f:
@@ -164,7 +198,24 @@ def dataset(base: Path, sizes: Sizes, name: str) -> DataSet:
     elif name == "real":
         # One copy serves both modes: it is the same tree either way.
         path = ensure(base.parent / "real", build_real, name)
-        desc = "copy of the Python standard library"
+        desc = "copy of the Python standard library, no __pycache__"
+    elif name == "stdlib":
+        if s.stdlib_subset:
+            path = ensure(
+                base / "stdlib", lambda p: build_stdlib(p, s.stdlib_subset), "stdlib (quick)"
+            )
+            desc = f"Python standard library with __pycache__: {', '.join(s.stdlib_subset)}"
+        else:
+            # One copy serves every full run: it is the same tree each time.
+            path = ensure(base.parent / "stdlib", build_stdlib, name)
+            desc = "the Python standard library with its __pycache__"
+    elif name == "http":
+        each = s.http_size // 4
+        path = ensure(base / f"http-{s.http_size // MIB}m", lambda p: build_large(p, 4, each), name)
+        desc = f"4 files of {human(each)}"
+    elif name == "prime":
+        path = ensure(base.parent / "prime", build_prime, name)
+        desc = "one tiny file (primes the programs of a cold run)"
     elif name in ("sparse-small", "sparse-big"):
         size = s.sparse_small if name == "sparse-small" else s.sparse_big
         path = ensure(base / f"sparse-{size // MIB}m", lambda p: build_sparse(p, size), name)

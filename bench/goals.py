@@ -1,15 +1,34 @@
-"""The goals of the benchmark (issue 3), checked against the medians of one run."""
+"""The goals of the benchmark, checked against one run.
+
+A ratio goal takes, in every measured round, the ratio of the two contenders' figures (they ran
+in the same round, one after the other) and compares the median of those ratios with its target:
+a slow spell of the shared machine then weighs on both sides of a ratio rather than on one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from measure import Result
+from measure import Result, Sample
 
 MIB = 1024 * 1024
 
 Results = dict[str, dict[str, Result]]  # group -> contender name -> result
+Metric = Callable[[Sample], float | None]
+
+COLD_GROUPS = ("cold-small", "cold-large", "cold-stdlib", "cold-record")
+
+
+def wall(s: Sample) -> float | None:
+    return s.wall
+
+
+def inproc(s: Sample) -> float | None:
+    value = s.report.get("inproc_s")
+    return float(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -34,18 +53,51 @@ def _skip(group: str, name: str, target: str, why: str = "not measured") -> Goal
     return Goal(name, why, target, "SKIP", group=group)
 
 
+def _median(res: Result, metric: Metric) -> float | None:
+    values = [v for s in res.samples if (v := metric(s)) is not None]
+    return statistics.median(values) if values else None
+
+
+def paired(a: Result, b: Result, metric: Metric, diff: bool = False) -> float | None:
+    """The median over the rounds both ran of a/b (or a - b) of ``metric``."""
+    other = b.by_round()
+    values: list[float] = []
+    for s in a.samples:
+        t = other.get(s.round)
+        x, y = metric(s), metric(t) if t is not None else None
+        if x is not None and y is not None and (diff or y > 0):
+            values.append(x - y if diff else x / y)
+    return statistics.median(values) if values else None
+
+
 def ratio(
-    results: Results, group: str, num: str, den: str, limit: float, name: str, within: bool = False
+    results: Results,
+    group: str,
+    num: str,
+    den: str,
+    limit: float,
+    name: str,
+    within: bool = False,
+    metric: Metric = wall,
 ) -> Goal:
-    """Median wall time of ``num`` over ``den``; ``within``: both ways, |r - 1| <= limit."""
+    """``num`` over ``den`` (median of the per-round ratios); ``within``: |r - 1| <= limit."""
     target = f"within {limit:.0%}" if within else f"<= {limit:g}"
     a, b = _get(results, group, num), _get(results, group, den)
     if a is None or b is None:
         return _skip(group, name, target)
-    r = a.wall / b.wall
+    r = paired(a, b, metric)
+    ma, mb = _median(a, metric), _median(b, metric)
+    if r is None or ma is None or mb is None:
+        return _skip(group, name, target, "no figures")
     ok = abs(r - 1) <= limit if within else r <= limit
-    measured = f"{r:.3f} ({a.wall:.3f} s / {b.wall:.3f} s)"
+    measured = f"{r:.3f} ({ma:.3f} s / {mb:.3f} s)"
     return Goal(name, measured, target, "PASS" if ok else "FAIL", r, group)
+
+
+def best_floor(results: Results, group: str) -> str | None:
+    """The parallel read floor (any thread count) with the lowest median wall time."""
+    floors = [r for n, r in results.get(group, {}).items() if n.startswith("floor-par-") and r.ok]
+    return min(floors, key=lambda r: r.wall).name if floors else None
 
 
 def rss_margin(
@@ -57,8 +109,21 @@ def rss_margin(
     if a is None or b is None:
         return _skip(group, name, target)
     d = (a.rss - b.rss) / MIB
-    measured = f"{d:+.1f} MiB ({a.rss / MIB:.1f} vs {b.rss / MIB:.1f})"
+    measured = f"{d:+.2f} MiB ({a.rss / MIB:.2f} vs {b.rss / MIB:.2f})"
     return Goal(name, measured, target, "PASS" if d <= margin_mib else "FAIL", d, group)
+
+
+def rss_worst(results: Results, group: str, margin_mib: float) -> Goal:
+    """The largest median peak RSS of any atartape contender vs tartape's."""
+    name = f"{group}: peak RSS, largest atartape contender - tartape"
+    mine = [r for n, r in results.get(group, {}).items() if n.startswith("atartape") and r.ok]
+    if not mine:
+        return _skip(group, name, f"<= +{margin_mib:g} MiB")
+    worst = max(mine, key=lambda r: r.rss)
+    goal = rss_margin(results, group, worst.name, "tartape", margin_mib, name)
+    return (
+        goal if goal.status == "SKIP" else replace(goal, measured=f"{goal.measured}, {worst.label}")
+    )
 
 
 def ttfb(results: Results, name_in: str, limit_ms: float, name: str) -> Goal:
@@ -78,9 +143,65 @@ def evaluate(
     results: Results,
     sparse_label: str = "20 GiB file - 1 GiB file",
     synthetic_entries: int = 1_000_000,
+    cold_skip: str | None = None,
 ) -> list[Goal]:
     a = "atartape-asyncio"
-    goals: list[Goal] = [
+    goals: list[Goal] = []
+
+    # Cold: the page cache dropped before every run (the programs primed again).
+    for group, limit in (("cold-small", 0.7), ("cold-stdlib", 0.6), ("cold-large", 0.5)):
+        goals.append(
+            ratio(results, group, a, "gnu-tar", limit, f"{group}: atartape chunks() / GNU tar")
+        )
+    floor = best_floor(results, "cold-large")
+    name = "cold-large: atartape chunks() / best parallel read floor"
+    goals.append(
+        ratio(
+            results,
+            "cold-large",
+            a,
+            floor or "floor-par",
+            1.15,
+            f"{name} ({floor})" if floor else name,
+        )
+    )
+    goals.append(
+        ratio(
+            results,
+            "cold-record",
+            "atartape-record",
+            "find",
+            2.0,
+            "cold-record small: atartape.record() / find -printf",
+        )
+    )
+
+    # Warm command line: atartape play against GNU tar, to a pipe and to a file.
+    cli = "atartape-cli-pipe"
+    for group, limit in (("large", 1.0), ("stdlib", 1.3), ("small", 2.0)):
+        name = f"{group}: play -o - | cat / tar -cf - | cat"
+        goals.append(ratio(results, group, cli, "gnu-tar", limit, name))
+    name = "large: play -o FILE / tar -cf FILE && sync FILE (both fsynced)"
+    goals.append(ratio(results, "large", "atartape-cli-file", "gnu-tar-file", 1.0, name))
+
+    # Warm, in process (after imports and Tape.open): the engine alone.
+    goals.append(
+        ratio(
+            results,
+            "large",
+            a,
+            "floor",
+            1.25,
+            "large, in process: atartape chunks() / floor",
+            metric=inproc,
+        )
+    )
+    for group in ("small", "large", "real", "stdlib"):
+        name = f"{group}, in process: trio / asyncio"
+        goals.append(ratio(results, group, "atartape-trio", a, 1.10, name, metric=inproc))
+
+    # Warm, whole processes (the goals of issue 3).
+    goals += [
         ratio(results, "large", a, "floor", 1.25, "large, md5 off: atartape / floor"),
         ratio(results, "large", a, "tartape", 1.1, "large, md5 off: atartape / tartape"),
         ratio(
@@ -99,19 +220,40 @@ def evaluate(
         goals.append(
             ratio(results, group, "atartape-trio", a, 0.10, f"{group}: trio / asyncio", True)
         )
+
+    # Recording (warm).
     goals.append(
         ratio(
             results,
             "record",
             "atartape-record",
             "tartape-record",
-            0.2,
-            "record small: atartape / tartape",
+            0.15,
+            "record small: atartape.record() / tartape.record()",
         )
     )
     goals.append(ttfb(results, "ttfb-small", 10, "resume TTFB, small tree (cold)"))
     label = f"resume TTFB, {synthetic_entries:,}-entry index (cold)"
     goals.append(ttfb(results, "ttfb-synthetic", 20, label))
+
+    # HTTP: curl fetching the tape to /dev/null.
+    goals += [
+        ratio(results, "http", "aiohttp-tape", "nginx", 1.2, "http: aiohttp tape_response / nginx"),
+        ratio(results, "http", "asgi-tape", "nginx", 1.6, "http: uvicorn TapeApp / nginx"),
+        ratio(results, "http", "asgi-tape", "asgi-bare", 1.5, "http: TapeApp / bare ASGI app"),
+        ratio(
+            results,
+            "http",
+            "aiohttp-tape",
+            "aiohttp-bare",
+            1.5,
+            "http: tape_response / bare aiohttp handler",
+        ),
+    ]
+
+    # Memory.
+    for group in ("small", "large", "real", "stdlib"):
+        goals.append(rss_worst(results, group, 16))
     for group in ("small", "large", "real"):
         goals.append(
             rss_margin(results, group, a, "tartape", 8, f"{group}: peak RSS atartape - tartape")
@@ -136,4 +278,11 @@ def evaluate(
             "large: peak RSS sleepy consumer - plain",
         )
     )
+    if cold_skip:
+        goals = [
+            Goal(g.name, f"skipped: {cold_skip}", g.target, "SKIP", group=g.group)
+            if g.group in COLD_GROUPS
+            else g
+            for g in goals
+        ]
     return goals

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from goals import Goal, Results
@@ -19,6 +19,13 @@ class GroupInfo:
     description: str
     files: int | None = None
     content_bytes: int | None = None
+    runs: int | None = None
+    warmup: int | None = None
+    cold: bool = False
+    load: tuple[float, float] | None = None  # 1-minute load average before and after
+
+    def with_rounds(self, runs: int, warmup: int, cold: bool) -> GroupInfo:
+        return replace(self, runs=runs, warmup=warmup, cold=cold)
 
 
 def table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -43,44 +50,89 @@ def _rss(res: Result, floor: int) -> str:
     return f"<= {mib:.1f}" if floor and res.rss <= floor * 1.02 else f"{mib:.1f}"
 
 
-def group_table(info: GroupInfo, results: dict[str, Result], floor: int, markdown: bool) -> str:
-    ttfb = any(r.report_median("ttfb_cold") is not None for r in results.values())
-    if ttfb:
-        header = ["contender", "TTFB cold (ms)", "TTFB warm (ms)", "process (s)", "peak RSS (MiB)"]
-    else:
-        header = ["contender", "wall (s)", "MiB/s", "x floor", "peak RSS (MiB)"]
-    base = results.get("floor")
+def baseline(results: dict[str, Result]) -> tuple[str, Result] | None:
+    """What the "x" column divides by: nginx, the floor, find or the fastest parallel floor."""
+    for name, label in (("nginx", "nginx"), ("floor", "floor"), ("find", "find")):
+        res = results.get(name)
+        if res is not None and res.ok:
+            return label, res
+    floors = [r for n, r in results.items() if n.startswith("floor-par-") and r.ok]
+    return ("best floor", min(floors, key=lambda r: r.wall)) if floors else None
+
+
+def _ttfb_table(results: dict[str, Result], floor: int, markdown: bool) -> str:
+    header = ["contender", "TTFB cold (ms)", "TTFB warm (ms)", "process (s)", "peak RSS (MiB)"]
     rows: list[list[str]] = []
     for res in results.values():
         if not res.ok:
             rows.append([res.label, "failed" if res.error else "-", "", "", ""])
             continue
-        if ttfb:
-            cold, warm = res.report_median("ttfb_cold"), res.report_median("ttfb_warm")
-            rows.append(
-                [
-                    res.label,
-                    f"{cold * 1000:.2f}" if cold is not None else "-",
-                    f"{warm * 1000:.2f}" if warm is not None else "-",
-                    f"{res.wall:.3f}",
-                    _rss(res, floor),
-                ]
-            )
-            continue
-        speed = f"{info.content_bytes / MIB / res.wall:.0f}" if info.content_bytes else "-"
-        vs = f"{res.wall / base.wall:.2f}" if base is not None and base.ok else "-"
-        rows.append([res.label, f"{res.wall:.3f}", speed, vs, _rss(res, floor)])
+        cold, warm = res.report_median("ttfb_cold"), res.report_median("ttfb_warm")
+        rows.append(
+            [
+                res.label,
+                f"{cold * 1000:.2f}" if cold is not None else "-",
+                f"{warm * 1000:.2f}" if warm is not None else "-",
+                f"{res.wall:.3f}",
+                _rss(res, floor),
+            ]
+        )
+    return table(header, rows, markdown)
+
+
+def group_table(info: GroupInfo, results: dict[str, Result], floor: int, markdown: bool) -> str:
+    if any(r.report_median("ttfb_cold") is not None for r in results.values()):
+        body = _ttfb_table(results, floor, markdown)
+    else:
+        base = baseline(results)
+        http = "nginx" in results or any(
+            "server_peak_rss_bytes" in r.extra for r in results.values()
+        )
+        inproc = any(r.report_median("inproc_s") is not None for r in results.values())
+        header = ["contender", "wall (s)", "MiB/s", f"x {base[0] if base else 'floor'}"]
+        if inproc:
+            header += ["in process (s)", "in process MiB/s"]
+        header.append("server peak RSS (MiB)" if http else "peak RSS (MiB)")
+        rows: list[list[str]] = []
+        size = info.content_bytes
+        for res in results.values():
+            if not res.ok:
+                rows.append([res.label, "failed" if res.error else "-"] + [""] * (len(header) - 2))
+                continue
+            speed = f"{size / MIB / res.wall:.0f}" if size else "-"
+            vs = f"{res.wall / base[1].wall:.2f}" if base is not None else "-"
+            row = [res.label, f"{res.wall:.3f}", speed, vs]
+            if inproc:
+                t = res.report_median("inproc_s")
+                row += [f"{t:.3f}", f"{size / MIB / t:.0f}" if size else "-"] if t else ["-", "-"]
+            if http:
+                server = res.extra.get("server_peak_rss_bytes")
+                row.append(f"{server / MIB:.1f}" if server else "-")
+            else:
+                row.append(_rss(res, floor))
+            rows.append(row)
+        body = table(header, rows, markdown)
     title = f"{info.title}: {info.description}"
     if info.files is not None and info.content_bytes is not None:
         title += f" ({info.files:,} files, {info.content_bytes / MIB:,.1f} MiB)"
     title = f"### {title}" if markdown else title
-    return f"{title}\n\n{table(header, rows, markdown)}"
+    how = ""
+    if info.runs is not None:
+        how = f"Medians of {info.runs} runs"
+        how += f" after {info.warmup} warm-up round" if info.warmup else ", no warm-up"
+        if info.cold:
+            how += "; page cache dropped and the program primed before every run"
+        if info.load is not None:
+            how += f"; load average {info.load[0]:.2f} before, {info.load[1]:.2f} after"
+        how += ".\n\n"
+    return f"{title}\n\n{how}{body}"
 
 
 def goals_table(goals: list[Goal], markdown: bool) -> str:
     rows = [[g.name, g.measured, g.target, g.status] for g in goals]
     title = "### Goals" if markdown else "Goals"
-    return f"{title}\n\n{table(['goal', 'measured (medians)', 'target', 'result'], rows, markdown)}"
+    header = ["goal", "measured (median of per-round ratios)", "target", "result"]
+    return f"{title}\n\n{table(header, rows, markdown)}"
 
 
 def render(
@@ -92,19 +144,28 @@ def render(
     markdown: bool,
 ) -> str:
     parts = [
-        f"Medians of {meta['runs']} runs per contender after {meta['warmup']} warm-up, "
-        f"run round-robin; Python {meta['python']}, {meta['cpus']} CPUs, "
-        f"atartape {meta['atartape']}, tartape {meta['tartape']}; load average "
-        f"{meta['load_average_start']} at the start, {meta['load_average_end']} at the end. "
-        "Wall time is the whole "
-        "process, timed from outside; peak RSS from os.wait4. "
+        f"Python {meta['python']}, {meta['cpus']} CPUs, atartape {meta['atartape']}, "
+        f"tartape {meta['tartape']}, {meta.get('gnu_tar') or 'GNU tar missing'}, "
+        f"{meta.get('nginx') or 'nginx missing'}, uvicorn on {meta.get('uvicorn_stack')}; "
+        f"load average {meta['load_average_start']} at the start, "
+        f"{meta['load_average_end']} at the end; {meta['seconds']:.0f} s in all. "
+        f"Warm groups: medians of {meta['runs']} runs per contender after {meta['warmup']} "
+        f"warm-up round; cold groups: {meta['cold_runs']} runs, no warm-up "
+        f"(cold: {meta['cold']}). The contenders of a group run round-robin. "
+        "Wall time is the whole process, timed from outside; peak RSS from os.wait4 "
+        "(of a pipeline: its largest process). "
         f"Readings at the spawner's own size ({meta['rss_floor_bytes'] / MIB:.1f} MiB) "
-        "are shown as <= (a child's ru_maxrss cannot go below its parent's RSS at spawn)."
+        "are shown as <= (a child's ru_maxrss cannot go below its parent's RSS at spawn). "
+        '"in process": the seconds the worker spent in its loop alone (after imports and '
+        "Tape.open)."
     ]
     floor = int(meta["rss_floor_bytes"])
     for group, info in infos.items():
         if results.get(group):
             parts.append(group_table(info, results[group], floor, markdown))
+        elif "skipped" in info.description:
+            title = f"{info.title}: {info.description}"
+            parts.append(f"### {title}" if markdown else title)
     parts.append(goals_table(goals, markdown))
     if notes:
         bullet = "- " if markdown else "  * "

@@ -1,11 +1,13 @@
-"""Benchmark atartape against GNU tar, Python's tarfile, tartape and the Python floor.
+"""Benchmark atartape against GNU tar, nginx, Python's tarfile, tartape and the Python floor.
 
-    python bench/run.py [--quick] [--only GROUP,...] [--runs N] [--json PATH] [--markdown [PATH]]
+    python bench/run.py [--quick] [--only GROUP,...] [--no-cold] [--runs N] [--cold-runs N]
+                        [--json PATH] [--markdown [PATH]]
 
 Builds its data sets once (under bench/.data, or $ATARTAPE_BENCH_DIR) and reuses them. Every
-contender is a whole process that writes its stream to /dev/null; the contenders of a group run
-round-robin, a warm-up round first, and the medians of wall time and peak RSS are reported, with
-the goals of issue 3 checked against them.
+contender is a whole process that writes its stream to /dev/null (or a file, or fetches it over
+HTTP with curl); the contenders of a group run round-robin, and the medians of wall time, peak
+RSS and in-process time are reported, with the goals (goals.py) checked against the medians of
+the per-round ratios.
 """
 
 from __future__ import annotations
@@ -18,23 +20,38 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import datasets
-from contenders import BENCH, WORKERS, Tools, atartape_stream, record_group, stream_group
+import servers
+from contenders import (
+    BENCH,
+    PARALLEL_FLOORS,
+    WORKERS,
+    Tools,
+    Tree,
+    atartape_stream,
+    cold_group,
+    cold_record_group,
+    curl_contender,
+    record_group,
+    stream_group,
+)
 from contenders import ttfb_contender as ttfb_of
 from goals import Results, evaluate
-from measure import Contender, Result, measure_group, rss_floor
+from measure import Contender, Result, cannot_drop_caches, measure_group, rss_floor
 from report import GroupInfo, render, to_json
 from tartape_env import ensure_tartape
 
-STREAM_GROUPS = ("small", "large", "real")
-GROUPS = (*STREAM_GROUPS, "record", "ttfb", "sparse")
-# The sparse group (a 20 GiB and a 1 GiB sparse file, 6 rounds) took 74 s in the full run of
-# bench/results.json (4.7 s per 20 GiB stream), within the 2-minute budget, so it is on by
-# default; --no-sparse leaves it out. (An earlier engine that refaulted its heap every hop took
-# about a minute per 20 GiB stream: if it grows past 2 minutes again, make it opt-in.)
+WARM_SETS = ("small", "large", "real", "stdlib")
+COLD_SETS = ("cold-small", "cold-large", "cold-stdlib")
+GROUPS = (*WARM_SETS, *COLD_SETS, "record", "cold-record", "ttfb", "sparse", "http")
+ALIASES = {"cold": (*COLD_SETS, "cold-record"), "warm": WARM_SETS}
+COLD_GROUPS = ALIASES["cold"]
+# The sparse group (a 20 GiB and a 1 GiB sparse file, 6 rounds) took 74 s in an earlier full
+# run (4.7 s per 20 GiB stream), so it is on by default; --no-sparse leaves it out.
 SPARSE_BY_DEFAULT = True
 
 
@@ -45,10 +62,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         action="append",
         metavar="GROUP",
-        help=f"run only these groups (repeat or comma-separate): {', '.join(GROUPS)}",
+        help=f"run only these groups (repeat or comma-separate): {', '.join(GROUPS)};\n"
+        "'cold' stands for every cold group, 'warm' for the warm stream groups",
     )
     p.add_argument("--runs", type=int, help="measured runs per contender (default 5, quick 2)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1; cold: 0)")
+    p.add_argument(
+        "--cold-runs", type=int, help="measured runs in the cold groups (default 5, quick 1)"
+    )
+    p.add_argument(
+        "--cold",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the cold groups: drop the page cache before each run (on by default where it\n"
+        "can be done: root on Linux; otherwise they are skipped with a note)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="save the results as JSON")
     p.add_argument(
         "--markdown",
@@ -65,13 +93,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick uses 1.25 GiB and 64 MiB)",
     )
     args = p.parse_args(argv)
-    only = [g for item in args.only or [] for g in item.split(",") if g]
+    only: list[str] = []
+    for item in args.only or []:
+        for g in item.split(","):
+            only += list(ALIASES.get(g, (g,))) if g else []
     unknown = sorted(set(only) - set(GROUPS))
     if unknown:
         p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     args.groups = [g for g in GROUPS if not only or g in only]
-    if args.runs is not None and args.runs < 1:
-        p.error("--runs must be at least 1")
+    for name in ("runs", "cold_runs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
@@ -80,6 +113,21 @@ def probe_atartape(python: str) -> str | None:
     code = "import atartape; print(getattr(atartape, '__version__', 'unknown'))"
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def atartape_command(python: str) -> tuple[str, ...]:
+    """The ``atartape`` entry point beside ``python`` (a virtual environment's), else -m."""
+    script = Path(python).parent / "atartape"
+    return (str(script),) if os.access(script, os.X_OK) else (python, "-m", "atartape")
+
+
+def tool_version(argv: list[str]) -> str | None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+    except OSError:
+        return None
+    text = (proc.stdout + proc.stderr).strip().splitlines()
+    return text[0] if text else None
 
 
 def prepare(argv: list[str], what: str, notes: list[str]) -> dict[str, Any] | None:
@@ -93,23 +141,6 @@ def prepare(argv: list[str], what: str, notes: list[str]) -> dict[str, Any] | No
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     out: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     return out
-
-
-def record_atartape(tools: Tools, source: Path, index: Path, notes: list[str]) -> bool:
-    if not tools.atartape:
-        return False
-    argv = [tools.python, str(WORKERS / "atartape_record.py"), "--source", str(source)]
-    return (
-        prepare([*argv, "--index", str(index)], f"atartape record of {source}", notes) is not None
-    )
-
-
-def record_tartape(tools: Tools, source: Path, catalog: Path, notes: list[str]) -> bool:
-    if tools.tartape_python is None:
-        return False
-    argv = [tools.tartape_python, str(WORKERS / "tartape_worker.py"), "record"]
-    argv += ["--source", str(source), "--catalog", str(catalog)]
-    return prepare(argv, f"tartape record of {source}", notes) is not None
 
 
 def check_streams(group: str, results: dict[str, Result], notes: list[str]) -> None:
@@ -133,41 +164,114 @@ class Bench:
         self.root = root
         self.index_dir = root / "index"
         self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = root / "out"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.sizes = datasets.QUICK if args.quick else datasets.FULL
         self.runs: int = args.runs or (2 if args.quick else 5)
+        self.cold_runs: int = args.cold_runs or (1 if args.quick else 5)
         self.infos: dict[str, GroupInfo] = {}
         self.results: Results = {}
         self.notes: list[str] = []
+        self.trees: dict[str, tuple[Tree, Tools]] = {}
+        self.cold_skip: str | None = None  # why the cold groups are skipped
 
     def dataset(self, name: str) -> datasets.DataSet:
         return datasets.dataset(self.root, self.sizes, name)
 
-    def measure(self, group: str, contenders: list[Contender]) -> None:
+    def measure(
+        self, group: str, contenders: list[Contender], cold: bool = False
+    ) -> dict[str, Result]:
         if not contenders:
             self.notes.append(f"{group}: nothing to measure")
-            return
-        started = time.perf_counter()
-        self.results[group] = measure_group(group, contenders, self.runs, self.args.warmup)
+            return {}
+        runs, warmup = (self.cold_runs, 0) if cold else (self.runs, self.args.warmup)
+        started, load = time.perf_counter(), os.getloadavg()[0]
+        self.results[group] = measure_group(group, contenders, runs, warmup, cold=cold)
         print(f"  {group} took {time.perf_counter() - started:.0f} s", flush=True)
+        info = self.infos.get(group)
+        if info is not None:
+            info = info.with_rounds(runs, warmup, cold)
+            self.infos[group] = replace(info, load=(round(load, 2), round(os.getloadavg()[0], 2)))
+        return self.results[group]
+
+    # ------------------------------------------------------------------ recorded trees
+
+    def record_atartape(self, source: Path, index: Path) -> bool:
+        argv = [self.tools.python, str(WORKERS / "atartape_record.py"), "--source", str(source)]
+        argv += ["--index", str(index)]
+        return prepare(argv, f"atartape record of {source}", self.notes) is not None
+
+    def record_tartape(self, source: Path, catalog: Path) -> bool:
+        assert self.tools.tartape_python is not None
+        argv = [self.tools.tartape_python, str(WORKERS / "tartape_worker.py"), "record"]
+        argv += ["--source", str(source), "--catalog", str(catalog)]
+        return prepare(argv, f"tartape record of {source}", self.notes) is not None
+
+    def tree(self, name: str, tartape: bool = True) -> tuple[Tree, Tools]:
+        """The data set ``name`` recorded by atartape (and tartape), once per run (untimed).
+
+        Returns the tools that can play it: a contender whose recording failed is left out.
+        """
+        if name in self.trees:
+            return self.trees[name]
+        ds = self.dataset(name)
+        tree = Tree(
+            ds.path,
+            self.index_dir / f"{name}.atartape.db",
+            self.index_dir / f"{name}.tartape",
+        )
+        tools = self.tools
+        if tools.atartape and not self.record_atartape(tree.source, tree.index):
+            tools = Tools(tools.python, tools.sh, False, tools.tartape_python, (), tools.curl)
+        if tools.tartape_python and (not tartape or not self.record_tartape(ds.path, tree.catalog)):
+            tools = Tools(
+                tools.python, tools.sh, tools.atartape, None, tools.atartape_cli, tools.curl
+            )
+        self.trees[name] = (tree, tools)
+        return tree, tools
+
+    def info(self, group: str, name: str, title: str | None = None) -> None:
+        ds = self.dataset(name)
+        files, size = ds.stats()
+        self.infos[group] = GroupInfo(group, title or ds.description, files, size)
+
+    # ------------------------------------------------------------------ groups
 
     def stream(self, group: str) -> None:
-        ds = self.dataset(group)
-        files, size = ds.stats()
-        self.infos[group] = GroupInfo(group, ds.description, files, size)
-        index = self.index_dir / f"{group}.atartape.db"
-        catalog = self.index_dir / f"{group}.tartape"
-        tools = self.tools
-        if tools.atartape and not record_atartape(tools, ds.path, index, self.notes):
-            tools = Tools(tools.python, tools.sh, False, tools.tartape_python)
-        if tools.tartape_python and not record_tartape(tools, ds.path, catalog, self.notes):
-            tools = Tools(tools.python, tools.sh, tools.atartape, None)
-        self.measure(group, stream_group(tools, ds.path, index, catalog, sleepy=group == "large"))
-        check_streams(group, self.results.get(group, {}), self.notes)
+        self.info(group, group)
+        tree, tools = self.tree(group)
+        parallel = PARALLEL_FLOORS if group == "large" else ()
+        contenders = stream_group(tools, tree, self.out_dir, group == "large", parallel)
+        check_streams(group, self.measure(group, contenders), self.notes)
+
+    def cold(self, group: str) -> None:
+        name = group.removeprefix("cold-")
+        if self.cold_skip:
+            self.infos[group] = GroupInfo(group, f"{name}, cold: skipped: {self.cold_skip}")
+            return
+        self.info(group, name, f"{self.dataset(name).description}, cold")
+        tree, tools = self.tree(name)
+        prime, _ = self.tree("prime", tartape=False)
+        results = self.measure(group, cold_group(tools, tree, prime), cold=True)
+        check_streams(group, results, self.notes)
 
     def record(self) -> None:
         ds = self.dataset("small")
         self.infos["record"] = GroupInfo("record", f"recording the small set ({ds.description})")
         self.measure("record", record_group(self.tools, ds.path, self.index_dir))
+
+    def cold_record(self) -> None:
+        ds = self.dataset("small")
+        title = f"recording the small set ({ds.description}), cold"
+        if self.cold_skip:
+            self.infos["cold-record"] = GroupInfo(
+                "cold-record", f"{title}: skipped: {self.cold_skip}"
+            )
+            return
+        self.infos["cold-record"] = GroupInfo("cold-record", title)
+        prime = self.dataset("prime").path
+        contenders = cold_record_group(self.tools, ds.path, prime, self.index_dir)
+        self.measure("cold-record", contenders, cold=True)
 
     def ttfb(self) -> None:
         n = self.sizes.synthetic_entries
@@ -175,12 +279,11 @@ class Bench:
         self.infos["ttfb"] = GroupInfo("ttfb", desc)
         if not self.tools.atartape:
             return
-        ds = self.dataset("small")
-        index = self.index_dir / "small.atartape.db"
+        tree, tools = self.tree("small")
         contenders: list[Contender] = []
-        if record_atartape(self.tools, ds.path, index, self.notes):
+        if tools.atartape:
             label = "atartape, small tree"
-            contenders.append(ttfb_of(self.tools, "ttfb-small", label, index, ds.path))
+            contenders.append(ttfb_of(tools, "ttfb-small", label, tree.index, tree.source))
         synthetic = self.index_dir / f"synthetic-{n}.db"
         source = self.root / "synthetic-src"
         print(f"  building the synthetic {n:,}-entry index ...", flush=True)
@@ -206,27 +309,105 @@ class Bench:
         contenders: list[Contender] = []
         for key, ds in (("sparse-small", small), ("sparse-big", big)):
             index = self.index_dir / f"{key}.atartape.db"
-            if record_atartape(self.tools, ds.path, index, self.notes):
-                label = f"atartape stream(), {ds.description}"
+            if self.tools.atartape and self.record_atartape(ds.path, index):
+                label = f"atartape chunks(), {ds.description}"
                 contenders.append(
                     atartape_stream(self.tools, index, ds.path, name=key, label=label)
                 )
         self.measure("sparse", contenders)
         check_streams("sparse", self.results.get("sparse", {}), self.notes)
 
+    def http(self) -> None:
+        ds = self.dataset("http")
+        title = f"HTTP, curl to /dev/null over loopback, the tape of {ds.description}"
+        self.info("http", "http", title)
+        if self.tools.curl is None:
+            self.notes.append("http skipped: no curl")
+            return
+        tree, tools = self.tree("http", tartape=False)
+        if not tools.atartape:
+            self.notes.append("http skipped: atartape did not record its tree")
+            return
+        # The tape written once to a file: the bytes nginx sends, and the bare servers from memory.
+        served = self.root / "http-served"
+        served.mkdir(exist_ok=True)
+        tar = served / "tape.tar"
+        argv = [*tools.atartape_cli, "play", str(tree.source), "--index", str(tree.index)]
+        proc = subprocess.run([*argv, "-q", "-o", str(tar)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.notes.append(f"http skipped: atartape play -o failed: {proc.stderr.strip()}")
+            return
+        size = tar.stat().st_size
+        log_dir = self.root / "logs"
+        log_dir.mkdir(exist_ok=True)
+        nginx = servers.find_nginx()
+        running: list[tuple[str, str, servers.Server]] = []
+        try:
+            if nginx is None:
+                self.notes.append("http: nginx not found, its contender is skipped")
+            else:
+                label = "nginx sendfile (static file)"
+                running.append(
+                    ("nginx", label, servers.start_nginx(nginx, served, "tape.tar", log_dir))
+                )
+            for kind, label in (
+                ("asgi-tape", "uvicorn + atartape.asgi.TapeApp"),
+                ("aiohttp-tape", "aiohttp + atartape.aiohttp.tape_response"),
+                ("asgi-bare", "uvicorn + bare ASGI app, bytes from memory (64 KiB)"),
+                ("aiohttp-bare", "aiohttp + bare handler, bytes from memory (64 KiB)"),
+                ("asgi-file", "uvicorn + Starlette FileResponse (static file)"),
+            ):
+                try:
+                    server = servers.start_python(kind, tree.source, tree.index, tar, log_dir)
+                except (RuntimeError, TimeoutError) as e:
+                    self.notes.append(f"http: {kind} did not start: {e}")
+                    continue
+                running.append((kind, label, server))
+            contenders = [curl_contender(tools, k, lab, s.url) for k, lab, s in running]
+            results = self.measure("http", contenders)
+            for kind, _, server in running:
+                res = results.get(kind)
+                rss = server.peak_rss()
+                if res is not None and rss is not None:
+                    res.extra["server_peak_rss_bytes"] = rss
+                if res is not None and any(
+                    s.report.get("size_download") != size for s in res.samples
+                ):
+                    self.notes.append(f"http/{kind}: a fetch did not get all {size} bytes")
+        finally:
+            for _, _, server in running:
+                server.stop()
+
     def run(self, groups: list[str], sparse: bool) -> None:
         for group in groups:
             print(f"== {group}", flush=True)
-            if group in STREAM_GROUPS:
+            if group in WARM_SETS:
                 self.stream(group)
+            elif group in COLD_SETS:
+                self.cold(group)
             elif group == "record":
                 self.record()
+            elif group == "cold-record":
+                self.cold_record()
             elif group == "ttfb":
                 self.ttfb()
+            elif group == "http":
+                self.http()
             elif group == "sparse" and sparse:
                 self.sparse()
             elif group == "sparse":
                 self.notes.append("sparse files skipped (--no-sparse)")
+
+
+def uvicorn_stack(python: str) -> str:
+    """Which event loop and HTTP parser uvicorn picks by default here."""
+    code = (
+        "import importlib.util as u\n"
+        "loop = 'uvloop' if u.find_spec('uvloop') else 'asyncio'\n"
+        "http = 'httptools' if u.find_spec('httptools') else 'h11'\n"
+        "print(f'{loop}, {http}')"
+    )
+    return tool_version([python, "-c", code]) or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         sh=shutil.which("sh") or "/bin/sh",
         atartape=atartape_version is not None,
         tartape_python=str(tartape_python) if tartape_python else None,
+        atartape_cli=atartape_command(sys.executable),
+        curl=shutil.which("curl"),
     )
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
@@ -264,24 +447,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: load average {load_before:.2f}; timings will be noisy", file=sys.stderr)
     bench = Bench(args, tools, root)
     bench.notes[:0] = notes
+    wants_cold = [g for g in args.groups if g in COLD_GROUPS]
+    if args.cold is False:
+        bench.cold_skip = "--no-cold"
+    elif wants_cold:
+        why = cannot_drop_caches()
+        if why:
+            bench.cold_skip = f"cannot drop caches ({why})"
+    if bench.cold_skip and wants_cold:
+        bench.notes.append(f"cold groups skipped: {bench.cold_skip}")
+        print(f"note: cold groups skipped: {bench.cold_skip}", file=sys.stderr)
     sparse = args.sparse if args.sparse is not None else (args.quick or SPARSE_BY_DEFAULT)
     started = time.perf_counter()
     bench.run(args.groups, sparse)
 
     s = bench.sizes
     sparse_label = f"{datasets.human(s.sparse_big)} file - {datasets.human(s.sparse_small)}"
-    goals = evaluate(bench.results, sparse_label, s.synthetic_entries)
+    goals = evaluate(bench.results, sparse_label, s.synthetic_entries, bench.cold_skip)
     goals = [g for g in goals if g.group in args.groups]
+    nginx = servers.find_nginx()
     meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "mode": "quick" if args.quick else "full",
         "runs": bench.runs,
         "warmup": args.warmup,
+        "cold_runs": bench.cold_runs,
+        "cold": bench.cold_skip or "on",
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "atartape": atartape_version or "missing",
         "tartape": tartape_version if tartape_python else "missing",
+        "gnu_tar": tool_version(["tar", "--version"]),
+        "nginx": tool_version([nginx, "-v"]) if nginx else None,
+        "curl": tool_version([tools.curl, "--version"]) if tools.curl else None,
+        "uvicorn_stack": uvicorn_stack(sys.executable),
         "rss_floor_bytes": rss_floor(),
         "load_average_start": round(load_before, 2),
         "load_average_end": round(os.getloadavg()[0], 2),

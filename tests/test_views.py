@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atartape
-from atartape import views
+from atartape import transforms, views
 from atartape.format import age
 from tests.helpers import write
 
@@ -185,7 +185,7 @@ async def test_another_tapes_key_is_refused(tapes: dict[str, atartape.Tape]) -> 
 
 async def test_the_key_never_goes_into_the_index(tapes: dict[str, atartape.Tape]) -> None:
     tape = tapes["age"]
-    key = await anyio.to_thread.run_sync(views.read_key, views.key_path(tape.index_path))
+    key = await anyio.to_thread.run_sync(transforms.read_key, views.key_path(tape.index_path))
     assert key is not None
     assert key not in Path(tape.index_path).read_bytes()
     assert key.hex().encode() not in Path(tape.index_path).read_bytes()
@@ -197,7 +197,7 @@ async def test_another_zstd_build_is_refused(
 ) -> None:
     player = atartape.TapePlayer(tapes["zstd"])
     data = await full(player)
-    real = views._compress_as_recorded
+    real = transforms._compress_as_recorded
 
     def other_build(chunk: bytes, params: object) -> bytes:
         made = real(chunk, params)  # type: ignore[arg-type]
@@ -205,7 +205,7 @@ async def test_another_zstd_build_is_refused(
             return made[:-5] + bytes(5)[:1] + made[-4:]
         return made
 
-    monkeypatch.setattr(views, "_compress_as_recorded", other_build)
+    monkeypatch.setattr(transforms, "_compress_as_recorded", other_build)
     received = bytearray()
     with pytest.raises(atartape.ViewError, match="another build"):
         async for chunk in player.chunks():

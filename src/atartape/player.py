@@ -8,7 +8,7 @@ from contextlib import aclosing
 from functools import partial
 from typing import Any
 
-from . import layouts, views
+from . import layouts, transforms, views
 from ._engine import play
 from ._engine.feed import IndexFeed
 from ._engine.index import FORMAT, Index, open_index
@@ -130,7 +130,7 @@ class TapePlayer:
         file_key = None
         if self.view.endswith("age"):
             if self._file_key is None:
-                self._file_key = await views.unseal_key(
+                self._file_key = await transforms.unseal_key(
                     meta, self.tape.index_path, self.age_identity
                 )
             file_key = self._file_key
@@ -138,7 +138,7 @@ class TapePlayer:
         async def opener() -> Index:
             return await open_index(self.tape.index_path, expected=self.tape.identity, shared=True)
 
-        source = views.view_source(opener, meta, self.view, self._plain, file_key)
+        source = transforms.view_source(opener, meta, self.view, self._plain, file_key)
         async with aclosing(source(start, end)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -165,7 +165,7 @@ class TapePlayer:
         """
         if self.view != "plain":
             window = check_window(self.size, start_offset, end_offset)
-            written = await views.write_chunks(self.chunks(window.start, window.end), fd)
+            written = await transforms.write_chunks(self.chunks(window.start, window.end), fd)
             if progress is not None:
                 progress.bytes += written
             return written

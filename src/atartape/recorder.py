@@ -22,7 +22,8 @@ from .format.header import FOOTER_SIZE, EntryKind
 from .format.layout import Entry, fingerprint, identity
 from .player import TapePlayer
 from .tape import Tape, default_index_path
-from .views import DEFAULT_FRAME_SIZE, ViewOptions, key_file_bytes, key_path, record_views
+from .transforms import ViewOptions, key_file_bytes, record_views
+from .views import DEFAULT_FRAME_SIZE, key_path
 
 __all__ = ["TapeRecorder", "record"]
 

@@ -8,21 +8,22 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
 from . import layouts
 from ._engine.index import FORMAT, open_index
-from ._engine.session import Recording, recorded_chunks
 from ._engine.source import INDEX_DIR
 from .errors import EntryNotFoundError, ReadOnlyIndexError, TapeNotFoundError
 from .format import paths
 from .format.layout import Entry, check_window
 from .format.units import parse_size
 from .format.windows import Layout, Location, locate_entry, volume_count
-from .syncio import TapeReader
 from .views import available, recorded_view, size_of
+
+if TYPE_CHECKING:
+    from .syncio import TapeReader
 
 __all__ = ["Tape", "default_index_path", "tartape_catalog_path"]
 
@@ -364,6 +365,9 @@ class Tape:
         recorded). Nothing is read before the first ``read``; close it (or use ``with``).
         Raises :class:`InvalidOffsetError` for a window outside the tape.
         """
+        from ._engine.session import Recording, recorded_chunks  # a play: only when asked for
+        from .syncio import TapeReader
+
         end = self.total_size if end_offset is None else end_offset
         recording = Recording(
             self.index_path,

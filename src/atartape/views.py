@@ -19,29 +19,26 @@ tar itself:
 The recording identity covers the views; each view has an identity of its own (its ETag).
 Sizes leak: the sealed size gives the tar's size, and a compressed view's frame sizes give how
 well each part compresses. Names and contents are inside the seal.
+
+This module describes the views (their names, sizes and identities, read from a tape's meta);
+:mod:`atartape.transforms` makes and replays their bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
-from ._engine.index import Index
-from .errors import TarIntegrityError, ViewError
-from .format import age, zstd_seekable
-from .format.units import parse_size
-
 __all__ = [
+    "DEFAULT_FRAME_SIZE",
     "VIEWS",
-    "ViewOptions",
+    "available",
     "content_type",
+    "identity_of",
+    "key_path",
+    "recorded_view",
+    "size_of",
     "suffix",
 ]
 
@@ -54,10 +51,6 @@ _TYPES = {
     "zstd+age": "application/octet-stream",
 }
 DEFAULT_FRAME_SIZE = 4 * 1024 * 1024
-_KEY_MARK = b"atartape-age-file-key-1\n"
-_BATCH = 256  # frames or blocks looked up at once
-
-ByteSource = Callable[[int, int], AsyncGenerator[bytes, None]]
 
 
 def suffix(view: str) -> str:
@@ -68,47 +61,6 @@ def suffix(view: str) -> str:
 def content_type(view: str) -> str:
     """The media type a view is served with."""
     return _TYPES[view]
-
-
-@dataclass(frozen=True)
-class ViewOptions:
-    """How a tape's views are made when it is recorded (see :func:`atartape.record`)."""
-
-    compress: str | None = None
-    level: int = zstd_seekable.DEFAULT_LEVEL
-    frame_size: int | str = DEFAULT_FRAME_SIZE
-    seal: Sequence[str] = ()
-    passphrase: str | bytes | None = None
-    work_factor: int = age.DEFAULT_WORK_FACTOR
-
-    def __post_init__(self) -> None:
-        if self.compress not in (None, "zstd"):
-            raise ValueError(f"compress must be 'zstd' or None, not {self.compress!r}")
-        if self.seal and self.passphrase is not None:
-            raise ValueError("seal for recipients or with a passphrase, not both (age's rule)")
-        size = parse_size(self.frame_size, what="frame size")
-        if not 4096 <= size <= 256 * 1024 * 1024:
-            raise ValueError(f"frame size {size} is outside 4KiB to 256MiB")
-
-    @property
-    def sealed(self) -> bool:
-        return bool(self.seal) or self.passphrase is not None
-
-    @property
-    def wanted(self) -> bool:
-        return self.compress is not None or self.sealed
-
-    def recipients(self) -> list[age.X25519Recipient | age.ScryptRecipient]:
-        """The age recipients, parsed; ``ValueError`` for one that is not an ``age1…`` key."""
-        if self.passphrase is not None:
-            secret = (
-                self.passphrase.encode() if isinstance(self.passphrase, str) else self.passphrase
-            )
-            return [age.ScryptRecipient(secret, self.work_factor)]
-        try:
-            return [age.parse_recipient(text) for text in self.seal]
-        except age.SealError as exc:
-            raise ValueError(f"bad age recipient: {exc}") from None
 
 
 def key_path(index_path: str) -> str:
@@ -157,336 +109,3 @@ def identity_of(identity: str, view: str) -> str:
     if view == "plain":
         return identity
     return hashlib.sha256(f"{identity}:{view}".encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- recording
-
-
-@dataclass
-class RecordedViews:
-    """What recording a tape's views made: their meta, the rows of the compressed frames and
-    of the sealed blocks, and the file key of the seal (to keep beside the index)."""
-
-    meta: dict[str, Any]
-    frames: list[tuple[int, int, int, int | None, bytes]]
-    blocks: list[tuple[int, bytes]]
-    file_key: bytes | None
-
-
-async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions) -> RecordedViews:
-    """Make the views of a tape of ``plain_size`` bytes whose bytes ``plain`` gives, reading
-    the whole tape once."""
-    frame_size = parse_size(options.frame_size, what="frame size")
-    views: dict[str, Any] = {}
-    frames: list[tuple[int, int, int, int | None, bytes]] = []
-    blocks: list[tuple[int, bytes]] = []
-    step = frame_size if options.compress else age.BLOCK_SIZE
-    params = zstd_seekable.FrameParams.current(options.level) if options.compress else None
-    digester: _BlockDigester | None = None
-    file_key = prefix = None
-    if options.sealed:
-        file_key = age.generate_file_key()
-        prefix = age.make_header(file_key, options.recipients())
-        digester = _BlockDigester(age.block_digest_key(file_key, prefix[-age.NONCE_SIZE :]))
-    offset = 0
-    count = zstd_seekable.frame_count(plain_size, step)
-    for index in range(count):
-        start, end = zstd_seekable.frame_plain_range(index, plain_size, step)
-        data = await _gather(plain, start, end)
-        if params is not None:
-            frame = await anyio.to_thread.run_sync(zstd_seekable.compress_frame, data, params)
-            checksum = zstd_seekable.frame_checksum(frame) if params.checksum else None
-            frames.append((index, offset, len(frame), checksum, zstd_seekable.frame_digest(frame)))
-            offset += len(frame)
-            data = frame
-        if digester is not None:
-            await anyio.to_thread.run_sync(digester.feed, data)
-    if params is not None:
-        entries = [_seek_entry(row, plain_size, frame_size) for row in frames]
-        table = zstd_seekable.encode_seek_table(entries, params.checksum)
-        views["zstd"] = {
-            "params": params.encode(),
-            "frame_size": frame_size,
-            "frames": count,
-            "checksums": params.checksum,
-            "size": offset + len(table),
-            "digest": _rows_digest(frames),
-        }
-        if digester is not None:
-            digester.feed(table)
-    if digester is not None and prefix is not None and file_key is not None:
-        blocks = digester.finish()
-        inner = views["zstd"]["size"] if "zstd" in views else plain_size
-        views["age"] = {
-            "prefix": prefix.hex(),
-            "over": "zstd" if "zstd" in views else "plain",
-            "size": age.sealed_size(len(prefix), inner),
-            "digest": _rows_digest(blocks),
-        }
-    return RecordedViews(views, frames, blocks, file_key)
-
-
-def _seek_entry(row: Sequence[Any], plain_size: int, frame_size: int) -> zstd_seekable.SeekEntry:
-    """The seek-table entry of a frame row ``(frame, offset, size, checksum, digest)``."""
-    frame, _, size, checksum, _ = row
-    lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
-    return zstd_seekable.SeekEntry(size, hi - lo, checksum)
-
-
-class _BlockDigester:
-    """Keyed digests of the 1 MiB blocks of a stream fed in pieces."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self.pending = bytearray()
-        self.rows: list[tuple[int, bytes]] = []
-
-    def feed(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= age.BLOCK_SIZE:
-            block = bytes(self.pending[: age.BLOCK_SIZE])
-            del self.pending[: age.BLOCK_SIZE]
-            self.rows.append((len(self.rows), age.block_digest(self.key, block)))
-
-    def finish(self) -> list[tuple[int, bytes]]:
-        if self.pending or not self.rows:
-            self.rows.append((len(self.rows), age.block_digest(self.key, bytes(self.pending))))
-            self.pending.clear()
-        return self.rows
-
-
-def _rows_digest(rows: Sequence[tuple[Any, ...]]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(repr(row).encode())
-    return digest.hexdigest()
-
-
-def key_file_bytes(file_key: bytes) -> bytes:
-    """What a key file holds (see :func:`key_path`)."""
-    return _KEY_MARK + file_key.hex().encode() + b"\n"
-
-
-def read_key(path: str) -> bytes | None:
-    """The file key kept at ``path``, or ``None`` when there is none (synchronous)."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return None
-    if not text.startswith(_KEY_MARK):
-        raise ViewError(f"{path} is not an atartape key file")
-    try:
-        return bytes.fromhex(text[len(_KEY_MARK) :].decode().strip())
-    except ValueError:
-        raise ViewError(f"{path} is damaged") from None
-
-
-# ----------------------------------------------------------------------------- playing
-
-
-async def _gather(source: ByteSource, start: int, end: int) -> bytes:
-    async with aclosing(source(start, end)) as chunks:
-        return b"".join([chunk async for chunk in chunks])
-
-
-def opened_seal(meta: Mapping[str, Any], file_key: bytes) -> age.OpenedHeader:
-    """The payload key of a sealed tape, once ``file_key`` proved to be its own."""
-    prefix = bytes.fromhex(meta["views"]["age"]["prefix"])
-    try:
-        return age.check_file_key(prefix, file_key)
-    except age.SealError:
-        raise ViewError("the key does not open this tape's seal (another tape's key?)") from None
-
-
-async def unseal_key(
-    meta: Mapping[str, Any], index_path: str, identity: str | bytes | None
-) -> bytes:
-    """The file key of a sealed tape: from ``identity`` (an ``AGE-SECRET-KEY-1…`` identity or
-    the passphrase), else from the key file beside the index. Raises :class:`ViewError`."""
-    prefix = bytes.fromhex(meta["views"]["age"]["prefix"])
-    if identity is not None:
-        identities: list[age.X25519Identity | age.ScryptIdentity]
-        text = identity.decode() if isinstance(identity, bytes) else identity
-        if text.startswith("AGE-SECRET-KEY-1"):
-            identities = [age.parse_identity(text)]
-        else:
-            secret = identity if isinstance(identity, bytes) else identity.encode()
-            identities = [age.ScryptIdentity(secret)]
-        try:
-            opened = await anyio.to_thread.run_sync(age.open_header, prefix, identities)
-        except age.SealError as exc:
-            raise ViewError(f"the identity does not open this tape's seal ({exc})") from None
-        return opened.file_key
-    key = await anyio.to_thread.run_sync(read_key, key_path(index_path))
-    if key is None:
-        raise ViewError(
-            f"no key to seal this tape: {key_path(index_path)} is missing (pass age_identity=, "
-            "an age identity or the passphrase, to play it elsewhere)"
-        )
-    return key
-
-
-async def zstd_chunks(
-    index: Index, meta: Mapping[str, Any], plain: ByteSource, start: int, end: int
-) -> AsyncGenerator[bytes, None]:
-    """The compressed bytes ``[start, end)``: each frame made again and sent only if it is the
-    frame recorded (size and digest), then the seek table from the recorded rows."""
-    zv = meta["views"]["zstd"]
-    params = zstd_seekable.FrameParams.parse(zv["params"])
-    frame_size, count, checksums = zv["frame_size"], zv["frames"], zv["checksums"]
-    plain_size: int = meta["total_size"]
-    table_size = zstd_seekable.seek_table_size(count, checksums)
-    table_at = zv["size"] - table_size
-    position = start
-    while position < min(end, table_at):
-        rows = await index.frames_from(position)
-        if not rows:
-            raise ViewError(f"the index {index.where} lacks the frames of its compressed view")
-        for frame, at, size, checksum, digest in rows:
-            if at >= min(end, table_at):
-                break
-            lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
-            data = await _gather(plain, lo, hi)
-            made = await anyio.to_thread.run_sync(_compress_as_recorded, data, params)
-            if len(made) != size or zstd_seekable.frame_digest(made) != bytes(digest):
-                if checksum is not None and zstd_seekable.frame_checksum(made) != checksum:
-                    raise TarIntegrityError(
-                        f"bytes {lo} to {hi} of the tape differ from those compressed when it "
-                        "was recorded (a file rewritten with its size and mtime put back?): "
-                        "nothing of them was sent",
-                        reason="content",
-                    )
-                raise ViewError(
-                    f"frame {frame} compresses to other bytes than when the tape was recorded "
-                    f"(zstd {params.zstd_version} then, another build now): refused, nothing of "
-                    "it was sent"
-                )
-            piece = made[max(position - at, 0) : min(end, at + size) - at]
-            position = at + size
-            yield piece
-    if end > table_at:
-        first = max(start, table_at) - table_at
-        last = end - table_at
-        wanted = zstd_seekable.seek_table_entries_for_range(first, last, count, checksums)
-        rows = await index.frames(wanted.start, wanted.stop) if len(wanted) else []
-        entries = [_seek_entry(row, plain_size, frame_size) for row in rows]
-        yield zstd_seekable.encode_seek_table_range(first, last, count, checksums, entries)
-
-
-def _compress_as_recorded(data: bytes, params: zstd_seekable.FrameParams) -> bytes:
-    """One frame with the recorded level and flags, by whatever zstd build runs now (its digest
-    decides whether the bytes are the recorded ones)."""
-    now = zstd_seekable.FrameParams.current(params.level, checksum=params.checksum)
-    return zstd_seekable.compress_frame(data, now)
-
-
-async def age_chunks(
-    index: Index,
-    meta: Mapping[str, Any],
-    inner: ByteSource,
-    file_key: bytes,
-    start: int,
-    end: int,
-) -> AsyncGenerator[bytes, None]:
-    """The sealed bytes ``[start, end)`` of ``inner`` (the tar, or its compressed view): each
-    1 MiB block checked against its recorded digest before any chunk of it is sealed."""
-    av = meta["views"]["age"]
-    prefix = bytes.fromhex(av["prefix"])
-    opened = opened_seal(meta, file_key)
-    payload = opened.payload_key()
-    digest_key = age.block_digest_key(file_key, prefix[-age.NONCE_SIZE :])
-    inner_size = age.plain_size_of(len(prefix), av["size"])
-    layout = age.SealedLayout(len(prefix), inner_size)
-    if start < len(prefix):
-        yield prefix[start : min(end, len(prefix))]
-    if end <= len(prefix):
-        return
-    chunks = layout.chunks_for_sealed_range(max(start, len(prefix)), end)
-    blocks = layout.blocks_for_chunks(chunks)
-    for first in range(blocks.start, blocks.stop, _BATCH):
-        stop = min(first + _BATCH, blocks.stop)
-        digests = await index.block_digests(first, stop)
-        for block in range(first, stop):
-            lo, hi = layout.block_plain_range(block)
-            data = await _gather(inner, lo, hi)
-            found = await anyio.to_thread.run_sync(age.block_digest, digest_key, data)
-            if found != digests.get(block):
-                raise TarIntegrityError(
-                    f"bytes {lo} to {hi} of the tape differ from those sealed when it was "
-                    "recorded (a file rewritten with its size and mtime put back?): nothing "
-                    "of them is sealed again",
-                    reason="content",
-                )
-            sealed_lo, sealed_hi = layout.sealed_range_for_plain_range(lo, hi)
-            w0, w1 = max(start, sealed_lo, len(prefix)), min(end, sealed_hi)
-            if w0 >= w1:
-                continue
-            need_lo, need_hi = layout.plain_range_for_sealed_range(w0, w1)
-            piece = data[need_lo - lo : need_hi - lo]
-            yield await anyio.to_thread.run_sync(
-                age.seal_window, payload, layout, prefix, w0, w1, piece
-            )
-
-
-def view_source(
-    index_opener: Callable[[], Awaitable[Index]],
-    meta: Mapping[str, Any],
-    view: str,
-    plain: ByteSource,
-    file_key: bytes | None,
-) -> ByteSource:
-    """The bytes of ``view``, as a function of ``(start, end)`` like ``plain``."""
-
-    def compressed(start: int, end: int) -> AsyncGenerator[bytes, None]:
-        return _with_index(index_opener, lambda index: zstd_chunks(index, meta, plain, start, end))
-
-    if view == "plain":
-        return plain
-    if view == "zstd":
-        return compressed
-    inner = compressed if view == "zstd+age" else plain
-    assert file_key is not None
-
-    def sealed(start: int, end: int) -> AsyncGenerator[bytes, None]:
-        return _with_index(
-            index_opener, lambda index: age_chunks(index, meta, inner, file_key, start, end)
-        )
-
-    return sealed
-
-
-async def _with_index(
-    opener: Callable[[], Awaitable[Index]],
-    make: Callable[[Index], AsyncGenerator[bytes, None]],
-) -> AsyncGenerator[bytes, None]:
-    index = await opener()
-    try:
-        async with aclosing(make(index)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    finally:
-        await index.aclose()
-
-
-async def write_chunks(source: AsyncGenerator[bytes, None], fd: int) -> int:
-    """Write every chunk of ``source`` to ``fd`` from worker threads; the bytes written."""
-    written = 0
-    async with aclosing(source) as chunks:
-        async for chunk in chunks:
-            await anyio.to_thread.run_sync(_write_all, fd, chunk)
-            written += len(chunk)
-    return written
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            import select
-
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            poller.poll()

@@ -9,20 +9,14 @@ import os
 import stat
 import sys
 from contextlib import aclosing
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import anyio
 import anyio.to_thread
 
-from .. import views
-from .._engine import files
 from ..errors import EntryNotFoundError, TapeExistsError
 from ..format.events import Progress
-from ..format.layout import check_window
 from ..format.units import format_size
-from ..player import TapePlayer
-from ..recorder import record as record_tape
-from ..tape import Tape
 from .common import (
     EXIT_OK,
     Stdout,
@@ -37,6 +31,12 @@ from .common import (
 )
 from .parser import Commands, count, offset, size
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from ..tape import Tape
+
+# The player, the recorder and the views are imported by the commands that use them: a command
+# pays at start-up only for what it runs.
 
 __all__ = ["info", "locate", "ls", "play", "record", "register", "verify"]
 
@@ -189,6 +189,8 @@ async def _print_tape(tape: Tape, as_json: bool) -> None:
 
 
 async def record(args: argparse.Namespace) -> int:
+    from ..recorder import record as record_tape
+
     problem = await anyio.to_thread.run_sync(folder_problem, args.src)
     if problem is not None:
         raise problem
@@ -276,6 +278,8 @@ def resume_record_path(output: str) -> str:
 
 def resume_record(tape: Tape, start: int, end: int, view: str = "plain") -> bytes:
     """What a play to a file writes beside it first, so that ``--resume`` can prove it."""
+    from .. import views
+
     fields = {
         "format": RESUME_FORMAT,
         "identity": views.identity_of(tape.identity, view),
@@ -289,6 +293,8 @@ def resume_record(tape: Tape, start: int, end: int, view: str = "plain") -> byte
 
 def _begin_output(path: str, record: bytes) -> BinaryIO:
     """A fresh play to ``path``: the resume record first, then the file, truncated."""
+    from .._engine import files
+
     files.write_atomically(resume_record_path(path), record)
     return open(path, "wb")
 
@@ -364,6 +370,10 @@ def _part_window(args: argparse.Namespace, total: int) -> tuple[int, int | None]
 
 
 async def play(args: argparse.Namespace) -> int:
+    from .._engine import files
+    from ..format.layout import check_window
+    from ..player import TapePlayer
+
     to_stdout = args.output in (None, "-")
     if args.resume and to_stdout:
         raise UsageError("--resume continues a file: give it with -o OUT")
@@ -428,6 +438,8 @@ async def play(args: argparse.Namespace) -> int:
 
 
 async def verify(args: argparse.Namespace) -> int:
+    from ..player import TapePlayer
+
     tape = await open_tape(args)
     deep = args.sample is None
     report = await TapePlayer(tape).verify(deep=deep, content=args.content, sample=args.sample or 0)

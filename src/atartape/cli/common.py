@@ -6,15 +6,17 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ..errors import SourceNotFoundError, TapeNotFoundError
-from ..format.events import Progress
-from ..tape import Tape
 from .progress import Bar
+
+if TYPE_CHECKING:
+    from ..format.events import Progress
+    from ..tape import Tape
 
 T = TypeVar("T")
 
@@ -107,6 +109,8 @@ async def read_age_identity(path: str | None) -> str | None:
 
 async def open_tape(args: argparse.Namespace) -> Tape:
     """The tape of ``args.src`` (or ``args.index``). Raises the library's errors (status 2)."""
+    from ..tape import Tape
+
     src = args.src
     if args.index:
         if not await anyio.to_thread.run_sync(os.path.exists, args.index):

@@ -12,15 +12,10 @@ unexpected error).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
-import importlib.util
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-
-import anyio
 
 from .._version import __version__
 from ..errors import (
@@ -68,10 +63,14 @@ _USAGE_ERRNOS = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    import importlib.util
+
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("--backend trio needs trio: pip install 'atartape[trio]'")
     if args.blocking:
         return int(args.handler(args))
+    import anyio
+
     return int(anyio.run(args.handler, args, backend=args.backend))
 
 
@@ -134,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _leaf(raised)
         # Before Python 3.11 asyncio has no Runner: a SIGINT inside anyio.run comes out as the
         # main task's CancelledError instead of KeyboardInterrupt.
-        if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        if isinstance(error, KeyboardInterrupt) or _is_asyncio_cancellation(error):
             print(f"{PROG} {command}: interrupted", file=sys.stderr)
             return 130
         if isinstance(error, SystemExit):
@@ -150,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = isinstance(error, (TarTapeError, UsageError, VerificationFailed, OSError))
         if not known or os.environ.get("ATARTAPE_DEBUG"):
             if os.environ.get("ATARTAPE_DEBUG"):
+                import traceback
+
                 traceback.print_exception(error, file=sys.stderr)
             elif not known:
                 print(
@@ -159,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         print(f"{PROG} {command}: {_describe(error)}", file=sys.stderr)
         return _exit_status(error)
+
+
+def _is_asyncio_cancellation(error: BaseException) -> bool:
+    asyncio = sys.modules.get("asyncio")  # only a run on asyncio can raise its CancelledError
+    return asyncio is not None and isinstance(error, asyncio.CancelledError)
 
 
 def _silence_stdout() -> None:

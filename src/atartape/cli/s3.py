@@ -17,7 +17,6 @@ import os
 import signal
 from typing import Any
 
-from .. import views
 from .common import (
     EXIT_OK,
     Stdout,
@@ -82,6 +81,12 @@ def register(commands: Commands) -> None:
     sub = commands.add("parts", "the tape's parts: number (from 1), start, end, size", parts)
     sub.add_argument("--part-size", type=size, required=True, help="bytes per part (64MiB)")
     sub.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _identity_of(identity: str, view: str) -> str:
+    from ..views import identity_of
+
+    return identity_of(identity, view)
 
 
 def _positive(text: str) -> int:
@@ -205,7 +210,7 @@ async def upload(args: argparse.Namespace) -> int:
             "kept": list(result.kept),
             "resumed": result.resumed,
             "already_complete": result.already_complete,
-            "identity": views.identity_of(tape.identity, view),
+            "identity": _identity_of(tape.identity, view),
             "view": view,
         }
         await out.line(json.dumps(fields, indent=2))

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .. import views
+from .. import transforms, views
 from ..archive.decoded import AgeSource, SeekableZstdSource, decoded
 from ..archive.sources import RangeSource
 from ..errors import EntryNotFoundError, RangeSourceError, TarIntegrityError
@@ -293,7 +293,7 @@ async def _plain_view(
     """The tar inside an object holding a compressed or sealed view of ``tape``."""
     reader: RangeSource = source
     if view.endswith("age"):
-        file_key = await views.unseal_key(tape.meta, tape.index_path, age_identity)
+        file_key = await transforms.unseal_key(tape.meta, tape.index_path, age_identity)
         sealed = AgeSource(source, file_key=file_key)
         await sealed.prepare()
         reader = sealed

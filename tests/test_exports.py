@@ -98,3 +98,18 @@ def test_no_import_cycles() -> None:
             if chain is not None:
                 cycles.append(" -> ".join((importer, *chain)))
     assert cycles == []
+
+
+def test_opening_a_tape_loads_no_player_and_no_transform() -> None:
+    """Start-up: the command line, and a tape opened from Python, import neither the play
+    machinery nor zstd and age (they load when a command plays or seals)."""
+    code = (
+        "import sys, atartape.cli.main, atartape.tape\n"
+        "heavy = [m for m in ('atartape.player', 'atartape.recorder', 'atartape.transforms', "
+        "'atartape.format.age', 'atartape.format.zstd_seekable', 'atartape._engine.producer', "
+        "'atartape.transfer', 'atartape.s3', 'atartape.asgi', 'zstandard', 'cryptography') "
+        "if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import stat
@@ -264,6 +265,23 @@ def _finish_output(handle: BinaryIO, close: bool) -> None:
             handle.close()
 
 
+PIPE_SIZE = 1024 * 1024
+"""What a pipe on stdout is widened to: with the default 64 KiB, writing 1 GiB through
+``| cat`` took 1.4-3.2 s, against 0.5 s at 1 MiB (measured; GNU tar took 0.6-1.2 s)."""
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe on ``fd`` a buffer of :data:`PIPE_SIZE` where the system allows it."""
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    try:
+        if setter is None or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < PIPE_SIZE:
+            fcntl.fcntl(fd, setter, PIPE_SIZE)
+    except OSError:
+        pass  # over the limit of /proc/sys/fs/pipe-max-size, or the user's pipe quota: keep it
+
+
 def _stdout_buffer() -> BinaryIO:
     return sys.stdout.buffer
 
@@ -391,6 +409,7 @@ async def play(args: argparse.Namespace) -> int:
     held = 0
     if to_stdout:
         handle = _stdout_buffer()
+        await anyio.to_thread.run_sync(_widen_pipe, handle.fileno())
     elif args.resume:
         handle, held = await anyio.to_thread.run_sync(
             _continue_output, args.output, record, tape.name

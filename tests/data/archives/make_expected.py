@@ -33,6 +33,11 @@ What a member is (one JSON object each, in archive order):
   parsed them, and ``data_sha256``, the digest of those regions' bytes one after the other
   (what the archive stores, without the holes).
 
+``end`` (archives that are read, where tarfile got every size right): ``offset`` where the members end,
+``zero_blocks`` how many zero blocks follow (2 or more is the end-of-archive marker; GNU tar
+and tarfile also accept 1 or 0, that is a file that simply ends), ``bytes_after`` what follows
+those blocks (record padding, or a second archive).
+
 An archive a reader must refuse has ``error`` (why) and ``members_before_error`` (what a
 streaming reader may already have yielded) instead of ``members``. ``also_acceptable`` names
 another outcome that is defensible (for example refusing a malformed record that the expected
@@ -304,6 +309,25 @@ def stored_digest(tf: tarfile.TarFile, member: tarfile.TarInfo, regions: list[li
     return h.hexdigest()
 
 
+def end_marker(tf: tarfile.TarFile) -> dict[str, int]:
+    """What follows the last member: zero blocks, then other bytes (tarfile's offsets)."""
+    fileobj = tf.fileobj
+    assert fileobj is not None
+    fileobj.seek(tf.offset)
+    rest = fileobj.read()
+    zeros = 0
+    while rest[zeros * 512 : (zeros + 1) * 512] == bytes(512):
+        zeros += 1
+    return {
+        "offset": tf.offset,
+        "zero_blocks": zeros,
+        "bytes_after": len(rest) - zeros * 512,
+    }
+
+
+END: dict[str, dict[str, int]] = {}
+
+
 def read_with_tarfile(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     members: list[dict[str, Any]] = []
     mode = "r:bz2" if path.name.endswith(".bz2") else "r:gz" if path.name.endswith(".gz") else (
@@ -334,6 +358,7 @@ def read_with_tarfile(path: Path) -> tuple[list[dict[str, Any]], str | None]:
                         info["data_sha256"] = stored_digest(tf, m, info["map"])
                         entry["sparse"] = info
                 members.append(entry)
+            END[path.name] = end_marker(tf)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
         return members, f"{type(exc).__name__}: {exc}"
     return members, None
@@ -570,6 +595,9 @@ def expected_for(path: Path) -> dict[str, Any]:
         "tarfile": {"error": t_error, "differs": versus_tarfile},
         "gnutar": {"exit": gnu["exit"], "stderr": gnu["stderr"], "differs": versus_gnutar},
     }
+    sizes_agree = not any(" size: " in line for line in versus_tarfile)
+    if path.name in END and "error" not in decision and sizes_agree:
+        result["end"] = END[path.name]
     if "also_acceptable" in decision:
         result["also_acceptable"] = decision["also_acceptable"]
     if "error" in decision:

@@ -33,10 +33,10 @@ What a member is (one JSON object each, in archive order):
   parsed them, and ``data_sha256``, the digest of those regions' bytes one after the other
   (what the archive stores, without the holes).
 
-``end`` (archives that are read, where tarfile got every size right): ``offset`` where the members end,
-``zero_blocks`` how many zero blocks follow (2 or more is the end-of-archive marker; GNU tar
-and tarfile also accept 1 or 0, that is a file that simply ends), ``bytes_after`` what follows
-those blocks (record padding, or a second archive).
+``end`` (archives that are read, where tarfile got every size right): ``offset`` where the
+members end, ``zero_blocks`` how many zero blocks follow (2 or more is the end-of-archive
+marker; GNU tar and tarfile also accept 1 or 0, that is a file that simply ends),
+``bytes_after`` what follows those blocks (record padding, or a second archive).
 
 An archive a reader must refuse has ``error`` (why) and ``members_before_error`` (what a
 streaming reader may already have yielded) instead of ``members``. ``also_acceptable`` names
@@ -69,9 +69,7 @@ HASH_LIMIT = 1 << 30  # files larger than this are not hashed whole (see "sha256
 FIELDS = ("name", "type", "size", "mode", "mtime", "linkname", "sha256")
 
 # Hash each regular file GNU tar extracts: digest, real size and name, NUL-terminated.
-TO_COMMAND = (
-    "sh -c 'h=$(sha256sum); printf \"%s %s %s\\0\" \"${h%% *}\" \"$TAR_SIZE\" \"$TAR_FILENAME\"'"
-)
+TO_COMMAND = 'sh -c \'h=$(sha256sum); printf "%s %s %s\\0" "${h%% *}" "$TAR_SIZE" "$TAR_FILENAME"\''
 
 
 # ------------------------------------------------------------------------------ decisions
@@ -105,143 +103,229 @@ TARFILE_SPARSE_SIZE = (
     "size and the expanded content (Go's reader_test expects the same)"
 )
 
-decide("cpython-recursion.tar", "tarfile",
-       "a global PAX header whose 1-byte payload is cut short: the archive ends at 516 bytes",
-       error="truncated: the archive ends inside the data of its first (PAX 'g') header")
-decide("go-gnu-incremental.tar", "gnutar", TARFILE_PREFIX_BUG + " (tarfile reports "
-       "'12574544345/test2'); GNU tar and Go's reader_test give 'test2/' for the 'D' member "
-       "(a GNU dump directory, listed as a directory; its 14 bytes of data are the folder "
-       "listing and must be skipped)")
-decide("go-gnu-multi-hdrs.tar", "gnutar", TARFILE_FIRST_WINS + ": the name is the second 'L' "
-       "(GNU2/...) and the link target the second 'K' (GNU4/...)")
-decide("go-hdr-only.tar", "tarfile",
-       "the last 8 headers repeat the first ones with a non-zero size field on types that carry "
-       "no data (dir, fifo, hard link, devices, symlink); tarfile, Go and bsdtar read no data "
-       "for them, while GNU tar 1.34 skips 5 bytes (one block) after a directory or fifo whose "
-       "size is 5, loses its place and prints 'Skipping to next header'")
-decide("go-invalid-go17.tar", "tarfile",
-       "written by a buggy pre-1.8 Go writer: old-GNU magic, but the prefix field holds the "
-       "directory. Go's reader_test expects 'aaa.../foo' (Go joins the prefix when the "
-       "atime/ctime fields do not parse as numbers), as tarfile does; GNU tar reports 'foo'",
-       also_acceptable="name 'foo' (GNU tar and bsdtar ignore the prefix of an old-GNU header)")
-decide("go-pax-bad-hdr-file.tar", "gnutar",
-       "the PAX record '33 path=PAX1/PAX1/long-path-name' ends with a NUL instead of a newline. "
-       "Go's reader_test expects ErrHeader; GNU tar says 'Malformed extended header: missing "
-       "newline', drops the header and exits 2; tarfile 3.11.7 accepts it (name PAX1/...)",
-       error="malformed PAX record: its last byte is not a newline",
-       also_acceptable="list 'foo' with a warning, ignoring the malformed header (GNU tar)")
-decide("go-pax-bad-hdr-large.tar.bz2", "tarfile",
-       "a valid archive whose PAX header is larger than Go's 1 MiB limit on extension headers "
-       "(Go's reader_test expects ErrFieldTooLong, an implementation limit, not a format "
-       "error); tarfile reads it. GNU tar lists it but cannot pass the huge name to "
-       "--to-command (Argument list too long), hence its missing digest",
-       also_acceptable="refuse it for an extension header over the reader's size limit")
-decide("go-pax-bad-mtime-file.tar", "tarfile",
-       "the PAX mtime '999xxx9324.432432444444' is not a number. Expected: ignore the record "
-       "(with a warning) and keep the header's mtime, as current libarchive does for its own "
-       "pax_timestamps archive; tarfile 3.11 sets mtime 0, GNU tar 1.34 and bsdtar 3.6.2 parse "
-       "the leading digits (999), Go's reader_test expects ErrHeader",
-       patch={0: {"mtime": 1442282516}},
-       also_acceptable="refuse the archive (Go: ErrHeader), or mtime 999 (GNU tar 1.34, "
-       "bsdtar 3.6.2)")
-decide("go-pax-global-records.tar", "tarfile",
-       "POSIX: a global record holds for every later member until another global header sets "
-       "the same key, and a record with an empty value deletes the key. So file1 is named "
-       "'global1' with mtime 1500000000, file2 keeps its local path, and the second global "
-       "header ('path=' empty) deletes the global path: file3 and file4 take their header "
-       "names. tarfile keeps globals cumulatively (right) but sets the name to '' for an empty "
-       "value (wrong, patched here); GNU tar replaces the whole global set with each 'g' "
-       "header and also uses ''; Go's reader and bsdtar do not apply global records at all "
-       "(names file1..file4, mtime 0)",
-       patch={2: {"name": "file3"}, 3: {"name": "file4"}},
-       also_acceptable="ignoring global records (Go, bsdtar): file1, file2, file3, file4, "
-       "mtimes 0, 0, 0, 1400000000")
-decide("go-pax-multi-hdrs.tar", "gnutar", TARFILE_FIRST_WINS + ": of four consecutive 'x' "
-       "headers only the last (linkpath=PAX4/...) counts; the name is the ustar header's 'bar'")
+decide(
+    "cpython-recursion.tar",
+    "tarfile",
+    "a global PAX header whose 1-byte payload is cut short: the archive ends at 516 bytes",
+    error="truncated: the archive ends inside the data of its first (PAX 'g') header",
+)
+decide(
+    "go-gnu-incremental.tar",
+    "gnutar",
+    TARFILE_PREFIX_BUG + " (tarfile reports "
+    "'12574544345/test2'); GNU tar and Go's reader_test give 'test2/' for the 'D' member "
+    "(a GNU dump directory, listed as a directory; its 14 bytes of data are the folder "
+    "listing and must be skipped)",
+)
+decide(
+    "go-gnu-multi-hdrs.tar",
+    "gnutar",
+    TARFILE_FIRST_WINS + ": the name is the second 'L' "
+    "(GNU2/...) and the link target the second 'K' (GNU4/...)",
+)
+decide(
+    "go-hdr-only.tar",
+    "tarfile",
+    "the last 8 headers repeat the first ones with a non-zero size field on types that carry "
+    "no data (dir, fifo, hard link, devices, symlink); tarfile, Go and bsdtar read no data "
+    "for them, while GNU tar 1.34 skips 5 bytes (one block) after a directory or fifo whose "
+    "size is 5, loses its place and prints 'Skipping to next header'",
+)
+decide(
+    "go-invalid-go17.tar",
+    "tarfile",
+    "written by a buggy pre-1.8 Go writer: old-GNU magic, but the prefix field holds the "
+    "directory. Go's reader_test expects 'aaa.../foo' (Go joins the prefix when the "
+    "atime/ctime fields do not parse as numbers), as tarfile does; GNU tar reports 'foo'",
+    also_acceptable="name 'foo' (GNU tar and bsdtar ignore the prefix of an old-GNU header)",
+)
+decide(
+    "go-pax-bad-hdr-file.tar",
+    "gnutar",
+    "the PAX record '33 path=PAX1/PAX1/long-path-name' ends with a NUL instead of a newline. "
+    "Go's reader_test expects ErrHeader; GNU tar says 'Malformed extended header: missing "
+    "newline', drops the header and exits 2; tarfile 3.11.7 accepts it (name PAX1/...)",
+    error="malformed PAX record: its last byte is not a newline",
+    also_acceptable="list 'foo' with a warning, ignoring the malformed header (GNU tar)",
+)
+decide(
+    "go-pax-bad-hdr-large.tar.bz2",
+    "tarfile",
+    "a valid archive whose PAX header is larger than Go's 1 MiB limit on extension headers "
+    "(Go's reader_test expects ErrFieldTooLong, an implementation limit, not a format "
+    "error); tarfile reads it. GNU tar lists it but cannot pass the huge name to "
+    "--to-command (Argument list too long), hence its missing digest",
+    also_acceptable="refuse it for an extension header over the reader's size limit",
+)
+decide(
+    "go-pax-bad-mtime-file.tar",
+    "tarfile",
+    "the PAX mtime '999xxx9324.432432444444' is not a number. Expected: ignore the record "
+    "(with a warning) and keep the header's mtime, as current libarchive does for its own "
+    "pax_timestamps archive; tarfile 3.11 sets mtime 0, GNU tar 1.34 and bsdtar 3.6.2 parse "
+    "the leading digits (999), Go's reader_test expects ErrHeader",
+    patch={0: {"mtime": 1442282516}},
+    also_acceptable="refuse the archive (Go: ErrHeader), or mtime 999 (GNU tar 1.34, bsdtar 3.6.2)",
+)
+decide(
+    "go-pax-global-records.tar",
+    "tarfile",
+    "POSIX: a global record holds for every later member until another global header sets "
+    "the same key, and a record with an empty value deletes the key. So file1 is named "
+    "'global1' with mtime 1500000000, file2 keeps its local path, and the second global "
+    "header ('path=' empty) deletes the global path: file3 and file4 take their header "
+    "names. tarfile keeps globals cumulatively (right) but sets the name to '' for an empty "
+    "value (wrong, patched here); GNU tar replaces the whole global set with each 'g' "
+    "header and also uses ''; Go's reader and bsdtar do not apply global records at all "
+    "(names file1..file4, mtime 0)",
+    patch={2: {"name": "file3"}, 3: {"name": "file4"}},
+    also_acceptable="ignoring global records (Go, bsdtar): file1, file2, file3, file4, "
+    "mtimes 0, 0, 0, 1400000000",
+)
+decide(
+    "go-pax-multi-hdrs.tar",
+    "gnutar",
+    TARFILE_FIRST_WINS + ": of four consecutive 'x' "
+    "headers only the last (linkpath=PAX4/...) counts; the name is the ustar header's 'bar'",
+)
 decide("go-pax-nil-sparse-data.tar", "gnutar", TARFILE_SPARSE_SIZE)
 decide("go-pax-nil-sparse-hole.tar", "gnutar", TARFILE_SPARSE_SIZE)
-decide("go-pax-sparse-big.tar", "gnutar", TARFILE_SPARSE_SIZE + "; 60 GB: check it by its "
-       "sparse map, not by a whole-content digest")
-decide("go-pax-nul-path.tar", "tarfile",
-       "the PAX path value contains a NUL byte. Go and bsdtar refuse it (Go's reader_test: "
-       "ErrHeader); GNU tar cuts the name at the NUL; tarfile keeps the NUL in the name",
-       error="PAX path value contains a NUL byte",
-       also_acceptable="the name cut at the NUL (GNU tar)")
-decide("go-pax-nul-xattrs.tar", "tarfile",
-       "a PAX record key contains a NUL byte (SCHILY.xattr.null\\0=fizzbuzz). Go (ErrHeader), "
-       "GNU tar ('Malformed extended header: missing equal sign', exit 2) and bsdtar reject "
-       "it; tarfile accepts it",
-       error="PAX record key contains a NUL byte")
-decide("go-pax-path-hdr.tar", "tarfile",
-       "a PAX header and nothing after it: the file ends where the member's header should be, "
-       "with no end-of-archive blocks. tarfile: 'empty header'; GNU tar lists nothing and "
-       "exits 0",
-       error="the archive ends after an extension header, without its member")
-decide("go-sparse-formats.tar", "tarfile",
-       "its sparse members have 95 data regions of 1 byte each, stored back to back. tarfile's "
-       "content matches the CRC32 (5375e1d2) of Go's reader_test; GNU tar 1.34 reads each "
-       "region from the start of a new 512-byte block (true only of archives GNU tar writes, "
-       "whose regions are whole blocks except the last), so it extracts wrong bytes and then "
-       "hits 'Unexpected EOF in archive'")
-decide("go-writer-big.tar", "tarfile",
-       "Go's writer test output: the header of a 16 GiB file with none of its data",
-       error="truncated: the data of the 16 GiB member is missing")
-decide("go-writer-big-long.tar", "tarfile",
-       "Go's writer test output: GNU long name + header of a 16 GiB file, without its data",
-       error="truncated: the data of the 16 GiB member is missing")
+decide(
+    "go-pax-sparse-big.tar",
+    "gnutar",
+    TARFILE_SPARSE_SIZE + "; 60 GB: check it by its sparse map, not by a whole-content digest",
+)
+decide(
+    "go-pax-nul-path.tar",
+    "tarfile",
+    "the PAX path value contains a NUL byte. Go and bsdtar refuse it (Go's reader_test: "
+    "ErrHeader); GNU tar cuts the name at the NUL; tarfile keeps the NUL in the name",
+    error="PAX path value contains a NUL byte",
+    also_acceptable="the name cut at the NUL (GNU tar)",
+)
+decide(
+    "go-pax-nul-xattrs.tar",
+    "tarfile",
+    "a PAX record key contains a NUL byte (SCHILY.xattr.null\\0=fizzbuzz). Go (ErrHeader), "
+    "GNU tar ('Malformed extended header: missing equal sign', exit 2) and bsdtar reject "
+    "it; tarfile accepts it",
+    error="PAX record key contains a NUL byte",
+)
+decide(
+    "go-pax-path-hdr.tar",
+    "tarfile",
+    "a PAX header and nothing after it: the file ends where the member's header should be, "
+    "with no end-of-archive blocks. tarfile: 'empty header'; GNU tar lists nothing and "
+    "exits 0",
+    error="the archive ends after an extension header, without its member",
+)
+decide(
+    "go-sparse-formats.tar",
+    "tarfile",
+    "its sparse members have 95 data regions of 1 byte each, stored back to back. tarfile's "
+    "content matches the CRC32 (5375e1d2) of Go's reader_test; GNU tar 1.34 reads each "
+    "region from the start of a new 512-byte block (true only of archives GNU tar writes, "
+    "whose regions are whole blocks except the last), so it extracts wrong bytes and then "
+    "hits 'Unexpected EOF in archive'",
+)
+decide(
+    "go-writer-big.tar",
+    "tarfile",
+    "Go's writer test output: the header of a 16 GiB file with none of its data",
+    error="truncated: the data of the 16 GiB member is missing",
+)
+decide(
+    "go-writer-big-long.tar",
+    "tarfile",
+    "Go's writer test output: GNU long name + header of a 16 GiB file, without its data",
+    error="truncated: the data of the 16 GiB member is missing",
+)
 for name in ("go-issue10968.tar", "go-issue12435.tar", "go-neg-size.tar"):
-    decide(name, "tarfile",
-           "fuzzer-found corrupt header: Go (ErrHeader), tarfile ('invalid header') and GNU tar "
-           "('This does not look like a tar archive') all refuse it",
-           error="not a valid tar header (bad checksum or number field)")
-decide("go-issue11169.tar", "tarfile",
-       "a PAX header whose payload runs past the end of the 602-byte file: Go (ErrHeader), "
-       "tarfile and GNU tar ('Unexpected EOF in archive') refuse it",
-       error="truncated: the archive ends inside an extension header's data")
-decide("libarchive-test_compat_solaris_tar_acl.tar", "tarfile",
-       "each file is preceded by a Solaris ACL header (type 'A', its data is the ACL text). "
-       "tarfile and GNU tar list the 'A' headers as members of an unknown type (GNU tar "
-       "extracts them as files, which the real member then replaces); bsdtar reads them as "
-       "extension headers that give the next member its ACL and lists only the 4 real members",
-       also_acceptable="skip the 'A' headers as extension headers (bsdtar): only the members "
-       "of index 1, 3, 5, 7")
-decide("libarchive-test_read_format_gtar_redundant_L.tar", "gnutar",
-       "four consecutive GNU 'L' headers: the last one gives the name (GNU tar; libarchive "
-       "warns \"Redundant 'L'\"); " + TARFILE_FIRST_WINS)
-decide("libarchive-test_read_format_gtar_sparse_1_17_posix10_modified.tar", "gnutar",
-       "the first member's PAX 1.0 sparse map starts with two lines that are not numbers "
-       "('#!gnu-sparse-format', '#format:1.0'). GNU tar: 'sparse: malformed sparse archive "
-       "member' (it lists all 3 members, exits 2); tarfile raises ValueError",
-       error="malformed GNU sparse 1.0 map: a map line is not a decimal number")
-decide("libarchive-test_read_format_gtar_sparse_skip_entry.tar", "gnutar",
-       "a PAX 1.0 sparse file of 10 GiB real size whose stored size (4612) is only in the PAX "
-       "'size' record; libarchive's test expects 'a' (10737418244 bytes) then 'b' (4 bytes), "
-       "as GNU tar lists them; tarfile 3.11 takes the header size (4) and fails with "
-       "'unexpected end of data'")
-decide("libarchive-test_read_format_tar_V_negative_size.tar", "gnutar",
-       "a GNU volume header ('V') with a negative base-256 size. libarchive's test expects "
-       "ARCHIVE_FATAL; GNU tar: 'base-256 value is out of off_t range'; tarfile yields the "
-       "label, then fails",
-       error="negative size field (base-256)")
-decide("libarchive-test_read_format_tar_empty_pax.tar", "gnutar",
-       "only a global PAX header (a 'comment', as git archive writes) and the end-of-archive "
-       "blocks: an archive with no members (libarchive's test expects EOF at once, GNU tar lists "
-       "nothing and exits 0); tarfile 3.11 fails with 'end of file header'")
-decide("libarchive-test_read_format_tar_invalid_pax_size.tar", "tarfile",
-       "fuzzed: a PAX header with garbage records and an out-of-range size. tarfile: 'invalid "
-       "header'; GNU tar prints 5 errors, lists a nonsense hard link and exits 2",
-       error="malformed PAX header (bad record length / size out of range)")
-decide("libarchive-test_read_format_tar_pax_timestamps.tar", "tarfile",
-       "the PAX mtime '1748089464.951928467a' has a trailing letter. libarchive's test expects "
-       "a warning and the header's mtime (224165920, stored in base-256); tarfile 3.11 sets 0, "
-       "GNU tar 1.34 and bsdtar 3.6.2 parse the number before the letter (1748089464)",
-       patch={0: {"mtime": 224165920}},
-       also_acceptable="refuse the archive, or mtime 1748089464 (GNU tar 1.34, bsdtar 3.6.2)")
-decide("libarchive-test_read_pax_empty_val_no_nl.tar", "tarfile",
-       "a PAX header whose only record, '4 x=', has no newline. libarchive's test expects a "
-       "warning and the member 'empty'; GNU tar warns 'missing newline' and exits 2; tarfile "
-       "accepts it",
-       also_acceptable="refuse the archive for the malformed record")
+    decide(
+        name,
+        "tarfile",
+        "fuzzer-found corrupt header: Go (ErrHeader), tarfile ('invalid header') and GNU tar "
+        "('This does not look like a tar archive') all refuse it",
+        error="not a valid tar header (bad checksum or number field)",
+    )
+decide(
+    "go-issue11169.tar",
+    "tarfile",
+    "a PAX header whose payload runs past the end of the 602-byte file: Go (ErrHeader), "
+    "tarfile and GNU tar ('Unexpected EOF in archive') refuse it",
+    error="truncated: the archive ends inside an extension header's data",
+)
+decide(
+    "libarchive-test_compat_solaris_tar_acl.tar",
+    "tarfile",
+    "each file is preceded by a Solaris ACL header (type 'A', its data is the ACL text). "
+    "tarfile and GNU tar list the 'A' headers as members of an unknown type (GNU tar "
+    "extracts them as files, which the real member then replaces); bsdtar reads them as "
+    "extension headers that give the next member its ACL and lists only the 4 real members",
+    also_acceptable="skip the 'A' headers as extension headers (bsdtar): only the members "
+    "of index 1, 3, 5, 7",
+)
+decide(
+    "libarchive-test_read_format_gtar_redundant_L.tar",
+    "gnutar",
+    "four consecutive GNU 'L' headers: the last one gives the name (GNU tar; libarchive "
+    "warns \"Redundant 'L'\"); " + TARFILE_FIRST_WINS,
+)
+decide(
+    "libarchive-test_read_format_gtar_sparse_1_17_posix10_modified.tar",
+    "gnutar",
+    "the first member's PAX 1.0 sparse map starts with two lines that are not numbers "
+    "('#!gnu-sparse-format', '#format:1.0'). GNU tar: 'sparse: malformed sparse archive "
+    "member' (it lists all 3 members, exits 2); tarfile raises ValueError",
+    error="malformed GNU sparse 1.0 map: a map line is not a decimal number",
+)
+decide(
+    "libarchive-test_read_format_gtar_sparse_skip_entry.tar",
+    "gnutar",
+    "a PAX 1.0 sparse file of 10 GiB real size whose stored size (4612) is only in the PAX "
+    "'size' record; libarchive's test expects 'a' (10737418244 bytes) then 'b' (4 bytes), "
+    "as GNU tar lists them; tarfile 3.11 takes the header size (4) and fails with "
+    "'unexpected end of data'",
+)
+decide(
+    "libarchive-test_read_format_tar_V_negative_size.tar",
+    "gnutar",
+    "a GNU volume header ('V') with a negative base-256 size. libarchive's test expects "
+    "ARCHIVE_FATAL; GNU tar: 'base-256 value is out of off_t range'; tarfile yields the "
+    "label, then fails",
+    error="negative size field (base-256)",
+)
+decide(
+    "libarchive-test_read_format_tar_empty_pax.tar",
+    "gnutar",
+    "only a global PAX header (a 'comment', as git archive writes) and the end-of-archive "
+    "blocks: an archive with no members (libarchive's test expects EOF at once, GNU tar lists "
+    "nothing and exits 0); tarfile 3.11 fails with 'end of file header'",
+)
+decide(
+    "libarchive-test_read_format_tar_invalid_pax_size.tar",
+    "tarfile",
+    "fuzzed: a PAX header with garbage records and an out-of-range size. tarfile: 'invalid "
+    "header'; GNU tar prints 5 errors, lists a nonsense hard link and exits 2",
+    error="malformed PAX header (bad record length / size out of range)",
+)
+decide(
+    "libarchive-test_read_format_tar_pax_timestamps.tar",
+    "tarfile",
+    "the PAX mtime '1748089464.951928467a' has a trailing letter. libarchive's test expects "
+    "a warning and the header's mtime (224165920, stored in base-256); tarfile 3.11 sets 0, "
+    "GNU tar 1.34 and bsdtar 3.6.2 parse the number before the letter (1748089464)",
+    patch={0: {"mtime": 224165920}},
+    also_acceptable="refuse the archive, or mtime 1748089464 (GNU tar 1.34, bsdtar 3.6.2)",
+)
+decide(
+    "libarchive-test_read_pax_empty_val_no_nl.tar",
+    "tarfile",
+    "a PAX header whose only record, '4 x=', has no newline. libarchive's test expects a "
+    "warning and the member 'empty'; GNU tar warns 'missing newline' and exits 2; tarfile "
+    "accepts it",
+    also_acceptable="refuse the archive for the malformed record",
+)
 
 
 # ------------------------------------------------------------------------------ tarfile
@@ -330,8 +414,12 @@ END: dict[str, dict[str, int]] = {}
 
 def read_with_tarfile(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     members: list[dict[str, Any]] = []
-    mode = "r:bz2" if path.name.endswith(".bz2") else "r:gz" if path.name.endswith(".gz") else (
-        "r:xz" if path.name.endswith(".xz") else "r:"
+    mode = (
+        "r:bz2"
+        if path.name.endswith(".bz2")
+        else "r:gz"
+        if path.name.endswith(".gz")
+        else ("r:xz" if path.name.endswith(".xz") else "r:")
     )
     try:
         with tarfile.open(path, mode) as tf:
@@ -359,15 +447,25 @@ def read_with_tarfile(path: Path) -> tuple[list[dict[str, Any]], str | None]:
                         entry["sparse"] = info
                 members.append(entry)
             END[path.name] = end_marker(tf)
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+    except Exception as exc:  # any failure is the answer
         return members, f"{type(exc).__name__}: {exc}"
     return members, None
 
 
 # ------------------------------------------------------------------------------ GNU tar
 
-_ESCAPES = {"\\": 0x5C, '"': 0x22, "n": 0x0A, "t": 0x09, "a": 0x07, "b": 0x08, "f": 0x0C,
-            "r": 0x0D, "v": 0x0B, "?": 0x3F}
+_ESCAPES = {
+    "\\": 0x5C,
+    '"': 0x22,
+    "n": 0x0A,
+    "t": 0x09,
+    "a": 0x07,
+    "b": 0x08,
+    "f": 0x0C,
+    "r": 0x0D,
+    "v": 0x0B,
+    "?": 0x3F,
+}
 
 
 def c_unquote(text: str, start: int) -> tuple[str, int]:
@@ -397,15 +495,23 @@ _LINE = re.compile(
     r"^(?P<mode>\S{10})\S*\s+(?P<owner>\S+)\s+(?P<size>\d+(?:,\d+)?)\s+"
     r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?|-?\d+(?:\.\d+)?)\s+(?P<rest>\".*)$"
 )
-_GNU_TYPES = {"-": "file", "C": "file", "h": "hardlink", "l": "symlink", "d": "dir",
-              "c": "chardev", "b": "blockdev", "p": "fifo"}
+_GNU_TYPES = {
+    "-": "file",
+    "C": "file",
+    "h": "hardlink",
+    "l": "symlink",
+    "d": "dir",
+    "c": "chardev",
+    "b": "blockdev",
+    "p": "fifo",
+}
 
 
 def mode_bits(text: str) -> int:
+    """Permission bits of an ``ls``-style mode string such as ``-rwsr-x--T``."""
     bits = 0
-    for i, (char, bit) in enumerate(zip(text[1:], (0o400, 0o200, 0o100, 0o40, 0o20, 0o10,
-                                                     0o4, 0o2, 0o1))):
-        if char in "rwx" or (char in "sSt" and i in (2, 5, 8) and char not in "ST"):
+    for char, bit in zip(text[1:10], (0o400, 0o200, 0o100, 0o40, 0o20, 0o10, 0o4, 0o2, 0o1)):
+        if char in "rwxst":  # s/t: set-id or sticky with execute; S/T: without
             bits |= bit
     if text[3] in "sS":
         bits |= 0o4000
@@ -419,10 +525,8 @@ def mode_bits(text: str) -> int:
 def gnu_time(text: str) -> int:
     if "-" in text[1:] and ":" in text:
         whole, _, _frac = text.partition(".")
-        stamp = calendar.timegm(
-            tuple(int(x) for x in re.split(r"[- :]", whole)) + (0, 0, 0)  # type: ignore[arg-type]
-        )
-        return stamp
+        fields = [int(x) for x in re.split(r"[- :]", whole)]
+        return calendar.timegm((*fields, 0, 0, 0))
     return math.floor(float(text))
 
 
@@ -451,16 +555,18 @@ def parse_listing(stdout: bytes) -> list[dict[str, Any]]:
         elif rest:
             raise ValueError(f"unexpected tail in GNU tar line {raw_line!r}")
         size = 0 if "," in m["size"] else int(m["size"])
-        members.append({
-            "name": normalize(name),
-            "type": kind,
-            "size": size if kind == "file" else 0,
-            "mode": mode_bits(m["mode"]),
-            "mtime": gnu_time(m["time"]),
-            "linkname": link,
-            "sha256": None,
-            **entry,
-        })
+        members.append(
+            {
+                "name": normalize(name),
+                "type": kind,
+                "size": size if kind == "file" else 0,
+                "mode": mode_bits(m["mode"]),
+                "mtime": gnu_time(m["time"]),
+                "linkname": link,
+                "sha256": None,
+                **entry,
+            }
+        )
     return members
 
 
@@ -469,7 +575,9 @@ def read_with_gnutar(path: Path) -> dict[str, Any]:
     common = ["-P", "-f", str(path)]
     listing = subprocess.run(
         ["tar", "-tv", "--full-time", "--numeric-owner", "--quoting-style=c", *common],
-        capture_output=True, env=env, check=False,
+        capture_output=True,
+        env=env,
+        check=False,
     )
     members = parse_listing(listing.stdout)
     files = [m for m in members if m["type"] == "file" and m["size"] <= HASH_LIMIT]
@@ -477,7 +585,10 @@ def read_with_gnutar(path: Path) -> dict[str, Any]:
     excludes = ["--anchored", "--no-wildcards", *(f"--exclude={name}" for name in big)]
     contents = subprocess.run(
         ["tar", "-x", *excludes, "--to-command", TO_COMMAND, *common],
-        capture_output=True, env=env, check=False, cwd="/",
+        capture_output=True,
+        env=env,
+        check=False,
+        cwd="/",
     )
     hashes = [rec.split(b" ", 2) for rec in contents.stdout.split(b"\0") if rec]
     # GNU tar runs the command for regular files and for members of unknown types (which it
@@ -534,7 +645,6 @@ def link_targets(members: list[dict[str, Any]]) -> None:
         )
 
 
-
 def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else f"{text[:100]}... ({len(text)} characters)"
@@ -573,9 +683,9 @@ def expected_for(path: Path) -> dict[str, Any]:
         # GNU tar's listing does not show the sparse map: take it from tarfile's reading of the
         # same member when there is one.
         for i, member in enumerate(chosen):
-            if i < len(t_members) and t_members[i]["name"] == member["name"]:
-                if "sparse" in t_members[i]:
-                    member["sparse"] = t_members[i]["sparse"]
+            same = i < len(t_members) and t_members[i]["name"] == member["name"]
+            if same and "sparse" in t_members[i]:
+                member["sparse"] = t_members[i]["sparse"]
     for index, fields in decision.get("patch", {}).items():
         chosen[int(index)].update(fields)
     link_targets(chosen)

@@ -42,7 +42,7 @@ async def tar_bytes(folder: str) -> bytes:
 
     tape = await atartape.Tape.discover(folder)
     player = atartape.TapePlayer(tape, source_root=folder)
-    return b"".join([chunk async for chunk in player.stream()])
+    return b"".join([chunk async for chunk in player.chunks()])
 
 
 def bare_asgi(data: bytes) -> Any:
@@ -84,7 +84,7 @@ def aiohttp_app(kind: str, folder: str) -> Any:
     tape = asyncio.run(atartape.Tape.discover(folder))
 
     async def tape_handler(request: web.Request) -> web.StreamResponse:
-        return await tape_response(request, tape, source_root=folder)
+        return await tape_response(tape, request, source_root=folder)
 
     async def bare_handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})

@@ -36,7 +36,7 @@ FOLDER = web.AppKey("folder", str)
 
 async def download(request: web.Request) -> web.StreamResponse:
     app = request.app
-    return await tape_response(request, app[TAPE], source_root=app[FOLDER])
+    return await tape_response(app[TAPE], request, source_root=app[FOLDER])
 
 
 def create_app(folder: str) -> web.Application:

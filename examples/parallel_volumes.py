@@ -73,7 +73,7 @@ async def prepare(folder: str, index: str | None, out: str) -> atartape.Tape:
 
 async def full_digest(tape: atartape.Tape, source: str) -> str:
     digest = hashlib.sha256()
-    async for chunk in atartape.TapePlayer(tape, source_root=source).stream():
+    async for chunk in atartape.TapePlayer(tape, source_root=source).chunks():
         digest.update(chunk)
     return digest.hexdigest()
 

@@ -49,12 +49,12 @@ async def transfer(folder: Path, scratch: Path) -> bool:
         offset = await upload.received()
         print(f"sending from byte {offset} of {tape.total_size}")
         try:
-            await upload.send(player.stream(start_offset=offset))
+            await upload.send(player.chunks(start_offset=offset))
             break
         except ConnectionError as exc:
             print(f"  failed: {exc}")
     whole = hashlib.sha256()
-    async for chunk in player.stream():
+    async for chunk in player.chunks():
         whole.update(chunk)
     sent = hashlib.sha256(await trio.Path(upload.path).read_bytes()).hexdigest()
     print("identical to one uninterrupted play:", sent == whole.hexdigest())

@@ -103,7 +103,9 @@ async def main() -> None:
             link_port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(flaky_link, listeners[0], receiver_port[0], [150_000, 1, 400_000])
 
-            sent = await transfer.send(tape, folder, "127.0.0.1", link_port, backoff=0.05)
+            sent = await transfer.send(
+                tape, "127.0.0.1", link_port, source_root=folder, backoff=0.05
+            )
             await done.wait()  # the receiver returns once the sender said goodbye
             nursery.cancel_scope.cancel()
 
@@ -113,7 +115,7 @@ async def main() -> None:
             f"the receiver kept {got.bytes_received} (it never keeps a byte twice)"
         )
         assert sent.digest == got.digest, "both sides agree on the digest"
-        full = b"".join([chunk async for chunk in atartape.TapePlayer(tape).stream()])
+        full = b"".join([chunk async for chunk in atartape.TapePlayer(tape).chunks()])
         assert out.read_bytes() == full, "the received file is byte-identical to a full play"
         assert not os.path.exists(f"{out}.part")
         print(f"ok: {out.name} is byte-identical to the tape (digest {got.digest[:16]}...)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+
+from tests.helpers import write
 
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
@@ -30,14 +31,6 @@ def blockbuster() -> Iterator[BlockBuster]:
     with blockbuster_ctx("atartape") as bb:
         # pytest, hypothesis and fixtures do blocking I/O on purpose outside our code.
         yield bb
-
-
-def write(path: Path, data: bytes | str = b"", mode: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    if mode is not None:
-        os.chmod(path, mode)
-    return path
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 import atartape
-from atartape.header import BLOCK_SIZE
+from atartape.format.header import BLOCK_SIZE
 
 pytestmark = pytest.mark.anyio
 
@@ -100,8 +100,7 @@ async def test_add_stream_checks_its_arguments() -> None:
 
 async def test_stream_listed_in_the_embedded_index() -> None:
     from atartape.archive import open_archive
-
-    from .test_archive import MemorySource
+    from tests.helpers import MemorySource
 
     tape = atartape.TarTape(embed_index=True)
     tape.add_stream("log/generated.csv", 7, chunks_of([b"a,b\n", b"1,2"]), mtime=MTIME)

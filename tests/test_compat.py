@@ -13,8 +13,7 @@ import anyio
 import pytest
 
 import atartape
-
-from .conftest import write
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 

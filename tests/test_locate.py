@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import atartape
-from atartape.header import EntryKind
-from atartape.layout import Entry
-from atartape.locate import Fragment, Location, locate_entry, range_header
+from atartape.format.header import EntryKind
+from atartape.format.layout import Entry
+from atartape.format.windows import Fragment, Location, locate_entry, range_header
 
 pytestmark = pytest.mark.anyio
 

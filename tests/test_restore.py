@@ -23,7 +23,7 @@ async def full_stream(player: atartape.TapePlayer) -> bytes:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(name for name in os.listdir(folder) if name.endswith(".restoring"))
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
 
 
 async def store_volumes(tape: atartape.Tape, folder: Path) -> None:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 import atartape
-
-from .conftest import write
+from tests.helpers import write
 
 pytest.importorskip("aiobotocore")
 pytest.importorskip("moto.server")

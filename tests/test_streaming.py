@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import atartape
-from atartape import _engine
-
-from .conftest import write
+from atartape._engine import producer as _producer
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +54,7 @@ async def test_any_window_is_a_slice_of_the_whole(
     base = tmp_path_factory.mktemp("prop")
     await anyio.to_thread.run_sync(build, base / "root", tree)
     tape = await atartape.record(base / "root", index_path=base / "i.db")
-    player = atartape.TapePlayer(tape, chunk_size=1024, hop_bytes=3000)
+    player = atartape.TapePlayer(tape, chunk_size=1024, read_ahead=3000)
     full = b"".join([c async for c in player.stream()])
     assert len(full) == tape.total_size
     offsets = sorted(int(c * tape.total_size) for c in cuts)
@@ -72,14 +71,34 @@ class HopMeter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.hops: list[int] = []
-        original = _engine.Producer.produce_bytes
+        original = _producer.Producer.hop
 
-        def hop(producer: _engine.Producer) -> Any:
-            chunks, error = original(producer)
-            self.hops.append(sum(len(c) for c in chunks))
-            return chunks, error
+        def hop(producer: _producer.Producer, sink: Any) -> Any:
+            counting = _CountingSink(sink)
+            error = original(producer, counting)
+            self.hops.append(counting.bytes)
+            return error
 
-        monkeypatch.setattr(_engine.Producer, "produce_bytes", hop)
+        monkeypatch.setattr(_producer.Producer, "hop", hop)
+
+
+class _CountingSink:
+    """A sink that counts the bytes handed to it, and passes them on."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def whole(self, row: Any, header: bytes, data: bytes, pad: bytes, md5: str | None) -> None:
+        self.bytes += len(header) + len(data) + len(pad)
+        self.sink.whole(row, header, data, pad, md5)
+
+    def piece(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.sink.piece(data)
 
 
 async def test_read_ahead_is_one_hop(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +107,7 @@ async def test_read_ahead_is_one_hop(dataset: Path, monkeypatch: pytest.MonkeyPa
     tape = await atartape.record(dataset)
     meter = HopMeter(monkeypatch)
     chunk, hop = 64 * 1024, 256 * 1024
-    player = atartape.TapePlayer(tape, chunk_size=chunk, hop_bytes=hop)
+    player = atartape.TapePlayer(tape, chunk_size=chunk, read_ahead=hop)
     taken = 0
     async with aclosing(player.stream()) as stream:
         async for piece in stream:
@@ -105,7 +124,7 @@ async def test_chunk_sizes(dataset: Path) -> None:
     write(dataset / "huge.bin", os.urandom(2_000_000))
     tape = await atartape.record(dataset)
     sizes = [len(c) async for c in atartape.TapePlayer(tape).stream()]
-    assert max(sizes) <= _engine.CHUNK_SIZE + 1024
+    assert max(sizes) <= _producer.CHUNK_SIZE + 1024
     assert sum(sizes) == tape.total_size
     # Small entries are joined; small pieces remain only around a large file's header and tail.
     assert sum(1 for s in sizes if s < 64 * 1024) <= 4
@@ -127,7 +146,7 @@ def open_fds_under(root: Path) -> list[str]:
 async def test_leaving_early_closes_the_open_file(dataset: Path, how: str) -> None:
     write(dataset / "huge.bin", os.urandom(2_000_000))
     tape = await atartape.record(dataset, index_path=dataset.parent / "i.db")
-    player = atartape.TapePlayer(tape, chunk_size=4096, hop_bytes=8192)
+    player = atartape.TapePlayer(tape, chunk_size=4096, read_ahead=8192)
     entry = await tape.entry("dataset/huge.bin")
     stream = player.stream(entry.data_offset)
     first = await stream.__anext__()

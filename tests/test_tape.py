@@ -12,8 +12,7 @@ import pytest
 
 import atartape
 from atartape import TarEventType
-
-from .conftest import write
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +119,7 @@ async def test_resume_mid_file_marks_resumed_without_md5(dataset: Path) -> None:
 
 async def test_windows_match_full_stream(dataset: Path) -> None:
     tape = await atartape.record(dataset)
-    player = atartape.TapePlayer(tape, source_root=dataset, chunk_size=4096, hop_bytes=10_000)
+    player = atartape.TapePlayer(tape, source_root=dataset, chunk_size=4096, read_ahead=10_000)
     full = await full_stream(player)
     total = tape.total_size
     offsets = sorted(
@@ -236,7 +235,7 @@ async def test_playing_without_source(dataset: Path, tmp_path: Path) -> None:
 
 async def test_break_closes_files(dataset: Path) -> None:
     tape = await atartape.record(dataset)
-    player = atartape.TapePlayer(tape, source_root=dataset, chunk_size=1024, hop_bytes=2048)
+    player = atartape.TapePlayer(tape, source_root=dataset, chunk_size=1024, read_ahead=2048)
     before = set(os.listdir("/proc/self/fd"))
     async with aclosing(player.stream()) as stream:
         async for chunk in stream:
@@ -292,7 +291,7 @@ async def test_md5_of_files_larger_than_a_chunk(dataset: Path) -> None:
     tape = await atartape.record(dataset)
     for chunk_size in (None, 64 * 1024):
         kwargs = (
-            {} if chunk_size is None else {"chunk_size": chunk_size, "hop_bytes": 2 * chunk_size}
+            {} if chunk_size is None else {"chunk_size": chunk_size, "read_ahead": 2 * chunk_size}
         )
         player = atartape.TapePlayer(tape, **kwargs)  # type: ignore[arg-type]
         ends = {

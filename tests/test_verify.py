@@ -10,9 +10,8 @@ import pytest
 
 import atartape
 from atartape import verify
-from atartape.verify import VerifyError, VerifyReport, verify_tape
-
-from .conftest import write
+from atartape.verify import VerifyError, VerifyReport
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 
@@ -63,8 +62,8 @@ async def test_every_difference_is_reported(dataset: Path) -> None:
         "dataset/link": "content",
     }
     by_path = {e.arc_path: e for e in report.errors}
-    assert "recorded 6, now 14" in by_path["dataset/a.txt"].message
-    assert "recorded as a folder, now a file" in by_path["dataset/empty_dir"].message
+    assert "recorded 6 bytes, now 14" in by_path["dataset/a.txt"].message
+    assert "is now a file (it was recorded as a folder)" in by_path["dataset/empty_dir"].message
     assert "'a.txt' -> 'exact.bin'" in by_path["dataset/link"].message
     assert [e.arc_path for e in report.errors] == sorted(
         (e.arc_path for e in report.errors), key=os.fsencode
@@ -87,7 +86,7 @@ async def test_content_check_sees_what_size_and_mtime_hide(dataset: Path) -> Non
     assert reasons(report) == {"dataset/sub/big.bin": "content"}
     assert "recorded md5" in report.errors[0].message
     # Hashing a large file is spread over several bounded hops, with the same verdict.
-    small_hops = await verify_tape(tape, content=True, hop_bytes=100_000)
+    small_hops = await verify.verify(tape, content=True, hop_bytes=100_000)
     assert reasons(small_hops) == reasons(report)
 
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import atartape
-from atartape.volumes import Volume, split_range, volume_count, volume_window
-
-from .conftest import write
+from atartape.format.windows import split_range, volume_count, volume_window
+from atartape.volumes import Volume
+from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +33,16 @@ async def volume_bytes(volume: Volume) -> bytes:
 
 
 def counting_streams(player: atartape.TapePlayer) -> list[AsyncGenerator[bytes, None]]:
-    """Record every stream the player opens (the volume calls ``player.stream``)."""
+    """Record every stream the player opens (the volume calls ``player.chunks``)."""
     opened: list[AsyncGenerator[bytes, None]] = []
-    original = player.stream
+    original = player.chunks
 
     def stream(start_offset: int = 0, end_offset: int | None = None) -> AsyncGenerator[bytes, None]:
         generator = original(start_offset, end_offset)
         opened.append(generator)
         return generator
 
-    player.stream = stream  # type: ignore[method-assign]
+    player.chunks = stream  # type: ignore[method-assign]
     return opened
 
 

@@ -21,7 +21,7 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     written = chunks = hashed = 0
     with open("/dev/null", "wb") as out:
         if args.mode == "stream":
-            async for chunk in player.stream(start_offset=0):
+            async for chunk in player.chunks(start_offset=0):
                 out.write(chunk)
                 written += len(chunk)
                 chunks += 1

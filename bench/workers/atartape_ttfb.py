@@ -24,7 +24,7 @@ async def once(index: str, source: str) -> float:
     player = atartape.TapePlayer(tape, source_root=source)
     first = 0.0
     got = 0
-    async for chunk in player.stream(start_offset=max(0, tape.total_size - 4096)):
+    async for chunk in player.chunks(start_offset=max(0, tape.total_size - 4096)):
         if not first:
             first = time.perf_counter() - start
         got += len(chunk)

@@ -2,102 +2,151 @@
 
 Record a folder once (:func:`record`), then play its tape from any byte offset
 (:class:`TapePlayer`): every byte position is fixed before the first byte is sent.
+
+Every name below is imported on first use, so ``import atartape`` costs almost nothing and
+``import atartape.format.header`` imports neither anyio nor sqlite3. The layers, from the bottom:
+:mod:`atartape.format` (pure), ``atartape._engine`` (anyio and the disk), the library modules
+(:mod:`~atartape.tape`, :mod:`~atartape.recorder`, :mod:`~atartape.player`, ...), and the edges
+(:mod:`atartape.archive`, the HTTP front ends, :mod:`atartape.transfer`, :mod:`atartape.cli`).
 """
+
+from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._errors import (
-    ArchiveFormatError,
-    EntryNotFoundError,
-    InvalidOffsetError,
-    PathConstraintError,
-    SourceNotFoundError,
-    TapeExistsError,
-    TapeFormatError,
-    TapeNotFoundError,
-    TarIntegrityError,
-    TarTapeError,
-    UnsafeMemberError,
-)
-from .events import EventMetadata, TarEvent, TarEventType
-from .header import EntryKind
-from .layout import Entry
-from .oneshot import TarTape
-from .player import TapePlayer
-from .recorder import TapeRecorder, record
-from .tape import Tape
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._wire import TransferError, TransferIntegrityError, TransferRefusedError
     from .archive import Archive, HttpRangeSource, LocalFileSource, RangeSource, open_archive
-    from .locate import Fragment, Location
-    from .members import IndexRow, Member, MemberType
+    from .errors import (
+        ArchiveFormatError,
+        DuplicateEntryError,
+        EntryNotFoundError,
+        InvalidOffsetError,
+        NotAFileError,
+        PathConstraintError,
+        RangeSourceError,
+        SourceNotFoundError,
+        TapeChangedError,
+        TapeExistsError,
+        TapeFormatError,
+        TapeNotFoundError,
+        TarIntegrityError,
+        TarTapeError,
+        TransferError,
+        TransferIntegrityError,
+        TransferProtocolError,
+        TransferRefusedError,
+        UnsafeMemberError,
+    )
+    from .format.events import EventMetadata, TarEvent, TarEventType
+    from .format.header import EntryKind
+    from .format.layout import Entry
+    from .format.members import Member, MemberType
+    from .format.units import format_size, parse_size
+    from .format.windows import Fragment, Location
+    from .oneshot import TarTape
+    from .player import TapePlayer
+    from .recorder import TapeRecorder, record
     from .restore import restore_file
-    from .units import format_size, parse_size
-    from .verify import VerifyError, VerifyReport
-    from .volumes import Volume, volume_count
+    from .tape import Tape
+    from .verify import Difference, VerifyError, VerifyReport
+    from .volumes import Volume
 
-# Imported on first use: reading archives, transfers and the rest are not needed to record and
-# play, and importing everything up front doubles the start-up time of a small script.
-_LAZY = {
-    "TransferError": "._wire",
-    "TransferIntegrityError": "._wire",
-    "TransferRefusedError": "._wire",
-    "Archive": ".archive",
-    "HttpRangeSource": ".archive",
-    "LocalFileSource": ".archive",
-    "RangeSource": ".archive",
-    "open_archive": ".archive",
-    "Fragment": ".locate",
-    "Location": ".locate",
-    "IndexRow": ".members",
-    "Member": ".members",
-    "MemberType": ".members",
-    "restore_file": ".restore",
-    "format_size": ".units",
-    "parse_size": ".units",
-    "VerifyError": ".verify",
-    "VerifyReport": ".verify",
+# Every public name and the module that defines it.
+_EXPORTS = {
+    # the library
+    "record": ".recorder",
+    "TapeRecorder": ".recorder",
+    "Tape": ".tape",
+    "TapePlayer": ".player",
+    "TarTape": ".oneshot",
     "Volume": ".volumes",
-    "volume_count": ".volumes",
+    "VerifyReport": ".verify",
+    "Difference": ".verify",
+    "VerifyError": ".verify",
+    "restore_file": ".restore",
+    # values
+    "Entry": ".format.layout",
+    "EntryKind": ".format.header",
+    "TarEvent": ".format.events",
+    "TarEventType": ".format.events",
+    "EventMetadata": ".format.events",
+    "Location": ".format.windows",
+    "Fragment": ".format.windows",
+    "parse_size": ".format.units",
+    "format_size": ".format.units",
+    # reading archives
+    "open_archive": ".archive",
+    "Archive": ".archive",
+    "Member": ".format.members",
+    "MemberType": ".format.members",
+    "RangeSource": ".archive",
+    "LocalFileSource": ".archive",
+    "HttpRangeSource": ".archive",
+    # errors
+    "TarTapeError": ".errors",
+    "TapeNotFoundError": ".errors",
+    "TapeExistsError": ".errors",
+    "TapeFormatError": ".errors",
+    "TapeChangedError": ".errors",
+    "SourceNotFoundError": ".errors",
+    "TarIntegrityError": ".errors",
+    "PathConstraintError": ".errors",
+    "DuplicateEntryError": ".errors",
+    "InvalidOffsetError": ".errors",
+    "EntryNotFoundError": ".errors",
+    "ArchiveFormatError": ".errors",
+    "UnsafeMemberError": ".errors",
+    "NotAFileError": ".errors",
+    "RangeSourceError": ".errors",
+    "TransferError": ".errors",
+    "TransferRefusedError": ".errors",
+    "TransferIntegrityError": ".errors",
+    "TransferProtocolError": ".errors",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'atartape' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    # Shown as atartape.Tape in reprs and tracebacks, as it is imported.
+    if isinstance(value, type) or callable(value):
+        value.__module__ = __name__
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted({*globals(), *_EXPORTS})
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Archive",
     "ArchiveFormatError",
+    "Difference",
+    "DuplicateEntryError",
     "Entry",
     "EntryKind",
     "EntryNotFoundError",
     "EventMetadata",
     "Fragment",
     "HttpRangeSource",
-    "IndexRow",
     "InvalidOffsetError",
     "LocalFileSource",
     "Location",
     "Member",
     "MemberType",
+    "NotAFileError",
     "PathConstraintError",
     "RangeSource",
+    "RangeSourceError",
     "SourceNotFoundError",
     "Tape",
+    "TapeChangedError",
     "TapeExistsError",
     "TapeFormatError",
     "TapeNotFoundError",
@@ -110,6 +159,7 @@ __all__ = [
     "TarTapeError",
     "TransferError",
     "TransferIntegrityError",
+    "TransferProtocolError",
     "TransferRefusedError",
     "UnsafeMemberError",
     "VerifyError",
@@ -121,5 +171,4 @@ __all__ = [
     "parse_size",
     "record",
     "restore_file",
-    "volume_count",
 ]

@@ -7,36 +7,33 @@ FastAPI mount it under a path. :func:`send_tape` is the sending half, shared wit
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from . import _http
-from ._errors import TapeNotFoundError, TarTapeError
+from ._serving import (
+    ClientGone,
+    http_player,
+    log_failure,
+    logger,
+    representation,
+    send_body,
+)
+from .errors import TapeNotFoundError, TarTapeError
+from .format import http
 from .player import TapePlayer
 from .tape import Tape, default_index_path
+
+__all__ = ["TapeApp", "send_tape"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-logger = logging.getLogger("atartape.http")
-
-
-def http_player(tape: Tape, source_root: str | os.PathLike[str] | None = None) -> TapePlayer:
-    """The player the HTTP front ends use: ``stream()`` only, so no hashing."""
-    return TapePlayer(tape, source_root, md5=False)
-
-
-class _ClientGone(Exception):
-    """``send()`` failed: the client disconnected (ASGI 2.4 servers raise ``OSError``)."""
 
 
 def request_header(scope: Scope, name: str) -> str | None:
@@ -55,23 +52,38 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-async def _start(send: Send, plan: _http.Plan) -> None:
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in plan.headers]
-    await send({"type": "http.response.start", "status": plan.status, "headers": headers})
+class _AsgiWriter:
+    """A response through an ASGI ``send`` (servers raise ``OSError`` for a client gone)."""
 
+    def __init__(self, send: Send) -> None:
+        self._send = send
 
-async def _body(send: Send, data: bytes, more: bool) -> None:
-    try:
-        await send({"type": "http.response.body", "body": data, "more_body": more})
-    except OSError as exc:
-        raise _ClientGone from exc
+    async def _message(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError as exc:
+            raise ClientGone from exc
+
+    async def start(self, plan: http.Plan) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers]
+        await self._message(
+            {"type": "http.response.start", "status": plan.status, "headers": headers}
+        )
+
+    async def write(self, data: bytes) -> None:
+        await self._message({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def finish(self) -> None:
+        await self._message({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def send_plain(send: Send, status: int, message: str, **extra: str) -> None:
-    """Send a complete short ``text/plain`` response (``extra``: more headers, see _http)."""
-    plan, body = _http.plain_response(status, message, **extra)
-    await _start(send, plan)
-    await _body(send, body, more=False)
+    """Send a complete short ``text/plain`` response (``extra``: more headers)."""
+    plan, body = http.plain_response(status, message, **extra)
+    writer = _AsgiWriter(send)
+    await writer.start(plan)
+    await writer.write(body)
+    await writer.finish()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -85,83 +97,38 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
             return
 
 
-def log_failure(label: str, position: int, total: int, error: BaseException) -> None:
-    """Log, on ``atartape.http``, a response that failed at byte ``position`` of the tape."""
-    logger.error(
-        "%s: response aborted at byte %d of %d: %s: %s",
-        label,
-        position,
-        total,
-        type(error).__name__,
-        error,
-    )
-
-
 async def send_tape(
-    player: TapePlayer, plan: _http.Plan, receive: Receive, send: Send, *, label: str = "tape"
+    player: TapePlayer, plan: http.Plan, receive: Receive, send: Send, *, label: str = "tape"
 ) -> None:
     """Send the response ``plan`` describes, its body played from ``player``.
 
-    The response starts once the first chunk is read, so a tape that cannot play at all (its
-    source gone, the first entry changed) gets a plain 500 and the error is logged. A client
-    that disconnects (``http.disconnect``, or ``send()`` raising ``OSError``) stops the playing
-    at once and closes the source files; nothing is raised. An error once the response has
-    started is logged on ``atartape.http`` and raised again (typically
-    :class:`~atartape.TarIntegrityError`), so that the server drops the connection short of
-    ``Content-Length`` and the client cannot mistake the body for a complete one.
+    A tape that cannot play at all (its source gone, the first entry changed) gets a plain 500
+    and the error is logged. A client that disconnects (``http.disconnect``, or ``send()``
+    raising ``OSError``) stops the playing at once and closes the source files; nothing is
+    raised. An error once the response has started is logged on ``atartape.http`` and raised
+    again (typically :class:`~atartape.TarIntegrityError`), so that the server drops the
+    connection short of ``Content-Length``.
     """
+    writer = _AsgiWriter(send)
     try:
         if not plan.send_body:
-            await _start(send, plan)
-            await _body(send, b"", more=False)
+            await writer.start(plan)
+            await writer.finish()
             return
-        async with aclosing(player.stream(plan.start, plan.end)) as chunks:
-            failure = await _send_chunks(chunks, plan, receive, send)
+        chunks = player.chunks(plan.start, plan.end)
+        failure = None
+        async with aclosing(chunks), anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            failure = await send_body(chunks, plan, writer)
+            group.cancel_scope.cancel()
         if failure is None:
             return
-        log_failure(label, failure.position, player.tape.total_size, failure.error)
+        log_failure(label, failure, player.tape.total_size)
         if failure.started:
             raise failure.error
         await send_plain(send, 500, "the tape cannot be played: see the server log")
-    except _ClientGone:
+    except ClientGone:
         logger.debug("%s: client gone", label)
-
-
-@dataclass(frozen=True)
-class _Failure:
-    position: int
-    error: Exception
-    started: bool  # whether the response had started (then only dropping it is left)
-
-
-async def _send_chunks(
-    chunks: AsyncGenerator[bytes, None], plan: _http.Plan, receive: Receive, send: Send
-) -> _Failure | None:
-    """Send the response; return why it failed, if it did. Raises only cancellation."""
-    position = plan.start
-    try:
-        chunk = await anext(chunks, None)
-    except Exception as error:
-        return _Failure(position, error, started=False)
-    try:
-        await _start(send, plan)
-    except _ClientGone:
-        return None
-    failure: _Failure | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-        try:
-            while chunk is not None:
-                await _body(send, chunk, more=True)
-                position += len(chunk)
-                chunk = await anext(chunks, None)
-            await _body(send, b"", more=False)
-        except _ClientGone:
-            pass
-        except Exception as error:
-            failure = _Failure(position, error, started=True)
-        group.cancel_scope.cancel()
-    return failure
 
 
 class TapeApp:
@@ -189,9 +156,9 @@ class TapeApp:
         )
         self.filename = filename
         self._lock = anyio.Lock()
-        self._opened: tuple[Tape, _http.Representation, tuple[int, int, int]] | None = None
+        self._opened: tuple[Tape, http.Representation, tuple[int, int, int]] | None = None
 
-    async def tape(self) -> tuple[Tape, _http.Representation]:
+    async def tape(self) -> tuple[Tape, http.Representation]:
         """The tape served and its HTTP representation, opened if its index file is new.
 
         Raises :class:`~atartape.TapeNotFoundError` when there is no index and
@@ -206,7 +173,7 @@ class TapeApp:
                 opened = self._opened
                 if opened is None or opened[2] != stamp:
                     tape = await Tape.open(self.index_path, source_root=self.source)
-                    opened = (tape, _http.Representation.of(tape, self.filename), stamp)
+                    opened = (tape, representation(tape, self.filename), stamp)
                     self._opened = opened
         return opened[0], opened[1]
 
@@ -221,7 +188,7 @@ class TapeApp:
         if scope["type"] == "http":
             try:
                 await self._http(scope, receive, send)
-            except _ClientGone:  # while sending a short error response
+            except ClientGone:  # while sending a short error response
                 logger.debug("%s %s: client gone", scope["method"], scope["path"])
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send)
@@ -236,8 +203,8 @@ class TapeApp:
         if route_path(scope) not in ("", "/"):
             await send_plain(send, 404, "Not Found")
             return
-        if not _http.method_allowed(method):
-            await send_plain(send, 405, "Method Not Allowed", allow=_http.ALLOW_HEADER)
+        if not http.method_allowed(method):
+            await send_plain(send, 405, "Method Not Allowed", allow=http.ALLOW_HEADER)
             return
         try:
             tape, rep = await self.tape()
@@ -245,7 +212,7 @@ class TapeApp:
             logger.error("%s: cannot open the tape: %s: %s", label, type(error).__name__, error)
             await send_plain(send, 500, "the tape cannot be opened: see the server log")
             return
-        plan = _http.plan_response(
+        plan = http.plan_response(
             rep,
             method=method,
             range_header=request_header(scope, "range"),

@@ -11,14 +11,20 @@ from dataclasses import dataclass, field, replace
 
 import anyio.to_thread
 
-from . import _index, paths
-from ._engine import CHUNK_SIZE, Producer, play_events
-from ._errors import PathConstraintError, SourceNotFoundError, TarTapeError
-from ._scan import Exclude, scan
-from ._store import Row
-from .events import TarEvent
-from .header import FOOTER_SIZE, EntryKind
-from .layout import Entry, assign_offsets, fingerprint
+from ._engine import play
+from ._engine.feed import PlanFeed
+from ._engine.index import Row
+from ._engine.producer import CHUNK_SIZE, Producer
+from ._engine.scan import Exclude, scan
+from ._engine.sinks import ByteSink, EventSink
+from .errors import DuplicateEntryError, PathConstraintError, SourceNotFoundError
+from .format import paths
+from .format.embedded import index_member
+from .format.events import TarEvent
+from .format.header import FOOTER_SIZE, EntryKind
+from .format.layout import Entry, Window, assign_offsets, fingerprint
+
+__all__ = ["TarTape"]
 
 
 @dataclass(frozen=True)
@@ -51,20 +57,6 @@ class _Stream:
     mtime: int | None
 
 
-class _PlanFeed:
-    """The rows of a one-shot plan, handed over in one batch."""
-
-    def __init__(self, rows: list[Row]) -> None:
-        self._rows: list[Row] | None = rows
-
-    async def next_batch(self) -> list[Row]:
-        rows, self._rows = self._rows or [], None
-        return rows
-
-    async def aclose(self) -> None:
-        self._rows = None
-
-
 @dataclass
 class _Plan:
     """Rows in tape order and where each row's content comes from."""
@@ -81,8 +73,9 @@ class _Plan:
 class TarTape:
     """A tape built on the fly from folders, files, in-memory bytes and async streams.
 
-    Nothing is read when entries are added; :meth:`stream` scans, lays the entries out in the
-    same deterministic order and format as a recorded tape, and plays them. With
+    Nothing is read when entries are added; :meth:`play` (events) and :meth:`chunks` (bytes)
+    scan, lay the entries out in the same deterministic order and format as a recorded tape,
+    and play them. With
     ``embed_index``, the tape ends (before its footer) with an index member,
     ``.tarindex_<16 hex of the fingerprint>.csv``, listing every entry before it (see
     :mod:`atartape.members`).
@@ -138,30 +131,35 @@ class TarTape:
         _check_path(arc_path)
         self._sources.append(_Stream(arc_path, size, chunks, mode, mtime))
 
-    def stream(self) -> AsyncGenerator[TarEvent, None]:
+    def play(self) -> AsyncGenerator[TarEvent, None]:
         """Play everything added, as events (the same events as :meth:`TapePlayer.play`).
 
         Raises :class:`SourceNotFoundError` for a missing folder or file,
         :class:`PathConstraintError` for paths that cannot be stored (all listed),
-        :class:`TarTapeError` for two entries with one archive path, and
+        :class:`DuplicateEntryError` for two entries with one archive path, and
         :class:`TarIntegrityError` for a file that changed or a stream that broke its size.
         """
-        return play_events(self._session)
+        return play.run(self._session, EventSink(0))
 
-    async def _session(self) -> tuple[Producer, _PlanFeed]:
+    def chunks(self) -> AsyncGenerator[bytes, None]:
+        """Only the bytes of :meth:`play`; raises as :meth:`play` does."""
+        return play.run(self._session, ByteSink())
+
+    stream = play
+    """The same as :meth:`play` (the first TarTape's name for it: it yields events)."""
+
+    async def _session(self) -> tuple[Producer, PlanFeed]:
         plan = await anyio.to_thread.run_sync(self._plan)
         producer = Producer(
-            start=0,
-            end=plan.total_size,
-            total_size=plan.total_size,
-            resolve=plan.disk.__getitem__,
+            Window(0, plan.total_size, plan.total_size),
+            locate=plan.disk.__getitem__,
             md5=self.md5,
             chunk_size=self.chunk_size,
             memory=plan.memory,
             streams=plan.streams,
-            unchecked=plan.roots,
+            unchecked_folders=plan.roots,
         )
-        return producer, _PlanFeed(plan.rows)
+        return producer, PlanFeed(plan.rows)
 
     def _plan(self) -> _Plan:
         """Scan the sources (in a worker thread) and lay out every entry in tape order."""
@@ -186,16 +184,16 @@ class TarTape:
                 )
                 content = source.data if isinstance(source, _Bytes) else source.chunks
                 planned.append((entry, content))
-        planned.sort(key=lambda p: paths.to_bytes(p[0].arc_path))
+        planned.sort(key=lambda p: paths.sort_key(paths.to_bytes(p[0].arc_path)))
         for before, after in itertools.pairwise(planned):
             if before[0].arc_path == after[0].arc_path:
-                raise TarTapeError(f"{after[0].arc_path!r} was added twice")
+                raise DuplicateEntryError(f"{after[0].arc_path!r} was added twice")
         starts, total = assign_offsets(p[0].size for p in planned)
         entries = [replace(p[0], start_offset=s) for s, p in zip(starts, planned)]
         plan = _Plan([], total, fingerprint(entries), roots=frozenset(roots))
         for entry, (_, where) in zip(entries, planned):
             arc = paths.to_bytes(entry.arc_path)
-            plan.rows.append(_index.entry_row(entry))
+            plan.rows.append(Row.of(entry))
             if isinstance(where, str):
                 plan.disk[arc] = os.fsencode(where)
             elif isinstance(where, bytes):
@@ -208,12 +206,12 @@ class TarTape:
 
     def _append_index(self, plan: _Plan, entries: list[Entry]) -> None:
         """The index member, last (after every sorted entry), served from memory."""
-        from .members import index_member
-
         entry, data = index_member(entries, plan.fingerprint, plan.total_size - FOOTER_SIZE)
         if any(e.arc_path == entry.arc_path for e in entries):
-            raise TarTapeError(f"{entry.arc_path!r} was added, but it is the embedded index's name")
-        plan.rows.append(_index.entry_row(entry))
+            raise DuplicateEntryError(
+                f"{entry.arc_path!r} was added, but it is the embedded index's name"
+            )
+        plan.rows.append(Row.of(entry))
         plan.memory[paths.to_bytes(entry.arc_path)] = data
         plan.total_size = entry.end_offset + FOOTER_SIZE
 

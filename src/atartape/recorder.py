@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import time
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from . import _index, paths
-from ._errors import PathConstraintError, SourceNotFoundError, TapeExistsError
-from ._scan import Exclude, ScanResult, scan
-from ._store import open_store
-from .header import FOOTER_SIZE, EntryKind
-from .layout import Entry, fingerprint
+from ._engine import files, index
+from ._engine.scan import Exclude, ScanResult, scan
+from ._engine.store import open_store
+from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError
+from .format import paths
+from .format.embedded import index_member
+from .format.header import FOOTER_SIZE, EntryKind
+from .format.layout import Entry, fingerprint
 from .tape import Tape, default_index_path
+
+__all__ = ["TapeRecorder", "record"]
 
 CHECKSUMS = ("md5", "sha256")
 
@@ -87,12 +89,12 @@ class TapeRecorder:
             raise TapeExistsError(
                 f"a tape index already exists at {index_path!r} (pass overwrite=True to replace it)"
             )
-        temp_path = f"{index_path}.{secrets.token_hex(4)}.tmp"
+        temp_path = files.temp_name(index_path)
         skip = frozenset({index_path, temp_path, temp_path + "-journal"})
         arc_root = self.arcname or os.path.basename(source) or "root"
         # Made before the scan: creating .tartape changes the root's mtime, which the scan
         # must see, so that a later one-shot play of the folder writes the same root header.
-        await anyio.to_thread.run_sync(_make_parent, index_path)
+        await anyio.to_thread.run_sync(_prepare_folder, index_path)
         result = await anyio.to_thread.run_sync(
             lambda: scan(source, arc_root, exclude=self.exclude, skip=skip, checksum=self.checksum)
         )
@@ -102,15 +104,13 @@ class TapeRecorder:
         total_size = result.total_size
         embedded: tuple[Entry, bytes] | None = None
         if self.embed_index:
-            from .members import index_member  # built in a worker thread: it can be large
-
             embedded = await anyio.to_thread.run_sync(
                 index_member, entries, tape_fingerprint, total_size - FOOTER_SIZE
             )
             total_size = embedded[0].end_offset + FOOTER_SIZE
         meta: dict[str, Any] = {
-            "format": _index.FORMAT,
-            "version": _index.VERSION,
+            "format": index.FORMAT,
+            "version": index.VERSION,
             "fingerprint": tape_fingerprint,
             "total_size": total_size,
             "entry_count": len(entries),
@@ -122,41 +122,27 @@ class TapeRecorder:
         }
         try:
             async with await open_store(temp_path) as store:
-                schema = _index.SCHEMA + (_index.EMBEDDED_SCHEMA if embedded else "")
+                schema = index.SCHEMA + (index.EMBEDDED_SCHEMA if embedded else "")
                 await store.executescript(schema)
                 await store.execute("BEGIN")
-                await store.executemany(_index.INSERT_META, list(meta.items()))
-                await _index.write_entries(store, entries)
+                await store.executemany(index.INSERT_META, list(meta.items()))
+                await index.write_entries(store, entries)
                 if embedded is not None:
-                    await _index.write_embedded(store, *embedded)
+                    await index.write_embedded(store, *embedded)
                 await store.commit()
-            await anyio.to_thread.run_sync(_publish, temp_path, index_path)
+            await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_remove_quietly, temp_path)
+                await anyio.to_thread.run_sync(
+                    files.unlink_quietly, temp_path, temp_path + "-journal"
+                )
         return Tape._from_meta(index_path, meta, source)
 
 
-def _make_parent(path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-
-
-def _publish(temp_path: str, index_path: str) -> None:
-    """fsync the finished index, then rename it into place: readers see all of it or none."""
-    with open(temp_path, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp_path, index_path)
-    folder = os.open(os.path.dirname(index_path), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def _remove_quietly(path: str) -> None:
-    for leftover in (path, path + "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(leftover)
+def _prepare_folder(index_path: str) -> None:
+    """Make the index's folder, and clear what killed recordings left there."""
+    os.makedirs(os.path.dirname(index_path), exist_ok=True)
+    files.remove_stale(index_path)
 
 
 async def record(

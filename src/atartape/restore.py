@@ -7,22 +7,20 @@ of its volumes: an S3 ranged GET, an HTTP ``Range`` request, a read of a local v
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
 
 import anyio
 import anyio.to_thread
 
-from ._errors import TarIntegrityError
-from .header import EntryKind
-from .locate import Location
-from .units import parse_size
+from ._engine.files import AtomicFile
+from .errors import TarIntegrityError
+from .format.header import EntryKind
+from .format.units import parse_size
+from .format.windows import Location
 
 __all__ = ["FetchRange", "restore_file"]
 
@@ -32,78 +30,19 @@ FetchRange = Callable[[int, int, int], Awaitable["bytes | bytearray | memoryview
 DEFAULT_MAX_FETCH = 8 * 1024 * 1024
 
 
-class _TempFile:
-    """The file being restored, beside its destination (synchronous: used in worker threads)."""
-
-    def __init__(self, dest: str, algorithm: str | None) -> None:
-        folder = os.path.dirname(dest) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(
-            prefix=f".{os.path.basename(dest)}.", suffix=".restoring", dir=folder
-        )
-        self.handle: IO[bytes] = os.fdopen(fd, "wb")
-        self.digest = hashlib.new(algorithm) if algorithm else None
-        self.written = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.handle.write(data)
-        if self.digest is not None:
-            self.digest.update(data)
-        self.written += len(data)
-
-    def publish(self, dest: str, mode: int | None, mtime: int | None, overwrite: bool) -> None:
-        """Flush to disk, set mode and mtime, and move into place in one step."""
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        if mode is not None:
-            os.chmod(self.path, mode)
-        if mtime is not None:
-            os.utime(self.path, (mtime, mtime))
-        if overwrite:
-            os.replace(self.path, dest)
-        else:
-            try:
-                os.link(self.path, dest)  # atomic, and fails if something appeared meanwhile
-            except FileExistsError:
-                raise _exists(dest) from None
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                    raise
-                if os.path.lexists(dest):  # no hard links here: check, then rename
-                    raise _exists(dest) from None
-                os.replace(self.path, dest)
-            else:
-                os.unlink(self.path)
-        _fsync_folder(os.path.dirname(dest) or ".")
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-def _fsync_folder(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some systems cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _exists(dest: str) -> FileExistsError:
     return FileExistsError(errno.EEXIST, "destination exists (pass overwrite=True)", dest)
 
 
+def _open_beside(target: str) -> AtomicFile:
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    return AtomicFile(target, mode=0o600)
+
+
 def _target(dest: str, arc_path: str, overwrite: bool) -> str:
-    """The file to write: ``dest`` itself, or the entry's name inside an existing folder."""
-    if os.path.isdir(dest):
+    """The file to write: ``dest`` itself, or the entry's name inside a folder (one that
+    exists, or one written with a trailing slash, which is created)."""
+    if dest.endswith(("/", os.sep)) or os.path.isdir(dest):
         dest = os.path.join(dest, arc_path.rsplit("/", 1)[-1])
     dest = os.path.abspath(dest)
     if not overwrite and os.path.lexists(dest):
@@ -125,8 +64,9 @@ async def restore_file(
     ``fetch_range(volume_index, start, end)`` must return the bytes ``[start, end)`` of that
     volume (of the whole tape, index 0, for a location made without a volume size). Each
     fragment is asked for in pieces of at most ``max_fetch`` bytes, so memory stays bounded
-    whatever the file size. ``dest`` is the file to write, or an existing folder to write into
-    under the entry's name; missing parent folders are created. With ``preserve`` the recorded
+    whatever the file size. ``dest`` is the file to write, or a folder to write into under the
+    entry's name (an existing one, or ``"restored/"`` with a trailing slash); missing folders
+    are created. With ``preserve`` the recorded
     permission bits and mtime are applied.
 
     The file is written to a temporary name beside ``dest``, checked, then renamed into place:
@@ -152,7 +92,8 @@ async def restore_file(
     step = parse_size(max_fetch, what="max_fetch")
     algorithm = location.checksum_algorithm if location.checksum else None
     target = await anyio.to_thread.run_sync(_target, os.fspath(dest), location.arc_path, overwrite)
-    temp = await anyio.to_thread.run_sync(_TempFile, target, algorithm)
+    temp = await anyio.to_thread.run_sync(_open_beside, target)
+    digest = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
     try:
         for fragment in location.fragments:
             at = fragment.offset_in_volume
@@ -166,26 +107,30 @@ async def restore_file(
                         arc_path=location.arc_path,
                     )
                 await anyio.to_thread.run_sync(temp.write, data)
+                if digest is not None:
+                    digest.update(data)
                 at = stop
         if temp.written != location.size:  # pragma: no cover - guaranteed by the checks above
             raise TarIntegrityError(
                 f"{location.arc_path!r}: restored {temp.written} bytes, recorded {location.size}",
                 arc_path=location.arc_path,
             )
-        if temp.digest is not None and temp.digest.hexdigest() != location.checksum:
+        if digest is not None and digest.hexdigest() != location.checksum:
             raise TarIntegrityError(
                 f"{location.arc_path!r}: restored content does not match the recorded "
                 f"{algorithm} digest (recorded {location.checksum}, "
-                f"restored {temp.digest.hexdigest()})",
+                f"restored {digest.hexdigest()})",
                 arc_path=location.arc_path,
+                reason="content",
             )
-        await anyio.to_thread.run_sync(
-            temp.publish,
-            target,
-            location.mode if preserve else None,
-            location.mtime if preserve else None,
-            overwrite,
-        )
+        mode = location.mode if preserve else None
+        mtime = location.mtime if preserve else None
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: temp.publish(mode=mode, mtime=mtime, overwrite=overwrite)
+            )
+        except FileExistsError:
+            raise _exists(target) from None
     except BaseException:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(temp.discard)

@@ -8,13 +8,17 @@ import starlette.requests
 import starlette.responses
 from starlette.types import Receive, Scope, Send
 
-from atartape import _http
-from atartape.asgi import http_player, send_tape
-from atartape.tape import Tape
+from ._serving import http_player, representation
+from .asgi import send_tape
+from .format import http
+from .tape import Tape
+
+__all__ = ["TapeResponse"]
 
 
 class TapeResponse(starlette.responses.Response):
-    """A response that streams ``tape``, played from ``source_root``, as ``request`` asks.
+    """A response that streams ``tape`` (played from ``source_root``, by default where it was
+    recorded) as ``request`` asks.
 
     Honours ``Range`` and ``If-Range`` (206, 416) and HEAD exactly as
     :class:`atartape.asgi.TapeApp` does; the route decides which methods reach it. ``filename``
@@ -24,20 +28,20 @@ class TapeResponse(starlette.responses.Response):
     and raised, so the server drops the connection; a tape that cannot play at all gets a 500.
     """
 
-    media_type = _http.CONTENT_TYPE
+    media_type = http.CONTENT_TYPE
 
     def __init__(
         self,
         tape: Tape,
         request: starlette.requests.Request,
         *,
-        source_root: str | os.PathLike[str],
+        source_root: str | os.PathLike[str] | None = None,
         filename: str | None = None,
     ) -> None:
         self.tape = tape
         self.player = http_player(tape, source_root)
-        self.plan = _http.plan_response(
-            _http.Representation.of(tape, filename),
+        self.plan = http.plan_response(
+            representation(tape, filename),
             method=request.method,
             range_header=_joined(request, "range"),
             if_range=_joined(request, "if-range"),

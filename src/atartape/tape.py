@@ -6,18 +6,19 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio.to_thread
 
-from . import _index
-from ._errors import EntryNotFoundError, TapeNotFoundError
-from ._scan import INDEX_DIR
-from ._store import open_store
-from .layout import Entry
+from ._engine import index
+from ._engine.scan import INDEX_DIR
+from ._engine.store import open_store
+from .errors import EntryNotFoundError, TapeNotFoundError
+from .format.layout import Entry
+from .format.units import parse_size
+from .format.windows import Location, locate_entry, volume_count
 
-if TYPE_CHECKING:
-    from .locate import Location
+__all__ = ["Tape", "default_index_path"]
 
 INDEX_NAME = "index.db"
 
@@ -66,7 +67,7 @@ class Tape:
         """
         where = os.fspath(index_path)
         async with await open_store(where, readonly=True, must_exist=True) as store:
-            meta = await _index.read_meta(store, where)
+            meta = await index.read_meta(store, where)
         return cls._from_meta(where, meta, source_root)
 
     @classmethod
@@ -100,23 +101,15 @@ class Tape:
     async def entries(self, start_offset: int = 0) -> AsyncIterator[Entry]:
         """Every entry in stream order, from the one starting at or after ``start_offset``."""
         async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
-            async for entry in _index.iter_entries(store, start_offset):
+            async for entry in index.iter_entries(store, start_offset):
                 yield entry
 
     async def entry(self, arc_path: str) -> Entry:
         """The entry with this archive path; :class:`EntryNotFoundError` if there is none."""
         async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
-            entry = await _index.entry_by_path(store, arc_path)
+            entry = await index.entry_by_path(store, arc_path)
         if entry is None:
             raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
-        return entry
-
-    async def entry_at(self, offset: int) -> Entry | None:
-        """The entry whose bytes include ``offset``; ``None`` in the footer."""
-        async with await open_store(self.index_path, readonly=True, must_exist=True) as store:
-            entry = await _index.entry_covering(store, offset)
-        if entry is None or offset >= entry.end_offset:
-            return None
         return entry
 
     async def locate(self, arc_path: str, volume_size: int | str | None = None) -> Location:
@@ -126,19 +119,12 @@ class Tape:
         :class:`EntryNotFoundError` for an unknown path and :class:`ValueError` for a bad size.
         """
         if volume_size is not None:
-            from .units import parse_size
-
             parse_size(volume_size, what="volume size")  # fail before the index is opened
         entry = await self.entry(arc_path)
-        from .locate import locate_entry
-
         return locate_entry(entry, volume_size, checksum_algorithm=self.checksum_algorithm)
 
     def volume_count(self, size: int | str) -> int:
-        """How many volumes of ``size`` bytes (``"64MiB"``) the tape makes; see :mod:`.volumes`.
-
-        Raises :class:`ValueError` for a bad size.
+        """How many volumes of ``size`` bytes (``"64MiB"``) the tape makes (the last may be
+        shorter). Raises :class:`ValueError` for a bad size.
         """
-        from .volumes import volume_count
-
         return volume_count(self.total_size, size)

@@ -1,141 +1,25 @@
 """Volumes: a tape cut into fixed-size windows, each produced on its own.
 
-The window math is pure (:func:`volume_count`, :func:`volume_window`, :func:`split_range`): volume
-``i`` of size ``s`` is the bytes ``[i * s, min((i + 1) * s, total_size))`` of the tape, and every
-volume but the last is exactly ``s`` bytes. Nothing else is needed to produce one, so any subset
-of the volumes of a tape can be produced at the same time, in one process or in many.
-
-A :class:`Volume` reads its bytes from a :class:`~atartape.TapePlayer` only when it is consumed:
-``async for chunk in volume`` or the file-like ``async with volume:`` access.
+The window arithmetic is pure (see :mod:`atartape.format.windows`). A :class:`Volume` reads its
+bytes only when it is consumed, ``async for chunk in volume`` or the file-like
+``async with volume:`` access, from the byte source it was made from (a player's ``chunks``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from ._errors import InvalidOffsetError
-from .units import parse_size
+from .errors import InvalidOffsetError
 
-if TYPE_CHECKING:
-    from .player import TapePlayer
+__all__ = ["ByteSource", "Volume"]
 
-__all__ = [
-    "DEFAULT_NAME_TEMPLATE",
-    "Volume",
-    "make_volume",
-    "make_volumes",
-    "split_range",
-    "volume_count",
-    "volume_name",
-    "volume_window",
-]
-
-DEFAULT_NAME_TEMPLATE = "{name}.tar.{index:04d}"
-"""Volume names: ``dataset.tar.0000``. Fields: ``name`` (the tape's), ``index``, ``count``."""
-
-
-# ------------------------------------------------------------------------------ pure math
-
-
-def _check_total(total_size: int) -> None:
-    if isinstance(total_size, bool) or not isinstance(total_size, int) or total_size < 0:
-        raise ValueError(f"total_size must be a non-negative int, not {total_size!r}")
-
-
-def volume_count(total_size: int, size: int | str) -> int:
-    """How many volumes of ``size`` bytes a tape of ``total_size`` bytes makes (rounded up).
-
-    ``size`` is an int or a string such as ``"64MiB"`` (see :func:`~atartape.units.parse_size`).
-    Raises :class:`ValueError` for a bad size or a negative ``total_size``.
-    """
-    _check_total(total_size)
-    step = parse_size(size, what="volume size")
-    return -(-total_size // step)
-
-
-def volume_window(total_size: int, size: int | str, index: int) -> tuple[int, int]:
-    """The ``[start, end)`` tape offsets of volume ``index``.
-
-    Raises :class:`ValueError` for a bad size and :class:`InvalidOffsetError` for an index that
-    is not an int or lies outside ``[0, volume_count)``.
-    """
-    count = volume_count(total_size, size)
-    step = parse_size(size, what="volume size")
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise InvalidOffsetError(f"volume index must be an int, not {type(index).__name__}")
-    if not 0 <= index < count:
-        raise InvalidOffsetError(
-            f"volume index {index} is outside the tape: {total_size} bytes in volumes of "
-            f"{step} bytes make {count} volume{'s' if count != 1 else ''} "
-            f"(valid indexes: 0 to {count - 1})"
-        )
-    start = index * step
-    return start, min(start + step, total_size)
-
-
-def split_range(start: int, end: int, size: int) -> list[tuple[int, int, int]]:
-    """Cut the tape range ``[start, end)`` at volume boundaries.
-
-    Returns ``(volume_index, offset_in_volume, length)`` for each volume of ``size`` bytes that
-    the range touches, in order; an empty range touches none (``[]``). Raises
-    :class:`ValueError` for ``size < 1``, a negative ``start`` or ``end < start``.
-    """
-    if size < 1 or start < 0 or end < start:
-        raise ValueError(f"bad range [{start}, {end}) or volume size {size}")
-    pieces: list[tuple[int, int, int]] = []
-    at = start
-    while at < end:
-        index, offset = divmod(at, size)
-        length = min(size - offset, end - at)
-        pieces.append((index, offset, length))
-        at += length
-    return pieces
-
-
-def volume_name(template: str, *, name: str, index: int, count: int) -> str:
-    """A volume's name from ``template`` (``str.format`` fields ``name``, ``index``, ``count``).
-
-    Raises :class:`ValueError` naming the template when it uses another field or a bad format.
-    """
-    try:
-        return template.format(name=name, index=index, count=count)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise ValueError(
-            f"bad volume name_template {template!r} ({exc!r}); it may use the fields "
-            "{name}, {index} and {count}, as in '{name}.part{index:04d}'"
-        ) from None
-
-
-# ------------------------------------------------------------------------------ volumes
-
-
-def make_volumes(
-    player: TapePlayer, size: int | str, *, name_template: str | None = None
-) -> list[Volume]:
-    """Every volume of ``player``'s tape, in order (see :meth:`TapePlayer.volumes`)."""
-    total = player.tape.total_size
-    count = volume_count(total, size)
-    return [make_volume(player, i, size, name_template=name_template) for i in range(count)]
-
-
-def make_volume(
-    player: TapePlayer, index: int, size: int | str, *, name_template: str | None = None
-) -> Volume:
-    """Volume ``index`` of ``player``'s tape (see :meth:`TapePlayer.volume`)."""
-    total = player.tape.total_size
-    start, end = volume_window(total, size, index)
-    name = volume_name(
-        name_template or DEFAULT_NAME_TEMPLATE,
-        name=player.tape.name,
-        index=index,
-        count=volume_count(total, size),
-    )
-    return Volume(player, index, start, end, name)
+ByteSource = Callable[[int, int], AsyncGenerator[bytes, None]]
+"""``source(start, end)``: the bytes ``[start, end)`` of a tape, as an async generator."""
 
 
 class Volume:
@@ -151,21 +35,20 @@ class Volume:
     MD5 of its bytes. It is computed on the event loop as the chunks pass (a fraction of a
     millisecond per chunk), so it costs no second read.
 
-    Reading raises what :meth:`TapePlayer.stream` raises: :class:`SourceNotFoundError` when the
+    Reading raises what :meth:`TapePlayer.chunks` raises: :class:`SourceNotFoundError` when the
     source folder is missing (say an offline catalog), :class:`TarIntegrityError` when a file
     changed since the tape was recorded. One volume object serves one task at a time; to produce
     volumes concurrently, use one object per volume (they share nothing).
     """
 
     def __init__(
-        self, player: TapePlayer, index: int, start_offset: int, end_offset: int, name: str
+        self, source: ByteSource, index: int, start_offset: int, end_offset: int, name: str
     ) -> None:
-        if not 0 <= start_offset < end_offset <= player.tape.total_size:
+        if not 0 <= start_offset < end_offset:
             raise InvalidOffsetError(
-                f"volume window [{start_offset}, {end_offset}) is empty or outside the tape "
-                f"(0 to {player.tape.total_size})"
+                f"volume window [{start_offset}, {end_offset}) is empty or negative"
             )
-        self.player = player
+        self.source = source
         self.index = index
         self.start_offset = start_offset
         self.end_offset = end_offset
@@ -209,7 +92,7 @@ class Volume:
         return self.chunks()
 
     def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The volume's bytes, in chunks of about the player's ``chunk_size``.
+        """The volume's bytes, as its source hands them out.
 
         ``async for chunk in volume`` iterates this. To stop before the end, close it at once
         (``async with aclosing(volume.chunks()) as chunks:``) so the open file is released
@@ -219,7 +102,7 @@ class Volume:
 
     async def _chunks(self) -> AsyncGenerator[bytes, None]:
         position = 0
-        async with aclosing(self.player.stream(self.start_offset, self.end_offset)) as chunks:
+        async with aclosing(self.source(self.start_offset, self.end_offset)) as chunks:
             async for chunk in chunks:
                 self._observe(position, chunk)
                 position += len(chunk)
@@ -318,7 +201,7 @@ class Volume:
             return b""
         if self._stream is None or self._stream_position != self._position:
             await self._drop_stream()
-            self._stream = self.player.stream(self.start_offset + self._position, self.end_offset)
+            self._stream = self.source(self.start_offset + self._position, self.end_offset)
             self._stream_position = self._position
         parts: list[bytes] = []
         got = 0

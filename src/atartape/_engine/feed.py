@@ -1,0 +1,128 @@
+"""Where the rows of a play come from: the index (:class:`IndexFeed`) or a one-shot plan.
+
+The index feed finds the first row of a window with one indexed search, then reads ranges of the
+start-offset key in batches. It checks the rows against each other as they stream by, which
+costs nothing: each row starts where the previous one ended, the row a play begins in covers its
+first byte, and the last row ends where the footer begins. A damaged or edited index is refused
+with :class:`~atartape.TapeFormatError` before the bytes it would misplace go out.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..errors import TapeFormatError
+from ..format.layout import Window
+from . import index
+from .index import Row
+from .store import IndexStore
+
+
+class Feed(Protocol):
+    async def next_batch(self) -> list[Row]:
+        """The next rows to produce, in stream order; ``[]`` when there are none."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class PlanFeed:
+    """The rows of a one-shot plan, handed over in one batch."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows: list[Row] | None = rows
+
+    async def next_batch(self) -> list[Row]:
+        rows, self._rows = self._rows or [], None
+        return rows
+
+    async def aclose(self) -> None:
+        self._rows = None
+
+
+class IndexFeed:
+    """Batches of index rows for ``window``, checked against each other as they stream."""
+
+    def __init__(self, store: IndexStore, window: Window, where: str) -> None:
+        self.store = store
+        self.window = window
+        self.where = where
+        self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
+        self._embedded: list[Row] = []  # every embedded member (they follow every entry)
+        self._pending_embedded: list[Row] = []  # those in the window, handed out last
+        self._next: int | None = None  # start offset of the next batch to fetch
+        self._expected: int | None = None  # where the next row must start
+        self._entries_done = False
+
+    async def load_embedded(self) -> None:
+        """Embedded members (the index of a tape recorded with ``embed_index``) follow every
+        entry; when the window reaches them, their bytes are loaded now."""
+        self._embedded = await index.embedded_rows(self.store)
+        for row in self._embedded:
+            if self.window.overlaps(row.start_offset, row.end_offset - row.start_offset):
+                self.memory[row.arc_path] = await index.embedded_data(self.store, row.start_offset)
+                self._pending_embedded.append(row)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    def _damaged(self, what: str) -> TapeFormatError:
+        return TapeFormatError(f"the index {self.where} is damaged: {what}")
+
+    async def next_batch(self) -> list[Row]:
+        while not self._entries_done:
+            rows = await self._entry_rows()
+            if rows:
+                return rows
+        rows, self._pending_embedded = self._pending_embedded, []
+        return rows
+
+    async def _entry_rows(self) -> list[Row]:
+        window = self.window
+        if self._next is None:
+            # The first entry is found by one search on the start-offset key, never a scan.
+            first = await index.start_covering(self.store, window.start)
+            self._next = 0 if first is None else first
+        elif self._next >= window.end:
+            self._entries_done = True
+            return []
+        rows = await index.rows_from(self.store, self._next)
+        last_batch = len(rows) < index.BATCH_ROWS
+        self._check(rows, last_batch)
+        if last_batch:
+            self._entries_done = True
+        else:
+            self._next = rows[-1].start_offset + 1
+        # Keep the rows in the window: the first may end where the window starts.
+        while rows and rows[-1].start_offset >= window.end:
+            rows.pop()
+            self._entries_done = True
+        if rows and rows[0].end_offset <= window.start:
+            rows = rows[1:]
+        return rows
+
+    def _check(self, rows: list[Row], last_batch: bool) -> None:
+        """Each row starts where the one before ended, from the row that covers the window's
+        start; the last row ends where the embedded index or the footer begins."""
+        expected = self._expected
+        end = self._embedded[0].start_offset if self._embedded else self.window.footer_start
+        if (
+            expected is None
+            and self.window.start < end
+            and (not rows or rows[0].start_offset > self.window.start)
+        ):
+            raise self._damaged(f"no entry covers offset {self.window.start}")
+        for row in rows:
+            if expected is not None and row.start_offset != expected:
+                raise self._damaged(
+                    f"the entry {row.path!r} starts at {row.start_offset}, "
+                    f"where the entry before it ends at {expected}"
+                )
+            if row.size < 0 or row.start_offset % 512:
+                raise self._damaged(f"the entry {row.path!r} has a bad offset or size")
+            expected = row.end_offset
+        self._expected = expected
+        if last_batch and expected is not None and expected != end:
+            raise self._damaged(f"the entries end at {expected}, but the footer begins at {end}")
+        if self._embedded and self._embedded[-1].end_offset != self.window.footer_start:
+            raise self._damaged("the embedded index does not end where the footer begins")

@@ -1,0 +1,118 @@
+"""Archive path rules: what a path in a tape may look like, and how it fits a USTAR header.
+
+Pure functions, no I/O. Paths are handled as bytes (UTF-8 with ``surrogateescape``), so a file
+name that is not valid UTF-8 keeps its exact bytes, and the order of entries never depends on
+locale. A tape never carries PAX or GNU long-name records (they would make the layout depend on
+content), so every path must fit the 100-byte name field plus the 155-byte prefix field.
+"""
+
+from __future__ import annotations
+
+NAME_FIELD = 100
+PREFIX_FIELD = 155
+MAX_PATH = 255  # NAME_FIELD + PREFIX_FIELD: the longest path a plain USTAR header carries
+MAX_COMPONENT = 100
+MAX_LINKNAME = 100
+
+
+def to_bytes(path: str) -> bytes:
+    """The exact bytes of ``path`` (UTF-8; undecodable bytes come back via surrogateescape)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def from_bytes(raw: bytes) -> str:
+    """The inverse of :func:`to_bytes`: never fails, whatever the bytes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def sort_key(raw: bytes) -> bytes:
+    """The key that orders entries in a tape: the raw bytes of the archive path."""
+    return raw
+
+
+def split_ustar(raw: bytes) -> tuple[bytes, bytes] | None:
+    """Split a path into the USTAR ``(prefix, name)`` fields, or ``None`` if it cannot fit.
+
+    A path of at most 100 bytes goes whole into the name field. A longer one is cut at the last
+    ``/`` that leaves at most 155 bytes of prefix and at most 100 bytes of (non-empty) name.
+    """
+    if len(raw) <= NAME_FIELD:
+        return b"", raw
+    if len(raw) > MAX_PATH + 1:  # +1: the slash at the cut is not stored
+        return None
+    cut = raw.rfind(b"/", 0, PREFIX_FIELD + 1)
+    if cut <= 0:
+        return None
+    name = raw[cut + 1 :]
+    if not name or len(name) > NAME_FIELD:
+        return None  # a cut further left would only make the name longer
+    return raw[:cut], name
+
+
+def header_name(raw: bytes, *, is_dir: bool) -> tuple[bytes, bytes] | None:
+    """The ``(prefix, name)`` a header stores for an entry, or ``None`` if it cannot fit.
+
+    Directories carry a trailing slash, as tar and tarfile write them, when the slashed form fits;
+    otherwise the bare form (the type flag alone says "directory" to every reader).
+    """
+    if is_dir:
+        slashed = split_ustar(raw + b"/")
+        if slashed is not None:
+            return slashed
+    return split_ustar(raw)
+
+
+def violation(path: str, *, is_dir: bool = False, linkname: str | None = None) -> str | None:
+    """Why ``path`` cannot be stored in a tape, or ``None`` when it can.
+
+    The rules: a relative path with no empty, ``.`` or ``..`` component; at most 255 bytes; no
+    component over 100 bytes; a USTAR prefix/name split must exist; a symlink target fits the
+    100-byte link field.
+    """
+    raw = to_bytes(path)
+    if not raw:
+        return "empty path"
+    if raw.startswith(b"/"):
+        return "absolute path"
+    if b"\0" in raw:
+        return "NUL byte in path"
+    parts = raw.split(b"/")
+    if any(part in (b"", b".", b"..") for part in parts):
+        return "empty, '.' or '..' component"
+    if len(raw) > MAX_PATH:
+        return f"path is {len(raw)} bytes (max {MAX_PATH})"
+    longest = max(parts, key=len)
+    if len(longest) > MAX_COMPONENT:
+        return (
+            f"component {from_bytes(longest)[:20]!r}... is {len(longest)} bytes "
+            f"(max {MAX_COMPONENT})"
+        )
+    if header_name(raw, is_dir=is_dir) is None:
+        return "no '/' splits the path into a 155-byte prefix and a 100-byte name"
+    if linkname is not None:
+        link = to_bytes(linkname)
+        if len(link) > MAX_LINKNAME:
+            return f"symlink target is {len(link)} bytes (max {MAX_LINKNAME})"
+        if b"\0" in link:
+            return "NUL byte in symlink target"
+    return None
+
+
+def join(*parts: str) -> str:
+    """Join archive path components with ``/`` (never the OS separator)."""
+    return "/".join(part for part in parts if part)
+
+
+def relative_to_root(arc_path: str, arc_root: str) -> str:
+    """The path of an entry inside the recorded folder: ``arc_path`` without ``arc_root``.
+
+    The root entry itself maps to ``""``. Raises ``ValueError`` for a path outside the root.
+    """
+    if arc_path == arc_root:
+        return ""
+    if not arc_root:
+        return arc_path
+    prefix = arc_root + "/"
+    if not arc_path.startswith(prefix):
+        raise ValueError(f"{arc_path!r} is not inside {arc_root!r}")
+    return arc_path[len(prefix) :]

@@ -84,8 +84,15 @@ _MEMBER_ERRNOS = frozenset(
 )
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """``repr(text)``, shortened when long (a 1 MiB name makes a poor error message)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit // 2]!r}...{text[-limit // 4 :]!r} ({len(text)} characters)"
+
+
 def _unsafe(member: Member, why: str) -> UnsafeMemberError:
-    return UnsafeMemberError(f"refusing to extract {member.name!r}: {why}", member=member.name)
+    return UnsafeMemberError(f"refusing to extract {shown(member.name)}: {why}", member=member.name)
 
 
 @contextlib.contextmanager
@@ -122,13 +129,13 @@ def _split_relative(member: Member, path: str, what: str) -> list[str]:
     if "\0" in path:
         raise _unsafe(member, f"its {what} contains a NUL byte")
     if path.startswith("/") or os.path.isabs(path):
-        raise _unsafe(member, f"its {what} {path!r} is absolute")
+        raise _unsafe(member, f"its {what} {shown(path)} is absolute")
     parts = [part for part in path.split("/") if part not in ("", ".")]
     for part in parts:
         if part == "..":
-            raise _unsafe(member, f"its {what} {path!r} has a '..' component")
+            raise _unsafe(member, f"its {what} {shown(path)} has a '..' component")
         if os.sep in part or (os.altsep and os.altsep in part):
-            raise _unsafe(member, f"its {what} {path!r} has a path separator of this OS")
+            raise _unsafe(member, f"its {what} {shown(path)} has a path separator of this OS")
     return parts
 
 
@@ -216,7 +223,7 @@ class LinkGuard:
         position = list(link[:-1])
         pending = target.split("/")
         if target.startswith("/"):
-            return _Resolution(False, frozenset(depends), f"its target {target!r} is absolute")
+            return _Resolution(False, frozenset(depends), f"its target {shown(target)} is absolute")
         expansions = 0
         while pending:
             part = pending.pop(0)
@@ -239,12 +246,14 @@ class LinkGuard:
                     why = "it goes through too many levels of symlinks"
                     return _Resolution(False, frozenset(depends), why)
                 if link_target.startswith("/"):
-                    why = f"it goes through {'/'.join(candidate)!r}, a link to an absolute path"
+                    why = (
+                        f"it goes through {shown('/'.join(candidate))}, a link to an absolute path"
+                    )
                     return _Resolution(False, frozenset(depends), why)
                 pending[:0] = link_target.split("/")
                 continue
             if kind == _UNKNOWN:
-                why = f"{'/'.join(candidate)!r} cannot be examined"
+                why = f"{shown('/'.join(candidate))} cannot be examined"
                 return _Resolution(False, frozenset(depends), why)
             position.append(part)  # missing or a file: what a folder created there would be
         return _Resolution(True, frozenset(depends))
@@ -306,8 +315,8 @@ class LinkGuard:
             if before is not None and before.inside and not after.inside:
                 raise _unsafe(
                     member,
-                    f"it would make the symlink {'/'.join(link)!r} -> {self.links[link]!r} "
-                    f"resolve outside the destination ({after.why})",
+                    f"it would make the symlink {shown('/'.join(link))} -> "
+                    f"{shown(self.links[link])} resolve outside the destination ({after.why})",
                 )
             updated[link] = after
         return updated
@@ -322,7 +331,7 @@ class LinkGuard:
         own = self.resolve(link, target, overlay)
         if not own.inside:
             raise _unsafe(
-                member, f"its target {target!r} resolves outside the destination: {own.why}"
+                member, f"its target {shown(target)} resolves outside the destination: {own.why}"
             )
         return own, self._recheck(member, link, overlay)
 
@@ -436,9 +445,9 @@ class Extractor:
                 os.mkdir(path, 0o755)
                 continue
             if stat.S_ISLNK(st.st_mode):
-                raise _unsafe(member, f"it would be written through the symlink {path!r}")
+                raise _unsafe(member, f"it would be written through the symlink {shown(path)}")
             if not stat.S_ISDIR(st.st_mode):
-                raise _unsafe(member, f"{path!r} is in the way and is not a folder")
+                raise _unsafe(member, f"{shown(path)} is in the way and is not a folder")
         return path
 
     def _final(self, member: Member, parts: list[str]) -> tuple[str, bool]:
@@ -451,7 +460,7 @@ class Extractor:
         except FileNotFoundError:
             return final, False
         if stat.S_ISDIR(st.st_mode):
-            raise _unsafe(member, f"a folder is in the way at {final!r}")
+            raise _unsafe(member, f"a folder is in the way at {shown(final)}")
         return final, stat.S_ISLNK(st.st_mode)
 
     def _temp(self, final: str) -> str:
@@ -499,9 +508,11 @@ class Extractor:
                     os.mkdir(path, 0o700)
                 else:
                     if stat.S_ISLNK(st.st_mode):
-                        raise _unsafe(member, f"it would be written through the symlink {path!r}")
+                        raise _unsafe(
+                            member, f"it would be written through the symlink {shown(path)}"
+                        )
                     if not stat.S_ISDIR(st.st_mode):
-                        raise _unsafe(member, f"{path!r} is in the way and is not a folder")
+                        raise _unsafe(member, f"{shown(path)} is in the way and is not a folder")
         self._folders.append((path, member.mode, member.mtime))
         if not defer:
             self.finish()
@@ -548,7 +559,7 @@ class Extractor:
                     return None
                 if stat.S_ISLNK(st.st_mode):
                     raise _unsafe(
-                        member, f"its link target {member.linkname!r} goes through a symlink"
+                        member, f"its link target {shown(member.linkname)} goes through a symlink"
                     )
                 if not stat.S_ISDIR(st.st_mode):
                     return None
@@ -558,7 +569,7 @@ class Extractor:
             except (FileNotFoundError, NotADirectoryError):
                 return None
             if stat.S_ISDIR(st.st_mode):
-                raise _unsafe(member, f"its link target {member.linkname!r} is a folder")
+                raise _unsafe(member, f"its link target {shown(member.linkname)} is a folder")
             if stat.S_ISLNK(st.st_mode):
                 return self.make_symlink(member, parts, os.readlink(target))
             final, over_link = self._final(member, parts)

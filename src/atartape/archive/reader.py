@@ -50,6 +50,7 @@ from ..format.header import BLOCK_SIZE
 from ..format.members import ArchiveEnd, HeaderReader, Member, MemberType, lookup_key
 from ..format.sparse import layout, stored_starts
 from . import extract as _extract
+from .extract import shown
 from .sources import LocalFileSource, RangeSource
 
 __all__ = ["Archive", "open_archive"]
@@ -233,7 +234,7 @@ class Archive:
             data_end = got.data_offset + got.stored_size
             if data_end > self.size:
                 raise ArchiveFormatError(
-                    f"archive is truncated: the data of {got.name!r} ends at {data_end}, "
+                    f"archive is truncated: the data of {shown(got.name)} ends at {data_end}, "
                     f"past the end of the archive ({self.size})",
                     offset=got.header_offset,
                 )
@@ -381,7 +382,7 @@ class Archive:
         if self.use_index and self.trust_index:
             found = await self._trusted(key)
             if found is _UNLISTED:
-                raise EntryNotFoundError(f"{name!r} is not in the archive (per its index)")
+                raise EntryNotFoundError(f"{shown(name)} is not in the archive (per its index)")
             if isinstance(found, Member):
                 return found
         catalog = await self._full_catalog()
@@ -390,7 +391,7 @@ class Archive:
             return member
         if catalog.error is not None:
             raise catalog.error
-        raise EntryNotFoundError(f"{name!r} is not in the archive")
+        raise EntryNotFoundError(f"{shown(name)} is not in the archive")
 
     async def _link_target(self, link: Member) -> Member:
         """The member a hard link stands for: the last one of its target's name before it."""
@@ -402,7 +403,7 @@ class Archive:
             found = (await self._full_catalog()).last_before(key, link.header_offset)
         if found is None:
             raise ArchiveFormatError(
-                f"hard link {link.name!r} points at {link.linkname!r}, "
+                f"hard link {shown(link.name)} points at {shown(link.linkname)}, "
                 "which is not a member before it",
                 offset=link.header_offset,
             )
@@ -416,7 +417,7 @@ class Archive:
             member = await self._link_target(member)  # strictly earlier each time: it ends
         if not member.is_file:
             raise NotAFileError(
-                f"{origin.name!r} is a {member.type.value}, not a file: it has no content"
+                f"{shown(origin.name)} is a {member.type.value}, not a file: it has no content"
             )
         return member
 
@@ -559,14 +560,14 @@ class Archive:
                 return made
             if target is None:
                 raise ArchiveFormatError(
-                    f"hard link {member.name!r} points at {member.linkname!r}, "
+                    f"hard link {shown(member.name)} points at {shown(member.linkname)}, "
                     "which is not a member before it",
                     offset=member.header_offset,
                 )
         if not target.is_file:
             raise UnsafeMemberError(
-                f"refusing to extract {member.name!r}: its link target "
-                f"{member.linkname!r} is a {target.type.value}, which is not on disk",
+                f"refusing to extract {shown(member.name)}: its link target "
+                f"{shown(member.linkname)} is a {target.type.value}, which is not on disk",
                 member=member.name,
             )
         return await self._write_file(extractor, member, parts, target, fetcher)

@@ -35,11 +35,13 @@ destination (those found there at the first symlink operation, and every one cre
 1. its **resolution**, computed here, never by the operating system: starting from the link's
    folder, each component of the target is looked up in the destination with ``lstat``; a
    symlink met on the way is expanded in place (its target's components are pushed in front of
-   the rest), ``..`` goes up one level, and going up from the destination itself, an absolute
-   target, or more than 40 expansions (the kernel's limit; a loop) count as **outside**. A
-   component that does not exist yet (or is a file) is taken as a plain folder name: that is
-   what it becomes if a folder is created there later, and the only other thing it can become is
-   a symlink or a file, which is the case handled next;
+   the rest), ``..`` goes up one level, and going up from the destination itself or an absolute
+   target count as **outside**; a path that cannot be examined (too long) counts as outside
+   too. A resolution that needs more than 256 expansions leads nowhere on any system (Linux
+   gives up after 40, BSDs after 32): a loop, allowed. A component that does not exist yet (or
+   is a file) is taken as a plain folder name: that is what it becomes if a folder is created
+   there later, and the only other thing it can become is a symlink or a file, which is the case
+   handled next;
 2. the set of paths that resolution **depended on**: every path it looked up that was a symlink,
    a file or missing (real folders never change: nothing here removes a folder or replaces one).
 
@@ -76,7 +78,10 @@ _REFUSED_TYPES = {
     MemberType.BLOCK_DEVICE: "a block device",
     MemberType.FIFO: "a FIFO",
 }
-MAX_SYMLINK_EXPANSIONS = 40  # Linux's MAXSYMLINKS: a resolution that needs more is refused
+# Past this many expansions no system resolves a path (Linux stops at 40, BSDs and macOS at 32):
+# such a link (a loop) leads nowhere, which is safe. Checking further than any system follows
+# is what makes "nowhere" true everywhere.
+MAX_SYMLINK_EXPANSIONS = 256
 _LONG_NAME = 200  # longer file names are written under a short temporary name first
 # Errors that say the member cannot exist here (its name or target), not that the disk failed.
 _MEMBER_ERRNOS = frozenset(
@@ -203,13 +208,13 @@ class LinkGuard:
             st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             return _MISSING, ""
-        except (OSError, ValueError):
-            return _UNKNOWN, ""  # too long, unreadable: cannot be vouched for
+        except (OSError, ValueError) as exc:  # too long, unreadable: cannot be vouched for
+            return _UNKNOWN, getattr(exc, "strerror", None) or str(exc)
         if stat.S_ISLNK(st.st_mode):
             try:
                 return _LINK, os.readlink(full)
-            except OSError:
-                return _UNKNOWN, ""
+            except OSError as exc:
+                return _UNKNOWN, exc.strerror or str(exc)
         return (_DIR, "") if stat.S_ISDIR(st.st_mode) else (_FILE, "")
 
     def resolve(
@@ -242,9 +247,8 @@ class LinkGuard:
             depends.add(candidate)
             if kind == _LINK:
                 expansions += 1
-                if expansions > MAX_SYMLINK_EXPANSIONS:
-                    why = "it goes through too many levels of symlinks"
-                    return _Resolution(False, frozenset(depends), why)
+                if expansions > MAX_SYMLINK_EXPANSIONS:  # a loop: it resolves nowhere
+                    return _Resolution(True, frozenset(depends), "a loop")
                 if link_target.startswith("/"):
                     why = (
                         f"it goes through {shown('/'.join(candidate))}, a link to an absolute path"
@@ -253,7 +257,7 @@ class LinkGuard:
                 pending[:0] = link_target.split("/")
                 continue
             if kind == _UNKNOWN:
-                why = f"{shown('/'.join(candidate))} cannot be examined"
+                why = f"{shown('/'.join(candidate))} cannot be examined ({link_target})"
                 return _Resolution(False, frozenset(depends), why)
             position.append(part)  # missing or a file: what a folder created there would be
         return _Resolution(True, frozenset(depends))
@@ -284,7 +288,8 @@ class LinkGuard:
         while stack:
             folder = stack.pop()
             try:
-                entries = list(os.scandir(os.path.join(self.root, *folder)))
+                with os.scandir(os.path.join(self.root, *folder)) as listing:
+                    entries = list(listing)
             except OSError:
                 continue
             for entry in entries:

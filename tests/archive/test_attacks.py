@@ -6,6 +6,7 @@ skipped, with the reason, when the tool is missing.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -363,10 +364,10 @@ def escapes(dest: Path) -> list[str]:
                 continue
             try:
                 resolved = os.path.realpath(path, strict=True)
-            except OSError:
-                resolved = os.path.realpath(path)  # dangling: where it would lead
-                if os.path.lexists(resolved) and os.path.islink(resolved):
-                    continue  # a loop
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    continue  # no system resolves it
+                resolved = os.path.normpath(os.path.realpath(path))  # dangling: where it leads
             if resolved != root and not resolved.startswith(root + os.sep):
                 bad.append(f"{os.path.relpath(path, dest)} -> {resolved}")
     return bad

@@ -178,6 +178,7 @@ class Archive:
         self._embedded_looked = False
         self._catalog: _Catalog | None = None
         self._end: ArchiveEnd | None = None
+        self._lock = anyio.Lock()  # one index search, one listing, whoever asks first
 
     @property
     def possibly_truncated(self) -> bool | None:
@@ -262,8 +263,10 @@ class Archive:
 
     async def _index(self) -> _Embedded | None:
         if not self._embedded_looked:
-            self._embedded = await self._find_index() if self.use_index else None
-            self._embedded_looked = True
+            async with self._lock:
+                if not self._embedded_looked:
+                    self._embedded = await self._find_index() if self.use_index else None
+                    self._embedded_looked = True
         return self._embedded
 
     async def _find_index(self) -> _Embedded | None:
@@ -308,6 +311,12 @@ class Archive:
         if self._catalog is not None:
             return self._catalog
         embedded = await self._index()
+        async with self._lock:
+            if self._catalog is None:
+                self._catalog = await self._scan_catalog(embedded)
+        return self._catalog
+
+    async def _scan_catalog(self, embedded: _Embedded | None) -> _Catalog:
         hints: list[int] = []
         if embedded is not None:
             hints = [*embedded.starts, embedded.member.header_offset]
@@ -320,7 +329,6 @@ class Archive:
             catalog.error = exc
         if embedded is not None and self._confirms(embedded, catalog):
             catalog.index = embedded
-        self._catalog = catalog
         return catalog
 
     def _confirms(self, embedded: _Embedded, catalog: _Catalog) -> bool:

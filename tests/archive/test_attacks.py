@@ -482,3 +482,22 @@ async def test_3_errors_are_atartape_errors(tmp_path: Path) -> None:
         with pytest.raises(TarTapeError):
             await archive.extract_all(tmp_path / "x")
     assert isinstance(UnsafeMemberError("m"), atartape.TarTapeError)
+
+
+def test_3_case_insensitive_file_systems(tmp_path: Path) -> None:
+    """Where names differ only by case or Unicode form (macOS, Windows), ``L`` is ``l``."""
+    from atartape.archive.extract import Extractor, LinkGuard
+
+    extractor = Extractor.open(str(tmp_path / "dest"))
+    extractor.guard = LinkGuard(extractor.dest, fold=True)
+
+    def link(name: str, target: str) -> Member:
+        return Member(name, 0, MemberType.SYMLINK, 0o777, 0, target, 0, 512)
+
+    extractor.make_symlink(link("t", "l/.."), ["t"])
+    with pytest.raises(UnsafeMemberError, match="would make the symlink 't'"):
+        extractor.make_symlink(link("L", "."), ["L"])
+    extractor.make_symlink(link("t2", "cafe\u0301/.."), ["t2"])  # NFD spelling
+    with pytest.raises(UnsafeMemberError, match="would make the symlink 't2'"):
+        extractor.make_symlink(link("caf\u00e9", "."), ["caf\u00e9"])  # NFC: the same name
+    assert escapes(tmp_path / "dest") == []

@@ -54,7 +54,9 @@ every step each symlink that resolved inside still does, whatever the order of t
 resolution changes only when an entry on a path it depends on changes, and every such change is
 checked before it happens. The cost is one resolution per new link plus one per dependent link,
 and one walk of the destination's existing entries (without following links) at the first
-symlink operation.
+symlink operation. Where file systems usually ignore case (macOS, Windows) paths are compared
+case-folded and NFC-normalized, so that a link ``L`` counts as the ``l`` a resolution passed
+through.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ import errno
 import os
 import secrets
 import stat
+import sys
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -186,22 +190,31 @@ class _Resolution:
 class LinkGuard:
     """Keeps every symlink of a destination resolving inside it (see the module docstring).
 
-    ``lookup`` is the only place that touches the disk: ``lstat`` and ``readlink`` of paths
-    inside the root, never following a link.
+    ``_lookup`` is the only place that touches the disk: ``lstat`` and ``readlink`` of paths
+    inside the root, never following a link. Paths are compared by :meth:`key`: case-folded
+    and NFC-normalized where file systems usually ignore case (macOS, Windows; ``fold``), so
+    that ``L`` is known to be ``l`` there.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, fold: bool | None = None) -> None:
         self.root = root
+        self.fold = sys.platform in ("darwin", "win32") if fold is None else fold
         self.loaded = False
-        self.links: dict[Path, str] = {}  # every symlink known in the destination: its target
-        self._resolved: dict[Path, _Resolution] = {}
-        self._dependents: dict[Path, set[Path]] = {}
+        self.links: dict[Path, tuple[Path, str]] = {}  # key -> (path, target) of every symlink
+        self._resolved: dict[Path, _Resolution] = {}  # key -> where that symlink leads
+        self._dependents: dict[Path, set[Path]] = {}  # key of a path -> keys of links using it
+
+    def key(self, path: Path) -> Path:
+        if not self.fold:
+            return path
+        return tuple(unicodedata.normalize("NFC", part).casefold() for part in path)
 
     # -------------------------------------------------------------- the model
 
     def _lookup(self, path: Path, overlay: dict[Path, str | None]) -> tuple[str, str]:
-        if path in overlay:
-            target = overlay[path]
+        key = self.key(path)
+        if key in overlay:
+            target = overlay[key]
             return (_FILE, "") if target is None else (_LINK, target)
         full = os.path.join(self.root, *path)
         try:
@@ -221,8 +234,8 @@ class LinkGuard:
         self, link: Path, target: str, overlay: dict[Path, str | None] | None = None
     ) -> _Resolution:
         """Where the symlink at ``link`` with ``target`` leads: inside or not, and what that
-        depends on. ``overlay`` maps paths to a symlink target (or ``None``: a file) that
-        replaces what is on disk, to check a state before creating it."""
+        depends on (as keys). ``overlay`` maps keys to a symlink target (or ``None``: a file)
+        that replaces what is on disk, to check a state before creating it."""
         overlay = overlay or {}
         depends: set[Path] = set()
         position = list(link[:-1])
@@ -244,7 +257,7 @@ class LinkGuard:
             if kind == _DIR:
                 position.append(part)
                 continue
-            depends.add(candidate)
+            depends.add(self.key(candidate))
             if kind == _LINK:
                 expansions += 1
                 if expansions > MAX_SYMLINK_EXPANSIONS:  # a loop: it resolves nowhere
@@ -262,20 +275,20 @@ class LinkGuard:
             position.append(part)  # missing or a file: what a folder created there would be
         return _Resolution(True, frozenset(depends))
 
-    def _record(self, link: Path, resolution: _Resolution) -> None:
-        self._forget(link)
-        self._resolved[link] = resolution
+    def _record(self, key: Path, resolution: _Resolution) -> None:
+        self._forget(key)
+        self._resolved[key] = resolution
         for path in resolution.depends:
-            self._dependents.setdefault(path, set()).add(link)
+            self._dependents.setdefault(path, set()).add(key)
 
-    def _forget(self, link: Path) -> None:
-        old = self._resolved.pop(link, None)
+    def _forget(self, key: Path) -> None:
+        old = self._resolved.pop(key, None)
         if old is None:
             return
         for path in old.depends:
             users = self._dependents.get(path)
             if users is not None:
-                users.discard(link)
+                users.discard(key)
                 if not users:
                     del self._dependents[path]
 
@@ -296,34 +309,35 @@ class LinkGuard:
                 path = (*folder, entry.name)
                 try:
                     if entry.is_symlink():
-                        self.links[path] = os.readlink(entry.path)
+                        self.links[self.key(path)] = (path, os.readlink(entry.path))
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(path)
                 except OSError:
                     continue
-        for path, target in self.links.items():
-            self._record(path, self.resolve(path, target))
+        for key, (path, target) in self.links.items():
+            self._record(key, self.resolve(path, target))
 
     # -------------------------------------------------------------- changes
 
     def _recheck(
         self, member: Member, changed: Path, overlay: dict[Path, str | None]
     ) -> dict[Path, _Resolution]:
-        """The new resolutions of the symlinks that depend on ``changed``; refuses the member
-        when one that resolved inside would resolve outside."""
+        """The new resolutions of the symlinks that depend on the path whose key is
+        ``changed``; refuses the member when one that resolved inside would resolve outside."""
         updated: dict[Path, _Resolution] = {}
-        for link in sorted(self._dependents.get(changed, ())):
-            if link == changed or link not in self.links:
+        for key in sorted(self._dependents.get(changed, ())):
+            if key == changed or key not in self.links:
                 continue
-            before = self._resolved.get(link)
-            after = self.resolve(link, self.links[link], overlay)
+            path, target = self.links[key]
+            before = self._resolved.get(key)
+            after = self.resolve(path, target, overlay)
             if before is not None and before.inside and not after.inside:
                 raise _unsafe(
                     member,
-                    f"it would make the symlink {shown('/'.join(link))} -> "
-                    f"{shown(self.links[link])} resolve outside the destination ({after.why})",
+                    f"it would make the symlink {shown('/'.join(path))} -> "
+                    f"{shown(target)} resolve outside the destination ({after.why})",
                 )
-            updated[link] = after
+            updated[key] = after
         return updated
 
     def check_symlink(
@@ -332,37 +346,41 @@ class LinkGuard:
         """Refuse a symlink at ``link`` that resolves outside, or that makes another one do so;
         returns what :meth:`commit_symlink` records once it is created."""
         self.load()
-        overlay: dict[Path, str | None] = {link: target}
+        key = self.key(link)
+        overlay: dict[Path, str | None] = {key: target}
         own = self.resolve(link, target, overlay)
         if not own.inside:
             raise _unsafe(
                 member, f"its target {shown(target)} resolves outside the destination: {own.why}"
             )
-        return own, self._recheck(member, link, overlay)
+        return own, self._recheck(member, key, overlay)
 
     def commit_symlink(
         self, link: Path, target: str, own: _Resolution, updated: dict[Path, _Resolution]
     ) -> None:
-        self.links[link] = target
-        self._record(link, own)
-        for path, resolution in updated.items():
-            self._record(path, resolution)
+        key = self.key(link)
+        self.links[key] = (link, target)
+        self._record(key, own)
+        for other, resolution in updated.items():
+            self._record(other, resolution)
 
     def check_replace(self, member: Member, path: Path) -> dict[Path, _Resolution] | None:
         """Before the symlink at ``path`` is replaced by a file: refuse if that makes another
         symlink resolve outside. Returns what :meth:`commit_replace` records."""
         self.load()
-        if path not in self.links:
+        key = self.key(path)
+        if key not in self.links:
             return None
-        return self._recheck(member, path, {path: None})
+        return self._recheck(member, key, {key: None})
 
     def commit_replace(self, path: Path, updated: dict[Path, _Resolution] | None) -> None:
         if updated is None:
             return
-        self.links.pop(path, None)
-        self._forget(path)
-        for link, resolution in updated.items():
-            self._record(link, resolution)
+        key = self.key(path)
+        self.links.pop(key, None)
+        self._forget(key)
+        for other, resolution in updated.items():
+            self._record(other, resolution)
 
 
 # ----------------------------------------------------------------------------- files

@@ -386,7 +386,7 @@ class LinkGuard:
 # ----------------------------------------------------------------------------- files
 
 
-class PartFile:
+class FileWriter:
     """A file being written beside its final name (an :class:`AtomicFile`), then published."""
 
     def __init__(
@@ -491,15 +491,15 @@ class Extractor:
 
     # ------------------------------------------------------------------ writers
 
-    def begin_file(self, member: Member, parts: list[str]) -> PartFile:
+    def begin_file(self, member: Member, parts: list[str]) -> FileWriter:
         """Check the member's path and open a temporary file beside its final name."""
         with _member_errors(member):
             final, over_link = self._final(member, parts)
             update = self.guard.check_replace(member, tuple(parts)) if over_link else None
-            return PartFile(member, final, tuple(parts), update)
+            return FileWriter(member, final, tuple(parts), update)
 
-    def publish(self, part: PartFile, mode: int, mtime: float, size: int | None = None) -> str:
-        """Move a finished file into place (see :meth:`PartFile.publish`)."""
+    def publish(self, part: FileWriter, mode: int, mtime: float, size: int | None = None) -> str:
+        """Move a finished file into place (see :meth:`FileWriter.publish`)."""
         path = part.publish(mode, mtime, size)
         self.guard.commit_replace(part.parts, part.guard_update)
         return path
@@ -562,13 +562,10 @@ class Extractor:
             self.guard.commit_symlink(tuple(parts), target, own, updated)
         return final
 
-    def make_hardlink(self, member: Member, parts: list[str]) -> str | None:
-        """Link the member to its target, already extracted; ``None`` if the target is absent.
-
-        The target must be a member path inside the destination whose folders are real folders
-        (no symlink on the way), and must not be a folder. A target that is a symlink is copied
-        as a symlink (under the symlink rules).
-        """
+    def link_target(self, member: Member) -> str | None:
+        """The path of a hard link's target in the destination, once it is safe: a member
+        path reached through folders only (no symlink on the way); ``None`` when a folder on
+        the way does not exist or is not one (then the target cannot be there)."""
         target_parts = _split_relative(member, member.linkname, "link target")
         if not target_parts:
             raise _unsafe(member, "its link target is the destination folder itself")
@@ -586,7 +583,19 @@ class Extractor:
                     )
                 if not stat.S_ISDIR(st.st_mode):
                     return None
-            target = os.path.join(folder, target_parts[-1])
+        return os.path.join(folder, target_parts[-1])
+
+    def make_hardlink(self, member: Member, parts: list[str]) -> str | None:
+        """Link the member to its target, already extracted; ``None`` if the target is absent.
+
+        The target must be a member path inside the destination whose folders are real folders
+        (no symlink on the way), and must not be a folder. A target that is a symlink is copied
+        as a symlink (under the symlink rules).
+        """
+        target = self.link_target(member)
+        if target is None:
+            return None
+        with _member_errors(member):
             try:
                 st = os.lstat(target)
             except (FileNotFoundError, NotADirectoryError):

@@ -488,8 +488,8 @@ class Archive:
     async def extract(self, name: MemberRef, dest: str | os.PathLike[str]) -> str | None:
         """Extract the member ``name`` under the folder ``dest`` (created if needed).
 
-        Parent folders are created as plain folders. A hard link whose target is not in
-        ``dest`` is written as a copy of what it stands for. Returns the path written
+        Parent folders are created as plain folders. A hard link is written as a copy of what
+        it stands for (what :meth:`read` returns). Returns the path written
         (``None`` for a member that is not extracted: a header of another type). Raises
         :class:`UnsafeMemberError` when the member is refused (see :mod:`._extract`), and as
         :meth:`read` does.
@@ -550,13 +550,13 @@ class Archive:
         fetcher: _Fetcher | None,
         seen: dict[str, Member] | None,
     ) -> str:
-        """Link to the file on disk, as tar does; when it is not there, write a copy of what
-        the link stands for (the last member of the target's name before the link)."""
+        """In ``extract_all``: a link to the file on disk, as tar makes it (that file is the
+        last member of the target's name extracted before the link). Alone, or when that
+        file is not on disk: a copy of what the link stands for, so that ``extract`` writes
+        what ``read`` returns, whatever the destination held before."""
         target: Member | None
         if seen is None:  # a single member: the listing says what the link stands for
-            made = await anyio.to_thread.run_sync(extractor.make_hardlink, member, parts)
-            if made is not None:
-                return made
+            await anyio.to_thread.run_sync(extractor.link_target, member)  # refuse as tar -x
             target = await self._link_target(member)
             while target.is_hardlink:
                 target = await self._link_target(target)
@@ -572,10 +572,14 @@ class Archive:
                     "which is not a member before it",
                     offset=member.header_offset,
                 )
+        if target.is_symlink:  # a hard link to a symlink is a second symlink
+            return await anyio.to_thread.run_sync(
+                extractor.make_symlink, member, parts, target.linkname
+            )
         if not target.is_file:
             raise UnsafeMemberError(
                 f"refusing to extract {shown(member.name)}: its link target "
-                f"{shown(member.linkname)} is a {target.type.value}, which is not on disk",
+                f"{shown(member.linkname)} is a {target.type.value}, not a file",
                 member=member.name,
             )
         return await self._write_file(extractor, member, parts, target, fetcher)

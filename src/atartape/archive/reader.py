@@ -672,7 +672,8 @@ async def open_archive(
     :class:`RangeSource`, whose ``prepare()`` is awaited first when it has one (the caller keeps
     ownership: it is not closed). ``use_index=False`` ignores an embedded index;
     ``trust_index=True`` looks members up through it without scanning the archive (each
-    member's own header is still checked against its row: use it for archives you made);
+    member's own header is still checked against its row, but a forged index can then make a
+    name read another header of that name than ``tar -x`` would: use it for archives you made);
     ``max_index_size`` bounds the index read. Raises :class:`SourceNotFoundError` for a missing
     file; format errors surface when members are read.
     """

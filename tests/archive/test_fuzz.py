@@ -26,13 +26,13 @@ from atartape.archive import open_archive
 from atartape.errors import TarTapeError
 from atartape.format.embedded import build_index_csv, index_row
 from tests.archive import tarbuild as tb
+from tests.archive.fuzzing import examples
 from tests.archive.test_attacks import escapes
 from tests.helpers import MemorySource
 
 pytestmark = pytest.mark.anyio
 
-FUZZ = bool(os.environ.get("ATARTAPE_FUZZ"))
-EXAMPLES = 20_000 if FUZZ else 60
+EXAMPLES = examples(60)
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "archives"
 READ_LIMIT = 1 << 20  # members larger than this are read by their first chunk only
 

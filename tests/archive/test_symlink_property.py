@@ -7,7 +7,6 @@ the destination changes. ``--fuzz`` (see conftest.py) runs 20,000 examples.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,12 +18,13 @@ from hypothesis import strategies as st
 from atartape.archive import open_archive
 from atartape.errors import TarTapeError
 from tests.archive import tarbuild as tb
+from tests.archive.fuzzing import examples
 from tests.archive.test_attacks import escapes
 from tests.helpers import MemorySource
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLES = 20_000 if os.environ.get("ATARTAPE_FUZZ") else 40
+EXAMPLES = examples(40)
 
 COMPONENTS = ["a", "b", "c"]
 NAMES = st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=3).map("/".join)

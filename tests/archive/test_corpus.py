@@ -31,6 +31,7 @@ pytestmark = pytest.mark.anyio
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "archives"
 EXPECTED: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text())["archives"]
 HASH_LIMIT = 1 << 30  # larger files are checked by their sparse map (as expected.json does)
+BIG = 64 << 20  # larger files are hashed chunk by chunk, and not hashed again once extracted
 
 
 @cache
@@ -102,7 +103,10 @@ async def test_corpus_archive(name: str, tmp_path: Path) -> None:
         digests: list[str | None] = []
         for ours, theirs in zip(members, expected):
             if ours.is_file and ours.size <= HASH_LIMIT:
-                digests.append(sha256(await archive.read(ours)))
+                digest = hashlib.sha256()
+                async for chunk in archive.chunks(ours, chunk_size=4 << 20):
+                    digest.update(chunk)
+                digests.append(digest.hexdigest())
                 assert digests[-1] == theirs["sha256"], ours.name
             else:
                 digests.append(None)
@@ -118,7 +122,8 @@ async def test_corpus_archive(name: str, tmp_path: Path) -> None:
         for index, ours in enumerate(members):
             last[ours.key] = index
         for index in last.values():
-            if digests[index] is not None and expected[index]["name"] is not None:
+            small = members[index].size <= BIG
+            if digests[index] is not None and expected[index]["name"] is not None and small:
                 assert sha256(await archive.read(expected[index]["name"])) == digests[index]
 
         # Extraction, member by member: files hold the expected bytes (sparse ones as sparse
@@ -142,9 +147,9 @@ async def test_corpus_archive(name: str, tmp_path: Path) -> None:
             path = Path(written)
             if theirs["type"] == "file":
                 assert path.stat().st_size == theirs["size"]
-                if theirs["sha256"] is not None and ours.size <= HASH_LIMIT:
+                if theirs["sha256"] is not None and ours.size <= BIG:
                     assert sha256(path.read_bytes()) == theirs["sha256"]
-                if ours.sparse is not None and ours.size > HASH_LIMIT:
+                if ours.sparse is not None and ours.size > BIG:
                     assert path.stat().st_blocks * 512 < 64 * 1024 * 1024  # holes stayed holes
                     with path.open("rb") as handle:
                         for offset, length in ours.sparse.regions[:3]:

@@ -19,8 +19,9 @@ A refusal raises :class:`UnsafeMemberError` naming the member, as does a name or
 system cannot hold (too long, not representable). Files are written under a temporary name
 beside their final one and renamed into place (:class:`atartape._engine.files.AtomicFile`), so
 an interrupted extraction never leaves a partial file under a real name; a sparse file is
-written by seeking, so its holes stay holes where the file system allows. Files and links get
-the member's permission bits (without setuid and setgid) and mtime. Folders get theirs when
+written by seeking, so its holes stay holes where the file system allows. Files get the
+member's permission bits without setuid, setgid and sticky bits; files and links get its mtime.
+Folders get theirs when
 :meth:`Extractor.finish` runs (also after a refusal part-way): deepest first, keeping the sticky
 bit, and **a folder that would be world-writable without the sticky bit loses its world-write
 bit** (``0777`` becomes ``0775``; ``1777`` stays ``1777``).
@@ -40,8 +41,8 @@ destination (those found there at the first symlink operation, and every one cre
    too. A resolution that needs more than 256 expansions leads nowhere on any system (Linux
    gives up after 40, BSDs after 32): a loop, allowed. A component that does not exist yet (or
    is a file) is taken as a plain folder name: that is what it becomes if a folder is created
-   there later, and the only other thing it can become is a symlink or a file, which is the case
-   handled next;
+   there later; if a file is, no system resolves the path at all; if a symlink is, that is the
+   case handled next;
 2. the set of paths that resolution **depended on**: every path it looked up that was a symlink,
    a file or missing (real folders never change: nothing here removes a folder or replaces one).
 
@@ -89,7 +90,15 @@ MAX_SYMLINK_EXPANSIONS = 256
 _LONG_NAME = 200  # longer file names are written under a short temporary name first
 # Errors that say the member cannot exist here (its name or target), not that the disk failed.
 _MEMBER_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.ELOOP, errno.ENOTDIR, errno.EISDIR}
+    {
+        errno.ENAMETOOLONG,
+        errno.EILSEQ,
+        errno.EINVAL,
+        errno.ELOOP,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EFBIG,  # a (sparse) size the file system cannot have
+    }
 )
 
 

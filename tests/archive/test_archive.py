@@ -20,7 +20,7 @@ import atartape
 from atartape.archive import HttpRangeSource, RangeSource, open_archive
 from atartape.errors import ArchiveFormatError, EntryNotFoundError, SourceNotFoundError
 from atartape.format.header import BLOCK_SIZE, EntryKind, encode_header, encode_number, padding
-from atartape.format.members import MemberType
+from atartape.format.members import MemberType, normalize_name
 from tests.helpers import MemorySource, tape_bytes, tree, write
 
 pytestmark = pytest.mark.anyio
@@ -193,20 +193,38 @@ async def test_truncated_and_corrupt_archives(tmp_path: Path) -> None:
     data = tarfile_archive(tarfile.GNU_FORMAT)
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         big = tf.getmember("pkg/big.bin")
+        names = [normalize_name(m.name) for m in tf.getmembers()]
         last = tf.getmembers()[-1]
     end_of_members = last.offset_data + last.size + padding(last.size)
-    cuts = {
-        "empty": 0,
-        "mid-header": 100,
-        "mid-data": big.offset_data + 1000,
-        "no end marker": end_of_members,
-    }
-    for label, cut in cuts.items():
+    # Cut inside a header or a member's data: the members before the cut, then the error.
+    for label, cut, before in (
+        ("mid-header", 100, 0),
+        ("mid-data", big.offset_data + 1000, names.index("pkg/big.bin")),
+    ):
         async with open_archive(MemorySource(data[:cut])) as archive:
+            listed = []
             with pytest.raises(ArchiveFormatError, match="truncated") as info:
-                [m async for m in archive.members()]
+                async for member in archive.members():
+                    listed.append(member.name)
+            assert listed == names[:before], label
             assert isinstance(info.value.offset, int), label
             assert f"at byte {info.value.offset}" in str(info.value)
+            if before:  # what comes before the cut reads as usual; what follows raises it
+                assert await archive.read("pkg/readme.txt") == b"read me\n"
+                with pytest.raises(ArchiveFormatError, match="truncated"):
+                    await archive.read("pkg/caf\u00e9.txt")
+    # Ends at a member boundary, with no end-of-archive marker (or nothing at all): read, and
+    # reported as possibly truncated.
+    for cut, expected in ((end_of_members, names), (0, [])):
+        async with open_archive(MemorySource(data[:cut])) as archive:
+            assert archive.possibly_truncated is None
+            assert [m.name async for m in archive.members()] == expected
+            assert archive.possibly_truncated is True
+            if expected:
+                assert await archive.read("pkg/readme.txt") == b"read me\n"
+    async with open_archive(MemorySource(data)) as archive:
+        assert len([m async for m in archive.members()]) == len(names)
+        assert archive.possibly_truncated is False
     corrupt = bytearray(data)
     corrupt[big.offset + 3] ^= 0x20
     async with open_archive(MemorySource(bytes(corrupt))) as archive:
@@ -268,16 +286,17 @@ async def test_random_access_through_the_embedded_index(tmp_path: Path) -> None:
     write(root / "blob.bin", os.urandom(1_500_000))
     tape, data = await tape_bytes(root, tmp_path, embed_index=True)
     target = await tape.entry("many/part-3/record-00170.json")
+    blob = await tape.entry("many/blob.bin")
+    expected = (root / "part-3/record-00170.json").read_bytes()
+
+    # Trusted (an archive you made): the tail, the index, then the member's header and content.
     source = MemorySource(data)
-    async with open_archive(source) as archive:
-        assert (
-            await archive.read(target.arc_path) == (root / "part-3/record-00170.json").read_bytes()
-        )
+    async with open_archive(source, trust_index=True) as archive:
+        assert await archive.read(target.arc_path) == expected
         index = await archive.embedded_index()
         assert index is not None and len(index) == tape.entry_count
         tail = [r for r in source.reads if r[1] == len(data) or r[0] >= target.end_offset]
         others = [r for r in source.reads if r not in tail]
-        # Tail reads (the index lives there), then the member's header and its content.
         assert others == [
             (target.start_offset, target.data_offset),
             (target.data_offset, target.data_offset + target.size),
@@ -289,21 +308,29 @@ async def test_random_access_through_the_embedded_index(tmp_path: Path) -> None:
 
         source.reads.clear()
         written = await archive.extract("many/blob.bin", tmp_path / "dest")
+        assert written is not None
         assert Path(written).read_bytes() == (root / "blob.bin").read_bytes()
-        blob = await tape.entry("many/blob.bin")
         assert source.fetched == BLOCK_SIZE + blob.size  # the index is read once per archive
 
+    # By default every header confirms the index: its rows guide one scan of the headers,
+    # which skips the big file's content, and then the index answers.
+    checked = MemorySource(data)
+    async with open_archive(checked) as archive:
+        assert await archive.read(target.arc_path) == expected
+        assert await archive.embedded_index() == index
+        assert not any(
+            s < blob.end_offset and e > blob.data_offset + 64 * 1024 for s, e in checked.reads[:-1]
+        )
+        scanned = checked.fetched
         index_member = [m async for m in archive.members()][-1]
-        csv = await archive.read(index_member.name)
+        csv = await archive.read(index_member)
         assert csv.startswith(b"name,size,start_block,blocks\r\n") and b"many/blob.bin" in csv
 
     scanning = MemorySource(data)
     async with open_archive(scanning, use_index=False) as archive:
-        assert (
-            await archive.read(target.arc_path) == (root / "part-3/record-00170.json").read_bytes()
-        )
+        assert await archive.read(target.arc_path) == expected
         assert await archive.embedded_index() is None
-    assert scanning.fetched > one_member
+    assert scanning.fetched > one_member and scanned < 2 * len(data) // 3
 
     # Extracting everything reads ahead: far fewer range requests than members.
     batched = MemorySource(data)

@@ -113,5 +113,9 @@ async def test_index_without_entries_and_lookup_by_index(tmp_path: Path) -> None
     data = b"".join([e.data async for e in empty.stream() if e.type == "file_data"])
     async with open_archive(MemorySource(data)) as archive:
         assert await archive.embedded_index() == []
+        with pytest.raises(atartape.EntryNotFoundError, match="not in the archive"):
+            await archive.read("anything")
+    async with open_archive(MemorySource(data), trust_index=True) as archive:
+        assert await archive.embedded_index() == []
         with pytest.raises(atartape.EntryNotFoundError, match="per its index"):
             await archive.read("anything")

@@ -215,6 +215,7 @@ async def test_modes_are_set_without_special_bits(tmp_path: Path) -> None:
 
 
 async def test_sparse_and_conflicts(tmp_path: Path) -> None:
+    # A PAX 1.0 sparse member whose data has no room for its map is malformed.
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
         info = tarfile.TarInfo("sparse.bin")
@@ -225,6 +226,24 @@ async def test_sparse_and_conflicts(tmp_path: Path) -> None:
             await tar.extract_all(tmp_path / "sparse")
         with pytest.raises(ArchiveFormatError, match="sparse"):
             await tar.read("sparse.bin")
+    # A well-formed one is a file like any other, its holes read and written as holes.
+    map_text = b"2\n0\n3\n5000\n2\n".ljust(512, b"\0")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("GNUSparseFile.0/sparse.bin")
+        info.size = len(map_text) + 5
+        info.pax_headers = {
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": "sparse.bin",
+            "GNU.sparse.realsize": "9000",
+        }
+        tf.addfile(info, io.BytesIO(map_text + b"abcde"))
+    expected = b"abc" + bytes(4997) + b"de" + bytes(3998)
+    async with open_archive(MemorySource(out.getvalue())) as tar:
+        assert await tar.read("sparse.bin") == expected
+        await tar.extract_all(tmp_path / "sparse")
+    assert (tmp_path / "sparse" / "sparse.bin").read_bytes() == expected
     dest = tmp_path / "conflict"
     (dest / "name").mkdir(parents=True)
     async with open_archive(MemorySource(archive(file("name")))) as tar:

@@ -24,30 +24,33 @@ from atartape.format.embedded import (
 )
 from atartape.format.header import BLOCK_SIZE, EntryKind, encode_header, encode_number, padding
 from atartape.format.members import (
-    Extension,
+    ArchiveEnd,
     HeaderReader,
     Member,
     MemberType,
+    lookup_key,
+    parse_number,
     parse_pax_records,
+    pax_record_list,
 )
 
 MTIME = 1_700_000_000
 
 
-def scan_bytes(data: bytes) -> list[Member]:
-    """Every member of an in-memory archive, through the pure reader alone."""
+def scan_with_end(data: bytes) -> tuple[list[Member], ArchiveEnd]:
+    """Every member of an in-memory archive, and its end, through the pure reader alone."""
     reader = HeaderReader()
     members: list[Member] = []
-    offset = 0
     while True:
-        got = reader.header(data[offset : offset + BLOCK_SIZE], offset)
-        if got is None:
-            return members
-        if isinstance(got, Extension):
-            reader.extension(got, data[got.data_offset : got.data_offset + got.size])
-        else:
+        got = reader.feed(data[reader.offset : reader.offset + reader.want()])
+        if isinstance(got, ArchiveEnd):
+            return members, got
+        if got is not None:
             members.append(got)
-        offset = got.next_offset
+
+
+def scan_bytes(data: bytes) -> list[Member]:
+    return scan_with_end(data)[0]
 
 
 def info(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> tarfile.TarInfo:
@@ -177,7 +180,7 @@ def test_base256_size_and_v7_directory() -> None:
     header[124:136] = encode_number(size, 12)
     header[148:156] = b"        "
     header[148:156] = b"%06o\0 " % sum(header)
-    member = HeaderReader().header(bytes(header), 0)
+    member = HeaderReader().feed(bytes(header))
     assert isinstance(member, Member)
     assert member.size == size and member.next_offset == BLOCK_SIZE + size
 
@@ -189,7 +192,7 @@ def test_base256_size_and_v7_directory() -> None:
     v7[136:148] = b"%011o\0" % MTIME
     v7[148:156] = b"        "
     v7[148:156] = b"%06o\0 " % sum(v7)
-    old = HeaderReader().header(bytes(v7), 0)
+    old = HeaderReader().feed(bytes(v7))
     assert isinstance(old, Member)
     assert (old.name, old.type) == ("olddir", MemberType.DIRECTORY)
 
@@ -203,24 +206,26 @@ def test_format_errors_carry_the_offset() -> None:
     assert info_.value.offset == second and f"at byte {second}" in str(info_.value)
 
     with pytest.raises(ArchiveFormatError, match="truncated"):
-        HeaderReader().header(b"\1" * 100, 1024)
+        HeaderReader(1024).feed(b"\1" * 100)
 
     # An extension header followed by the end-of-archive marker describes nothing.
     long_name = build_tar(tarfile.GNU_FORMAT)
     reader = HeaderReader()
     members = scan_bytes(long_name)
     deep = next(m for m in members if len(m.name) > 255)
-    ext = reader.header(long_name[deep.header_offset : deep.header_offset + 512], 0)
-    assert isinstance(ext, Extension) and reader.pending
+    first = long_name[deep.header_offset : deep.header_offset + 512]
+    assert reader.feed(first) is None and reader.pending
+    assert reader.want() == parse_number(first[124:136])
+    assert reader.feed(bytes(reader.want())) is None  # an empty name: padding
     with pytest.raises(ArchiveFormatError, match="without its member"):
-        reader.header(bytes(512), 512)
+        reader.feed(bytes(512))
 
-    huge = bytearray(long_name[deep.header_offset : deep.header_offset + 512])
+    huge = bytearray(first)
     huge[124:136] = b"%011o\0" % (64 * 1024 * 1024)
     huge[148:156] = b"        "
     huge[148:156] = b"%06o\0 " % sum(huge)
     with pytest.raises(ArchiveFormatError, match="extension header of"):
-        HeaderReader().header(bytes(huge), 0)
+        HeaderReader().feed(bytes(huge))
 
 
 # --------------------------------------------------------------------------- index CSV
@@ -303,3 +308,154 @@ def test_locate_index_steps_back_from_the_end() -> None:
     assert locate_index(data[: index_at + 512 + found.size], 0) is None
     assert locate_index(bytes(4096), 0) is None
     assert locate_index(bytes(4096), 4096) is NEED_MORE
+
+
+# --------------------------------------------------------------------------- fields and records
+
+
+def test_numbers_keys_and_records() -> None:
+    assert parse_number(b"0000644\0") == 0o644
+    assert parse_number(b"  644 \0") == 0o644
+    assert parse_number(b"\0" * 8) == 0
+    assert parse_number(b"\x80" + (9 * 1024**3).to_bytes(11, "big")) == 9 * 1024**3
+    assert parse_number(b"\xff" * 12) == -1
+    assert parse_number(encode_number(-(10**9), 12)) == -(10**9)
+    for bad in (b"0o644\0", b"1_2\0", b"+12\0", b"12 34\0", b"89\0"):
+        with pytest.raises(ValueError):
+            parse_number(bad)
+    assert lookup_key("./a//b/./c/") == "a/b/c" == lookup_key("a/b/c")
+    assert lookup_key("/etc/passwd") == "/etc/passwd" != lookup_key("etc/passwd")
+    assert lookup_key(".") == lookup_key("./") == lookup_key("") == ""
+    assert lookup_key("a/../b") == "a/../b"
+    # Repeated keys stay, in order (the PAX 0.0 sparse map needs them).
+    payload = record("GNU.sparse.offset", "0000001") + record("GNU.sparse.numbytes", "2")
+    assert pax_record_list(payload) == [
+        ("GNU.sparse.offset", b"0000001"),
+        ("GNU.sparse.numbytes", b"2"),
+    ]
+    # A record without its newline: dropped when nothing uses its key, fatal otherwise.
+    assert pax_record_list(b"4 x=") == []
+    with pytest.raises(ValueError, match="newline"):
+        pax_record_list(b"11 path=abc\0")
+    with pytest.raises(ValueError, match="NUL"):
+        pax_record_list(b"14 bad\0key=val\n")
+
+
+def pax_block(kind: bytes, records: bytes, name: bytes = b"pax") -> bytes:
+    header = bytearray(encode_header(name, EntryKind.FILE, len(records), 0o644, 0))
+    header[156:157] = kind
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + records + bytes(padding(len(records)))
+
+
+def file_block(name: bytes, content: bytes, kind: bytes = b"0", mtime: int = MTIME) -> bytes:
+    header = bytearray(encode_header(name, EntryKind.FILE, len(content), 0o644, mtime))
+    header[156:157] = kind
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + content + bytes(padding(len(content)))
+
+
+def record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) != len(str(len(body))):
+        length += 1
+    return str(length).encode() + body
+
+
+def test_extension_precedence() -> None:
+    # Consecutive 'x' headers: the last counts, whole (GNU tar, Go); several 'L': the last.
+    data = (
+        pax_block(b"x", record("path", "P1") + record("mtime", "111"))
+        + pax_block(b"x", record("linkpath", "L2"))
+        + file_block(b"hdrname", b"abc")
+        + pax_block(b"L", b"first-long\0")
+        + pax_block(b"L", b"second-long\0")
+        + file_block(b"short", b"")
+        + bytes(1024)
+    )
+    first, second = scan_bytes(data)
+    assert (first.name, first.mtime, first.linkname) == ("hdrname", MTIME, "")
+    assert first.header_offset == 0 and first.data_offset == 5 * BLOCK_SIZE
+    assert second.name == "second-long"
+
+    # Globals accumulate per key; an empty global value deletes the key; a local empty value
+    # falls back to the header's field.
+    data = (
+        pax_block(b"g", record("path", "G1") + record("mtime", "222"))
+        + file_block(b"a", b"")
+        + pax_block(b"g", record("uname", "u"))
+        + file_block(b"b", b"")
+        + pax_block(b"x", record("mtime", ""))
+        + file_block(b"c", b"")
+        + pax_block(b"g", record("path", ""))
+        + file_block(b"d", b"")
+        + bytes(1024)
+    )
+    a, b, c, d = scan_bytes(data)
+    assert [(m.name, m.mtime) for m in (a, b, c, d)] == [
+        ("G1", 222),
+        ("G1", 222),
+        ("G1", MTIME),
+        ("d", 222),
+    ]
+
+
+def test_malformed_records() -> None:
+    def one(records: bytes) -> list[Member]:
+        return scan_bytes(pax_block(b"x", records) + file_block(b"f", b"x") + bytes(1024))
+
+    # A bad mtime is ignored; a bad or negative size is fatal; NULs in names are fatal.
+    assert one(record("mtime", "999xxx9324.4"))[0].mtime == MTIME
+    assert one(record("mtime", "1748089464.951928467a"))[0].mtime == MTIME
+    assert one(record("mtime", "-12.5"))[0].mtime == -12.5
+    for bad, why in (
+        (record("size", "12x"), "size"),
+        (record("size", "-1"), "size"),
+        (record("path", "a\0b"), "NUL"),
+        (record("linkpath", "a\0b"), "NUL"),
+        (b"9 path=a\0", "newline"),
+        (b"30      =                    \n" + b"\xff", "PAX"),
+    ):
+        with pytest.raises(ArchiveFormatError, match=why):
+            one(bad)
+    # Unknown types are 'other', their data skipped; header-only types carry no data.
+    data = (
+        file_block(b"acl", b"user::rw-", kind=b"A")
+        + file_block(b"dir/", b"12345", kind=b"5")
+        + file_block(b"dump", b"listing", kind=b"D")
+        + file_block(b"after", b"x")
+        + bytes(1024)
+    )
+    with pytest.raises(ArchiveFormatError):  # the directory's "data" is read as a header
+        scan_bytes(data)
+    data = (
+        file_block(b"acl", b"user::rw-", kind=b"A")
+        + file_block(b"dump", b"listing", kind=b"D")
+        + file_block(b"after", b"x")
+        + bytes(1024)
+    )
+    acl, dump, after = scan_bytes(data)
+    assert (acl.type, acl.typeflag, acl.size, acl.stored_size) == (MemberType.OTHER, "A", 0, 9)
+    assert (dump.type, dump.size, dump.stored_size) == (MemberType.DIRECTORY, 0, 7)
+    assert after.name == "after"
+
+
+def test_end_of_archive() -> None:
+    one = file_block(b"f", b"abc")
+    for tail, marker in (
+        (b"", False),
+        (bytes(100), False),
+        (bytes(512), True),
+        (bytes(2048), True),
+    ):
+        members, end = scan_with_end(one + tail)
+        assert [m.name for m in members] == ["f"]
+        assert (end.offset, end.marker) == (512 * 2, marker)
+    with pytest.raises(ArchiveFormatError, match="truncated"):
+        scan_with_end(one + b"x" * 100)
+    with pytest.raises(ArchiveFormatError, match="without its member"):
+        scan_with_end(pax_block(b"x", record("path", "p")))
+    assert scan_with_end(pax_block(b"g", record("comment", "git")) + bytes(1024))[0] == []

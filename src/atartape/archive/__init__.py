@@ -9,6 +9,7 @@ a ``size`` and ``async read_range(start, end) -> bytes`` (a :class:`RangeSource`
 from __future__ import annotations
 
 from ..format.members import Member, MemberType
+from ..format.sparse import SparseMap
 from .reader import Archive, open_archive
 from .sources import HttpRangeSource, LocalFileSource, RangeSource
 
@@ -19,5 +20,6 @@ __all__ = [
     "Member",
     "MemberType",
     "RangeSource",
+    "SparseMap",
     "open_archive",
 ]

@@ -1,27 +1,56 @@
 """The archive reader: list members, read them and extract them, from any range source.
 
 ``async with open_archive(source) as archive`` where ``source`` is a local path or a
-:class:`~atartape.archive.sources.RangeSource`. Members are found by scanning the
-headers from the start, or, when the archive carries an embedded index as its last member (a
-tape recorded with ``embed_index=True``), by reading the tail of the archive, the index and
-then only the wanted member.
+:class:`~atartape.archive.sources.RangeSource`.
+
+What a name means. A name stands for the **last** member of that name (compared without ``./``,
+doubled and trailing slashes: :func:`~atartape.format.members.lookup_key`), as it does for
+``tar -x``, which writes every member in turn; a hard link stands for the last member of its
+target's name **before** the link. Lookups therefore know the whole listing: the archive is
+scanned once (headers only) and the listing kept. If the scan stops at a corrupt or truncated
+part, the members before it can still be read (what ``tar -x`` would have left on disk); a name
+not found before the fault raises the fault. An archive that ends without its end-of-archive
+marker is read like any other (:attr:`Archive.possibly_truncated` says so).
+
+The embedded index. A tape recorded with ``embed_index=True`` ends with a CSV member listing
+every member's name and blocks. It is found from the tail at a bounded cost (the last row says
+where its header must be), then used only as a claim: its rows must tile the archive up to the
+index, and the scan checks every row against the header found at its offset (the rows tell the
+scan where the headers are, so it reads them in a few large ranges instead of block by block).
+An index that is absent, malformed, not last or wrong about any header is dropped and the plain
+scan's answer stands; nothing an index says can change what a name reads. With
+``trust_index=True`` (for an archive you made yourself) a lookup reads the tail, the index and
+the member's own header only, checking that header against its row.
 """
 
 from __future__ import annotations
 
+import bisect
+import enum
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
 
-from ..errors import ArchiveFormatError, EntryNotFoundError, NotAFileError
-from ..format.embedded import NEED_MORE, IndexLocation, IndexRow, locate_index, parse_index_csv
+from ..errors import ArchiveFormatError, EntryNotFoundError, NotAFileError, UnsafeMemberError
+from ..format.embedded import (
+    NEED_MORE,
+    IndexCandidate,
+    IndexLocation,
+    IndexRow,
+    check_index_header,
+    check_rows,
+    locate_index,
+    parse_index_csv,
+)
 from ..format.header import BLOCK_SIZE
-from ..format.members import Extension, HeaderReader, Member, MemberType, normalize_name
+from ..format.members import ArchiveEnd, HeaderReader, Member, MemberType, lookup_key
+from ..format.sparse import layout, stored_starts
 from . import extract as _extract
+from .extract import shown
 from .sources import LocalFileSource, RangeSource
 
 __all__ = ["Archive", "open_archive"]
@@ -29,44 +58,106 @@ __all__ = ["Archive", "open_archive"]
 CHUNK_SIZE = 256 * 1024  # chunks yielded by Archive.chunks
 DEFAULT_MAX_INDEX_SIZE = 256 * 1024 * 1024  # about 5 million rows of short names
 _TAIL_FIRST = 16 * 1024  # first read of the tail when looking for an embedded index
-_TAIL_SLACK = 64 * 1024  # room for the end-of-archive zero blocks beyond the index
+_TAIL_ZEROS = 1024 * 1024  # the most end-of-archive zero blocks looked through for an index
 _SCAN_WINDOW = 64 * 1024  # read-ahead of the sequential header scan
+_GROUP_GAP = 16 * 1024  # headers closer than this are read in one range (index-guided scan)
+_GROUP_MAX = 1024 * 1024  # the largest such range
 _SMALL_FILE = 1024 * 1024  # files up to this size are extracted in one thread hop
-_MAX_LINK_HOPS = 8
+
+MemberRef = str | Member
+
+
+class _Unlisted(enum.Enum):
+    """With ``trust_index``: the index lists no member of that name (a definite answer)."""
+
+    UNLISTED = "unlisted"
+
+
+_UNLISTED = _Unlisted.UNLISTED
 
 
 @dataclass(frozen=True)
 class _Embedded:
     member: Member  # the index member itself
-    rows: dict[str, IndexRow]
-    ordered: list[IndexRow]
+    rows: list[IndexRow]
+    starts: list[int] = field(default_factory=list)  # row header offsets, for bisect
+    keys: dict[str, list[int]] = field(default_factory=dict)  # name -> its rows, in order
+
+    def __post_init__(self) -> None:
+        self.starts.extend(row.header_offset for row in self.rows)
+        for number, row in enumerate(self.rows):
+            self.keys.setdefault(lookup_key(row.name), []).append(number)
 
 
-class _Window:
-    """Read-ahead for the sequential scan: one range read serves many small headers."""
+class _Fetcher:
+    """The reads of one pass over the archive.
 
-    def __init__(self, archive: Archive, size: int = _SCAN_WINDOW) -> None:
+    Without hints: a read-ahead window, so that one range read serves many small headers.
+    With ``hints`` (header offsets known in advance, from an index): a read starting at a hint
+    also covers the hints that follow within :data:`_GROUP_GAP`, up to :data:`_GROUP_MAX`.
+    """
+
+    def __init__(self, archive: Archive, hints: Sequence[int] = ()) -> None:
         self.archive = archive
-        self.size = size
+        self.hints = hints
         self.start = 0
         self.data = b""
 
     async def read(self, start: int, end: int) -> bytes:
         if self.start <= start and end <= self.start + len(self.data):
             return self.data[start - self.start : end - self.start]
-        if end - start >= self.size or end > self.archive.size:
+        size = self.archive.size
+        if self.hints:
+            stop = max(end, start + BLOCK_SIZE)
+            at = bisect.bisect_left(self.hints, start)
+            while at < len(self.hints):
+                hint = self.hints[at]
+                if hint > stop + _GROUP_GAP or hint + BLOCK_SIZE - start > _GROUP_MAX:
+                    break
+                stop = max(stop, hint + BLOCK_SIZE)
+                at += 1
+        elif end - start >= _SCAN_WINDOW:
             return await self.archive._read_exact(start, end)
-        stop = min(start + self.size, self.archive.size)
+        else:
+            stop = start + _SCAN_WINDOW
+        stop = min(stop, size)
+        if stop <= end:
+            return await self.archive._read_exact(start, end)
         self.data = await self.archive._read_exact(start, stop)
         self.start = start
         return self.data[: end - start]
 
 
+@dataclass
+class _Catalog:
+    """The whole listing, from one scan: members in order, and where each name occurs."""
+
+    members: list[Member] = field(default_factory=list)
+    positions: dict[str, list[int]] = field(default_factory=dict)
+    error: ArchiveFormatError | None = None  # what stopped the scan, after ``members``
+    index: _Embedded | None = None  # the embedded index, once every row is confirmed
+
+    def add(self, member: Member) -> None:
+        self.positions.setdefault(member.key, []).append(len(self.members))
+        self.members.append(member)
+
+    def last(self, key: str) -> Member | None:
+        found = self.positions.get(key)
+        return self.members[found[-1]] if found else None
+
+    def last_before(self, key: str, offset: int) -> Member | None:
+        found = self.positions.get(key, [])
+        offsets = [self.members[i].header_offset for i in found]
+        at = bisect.bisect_left(offsets, offset)
+        return self.members[found[at - 1]] if at else None
+
+
 class Archive:
     """An archive opened by :func:`open_archive`: list, read and extract its members.
 
-    Names are looked up without trailing slashes; when a name occurs twice the later member
-    wins, as with tar. Every method may raise :class:`ArchiveFormatError` (with the offset) for a
+    A member is named by its name (the last member of that name, as ``tar -x`` leaves it) or
+    by a :class:`Member` from :meth:`members` (that very member, even when its name occurs
+    again later). Every method may raise :class:`ArchiveFormatError` (with the offset) for a
     truncated or corrupt archive and :class:`EntryNotFoundError` for a name that is not in it.
     """
 
@@ -75,15 +166,26 @@ class Archive:
         source: RangeSource,
         *,
         use_index: bool = True,
+        trust_index: bool = False,
         max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
     ) -> None:
         self.source = source
         self.size = source.size
         self.use_index = use_index
+        self.trust_index = trust_index
         self.max_index_size = max_index_size
         self._embedded: _Embedded | None = None
         self._embedded_looked = False
-        self._by_name: dict[str, Member] | None = None
+        self._catalog: _Catalog | None = None
+        self._end: ArchiveEnd | None = None
+        self._lock = anyio.Lock()  # one index search, one listing, whoever asks first
+
+    @property
+    def possibly_truncated(self) -> bool | None:
+        """Whether the last complete pass over the archive ended without a zero block (the
+        archive may have been cut at a member boundary: GNU tar, bsdtar and tarfile read such
+        files without a word); ``None`` until a pass has reached the end."""
+        return None if self._end is None else not self._end.marker
 
     # ------------------------------------------------------------------ raw reads
 
@@ -109,169 +211,229 @@ class Archive:
         Raises :class:`ArchiveFormatError` when the archive is truncated or a header is corrupt,
         after yielding the members before it.
         """
-        return self._scan()
+        return self._walk(_Fetcher(self))
 
-    async def _scan(self, window: _Window | None = None) -> AsyncGenerator[Member, None]:
-        reader = HeaderReader()
-        window = window or _Window(self)
-        offset = 0
+    async def _walk(
+        self, fetcher: _Fetcher, start: int = 0, *, until: int | None = None
+    ) -> AsyncGenerator[Member, None]:
+        """The members from ``start`` on: the one pass every listing and extraction makes.
+
+        ``until``: stop after the member whose header is there (a single member's read).
+        """
+        reader = HeaderReader(start)
         while True:
-            if offset + BLOCK_SIZE > self.size:
-                raise ArchiveFormatError(
-                    "archive is truncated: it ends where a header or the end-of-archive "
-                    "marker was expected",
-                    offset=offset,
-                )
-            got = reader.header(await window.read(offset, offset + BLOCK_SIZE), offset)
+            offset = reader.offset
+            end = min(offset + reader.want(), self.size)
+            data = await fetcher.read(offset, end) if end > offset else b""
+            got = reader.feed(data)
             if got is None:
-                return
-            if isinstance(got, Extension):
-                self._check_extent(
-                    got.data_offset + got.size, got.header_offset, "an extension header"
-                )
-                payload = await window.read(got.data_offset, got.data_offset + got.size)
-                reader.extension(got, payload)
-                offset = got.next_offset
                 continue
-            self._check_extent(got.data_offset + got.size, got.header_offset, repr(got.name))
+            if isinstance(got, ArchiveEnd):
+                if until is None:
+                    self._end = got
+                return
+            data_end = got.data_offset + got.stored_size
+            if data_end > self.size:
+                raise ArchiveFormatError(
+                    f"archive is truncated: the data of {shown(got.name)} ends at {data_end}, "
+                    f"past the end of the archive ({self.size})",
+                    offset=got.header_offset,
+                )
             yield got
-            offset = got.next_offset
-
-    def _check_extent(self, end: int, offset: int, what: str) -> None:
-        if end > self.size:
-            raise ArchiveFormatError(
-                f"archive is truncated: the data of {what} ends at {end}, "
-                f"past the end of the archive ({self.size})",
-                offset=offset,
-            )
+            if until is not None and got.header_offset >= until:
+                return
 
     # ------------------------------------------------------------------ embedded index
 
     async def embedded_index(self) -> list[IndexRow] | None:
         """The rows of the archive's embedded index, or ``None`` when it has none.
 
-        The index is looked for once, at the end of the archive (see
-        :func:`atartape.members.locate_index`), reading back at most about ``max_index_size``
-        bytes. Raises :class:`ArchiveFormatError` when the index is found but malformed.
+        Only an index that every header confirms is returned (see the module): finding out
+        scans the archive once (unless ``trust_index``: then an index whose rows tile the
+        archive). An absent, malformed or wrong index gives ``None``, never an error.
         """
-        embedded = await self._index()
-        return None if embedded is None else list(embedded.ordered)
+        if not self.use_index:
+            return None
+        if self.trust_index:
+            embedded = await self._index()
+        else:
+            catalog = await self._full_catalog()
+            embedded = catalog.index
+        return None if embedded is None else list(embedded.rows)
 
     async def _index(self) -> _Embedded | None:
         if not self._embedded_looked:
-            self._embedded = await self._find_index() if self.use_index else None
-            self._embedded_looked = True
+            async with self._lock:
+                if not self._embedded_looked:
+                    self._embedded = await self._find_index() if self.use_index else None
+                    self._embedded_looked = True
         return self._embedded
 
     async def _find_index(self) -> _Embedded | None:
+        """The index the archive ends with, if its rows can describe the archive; the bytes
+        read are bounded whatever the archive holds (see :func:`locate_index`)."""
         size = self.size
         if size % BLOCK_SIZE or size < 2 * BLOCK_SIZE:
             return None
-        limit = min(size, (self.max_index_size + _TAIL_SLACK) // BLOCK_SIZE * BLOCK_SIZE)
         window = min(size, _TAIL_FIRST)
         tail = await self._read_exact(size - window, size)
         found = locate_index(tail, size - window)
-        while found is NEED_MORE and window < limit:
-            wider = min(window * 4, limit)
+        while found is NEED_MORE and window < min(size, _TAIL_ZEROS):
+            wider = min(window * 4, size, _TAIL_ZEROS)
             tail = await self._read_exact(size - wider, size - window) + tail
             window = wider
             found = locate_index(tail, size - window)
-        if not isinstance(found, IndexLocation):
+        if isinstance(found, IndexCandidate):
+            if found.text_end - found.header_offset - BLOCK_SIZE > self.max_index_size:
+                return None
+            block = await self._read_exact(found.header_offset, found.header_offset + BLOCK_SIZE)
+            found = check_index_header(block, found)
+        if not isinstance(found, IndexLocation) or found.size > self.max_index_size:
             return None
-        start = found.data_offset - (size - window)
+        start, stop = found.data_offset, found.data_offset + found.size
+        tail_start = size - window
+        if start >= tail_start:
+            content = tail[start - tail_start : stop - tail_start]
+        else:
+            content = await self._read_exact(start, tail_start) + tail[: stop - tail_start]
         try:
-            rows = parse_index_csv(tail[start : start + found.size])
-        except ValueError as exc:
-            raise ArchiveFormatError(
-                f"the embedded index {found.name!r} is malformed: {exc}",
-                offset=found.header_offset,
-            ) from None
-        for row in rows:
-            if row.end_offset > found.header_offset:
-                raise ArchiveFormatError(
-                    f"the embedded index {found.name!r} places {row.name!r} past its own start",
-                    offset=found.header_offset,
-                )
-        return _Embedded(found.member(), {row.name: row for row in rows}, rows)
+            rows = parse_index_csv(content)
+        except ValueError:
+            return None  # not an atartape index after all: the scan answers
+        if check_rows(rows, found.header_offset) is not None:
+            return None
+        return _Embedded(found.member(), rows)
 
-    async def _member_at(self, row: IndexRow, index_member: Member) -> Member:
-        """The member an index row points at, read and checked against the row."""
-        reader = HeaderReader()
-        offset = row.header_offset
-        while offset < row.end_offset:
-            got = reader.header(await self._read_exact(offset, offset + BLOCK_SIZE), offset)
-            if isinstance(got, Extension):
-                payload = await self._read_exact(got.data_offset, got.data_offset + got.size)
-                reader.extension(got, payload)
-                offset = got.next_offset
-                continue
-            if (
-                got is not None
-                and got.name == row.name
-                and got.next_offset <= index_member.header_offset
-                and (got.size == row.size or not got.is_file)
-            ):
-                return got
-            break
-        raise ArchiveFormatError(
-            f"the embedded index {index_member.name!r} disagrees with the archive about "
-            f"{row.name!r} (open the archive with use_index=False to scan it instead)",
-            offset=row.header_offset,
+    # ------------------------------------------------------------------ the listing
+
+    async def _full_catalog(self) -> _Catalog:
+        """The listing of the whole archive, from one scan (guided by a well-formed index)."""
+        if self._catalog is not None:
+            return self._catalog
+        embedded = await self._index()
+        async with self._lock:
+            if self._catalog is None:
+                self._catalog = await self._scan_catalog(embedded)
+        return self._catalog
+
+    async def _scan_catalog(self, embedded: _Embedded | None) -> _Catalog:
+        hints: list[int] = []
+        if embedded is not None:
+            hints = [*embedded.starts, embedded.member.header_offset]
+        catalog = _Catalog()
+        try:
+            async with aclosing(self._walk(_Fetcher(self, hints))) as walk:
+                async for member in walk:
+                    catalog.add(member)
+        except ArchiveFormatError as exc:
+            catalog.error = exc
+        if embedded is not None and self._confirms(embedded, catalog):
+            catalog.index = embedded
+        return catalog
+
+    def _confirms(self, embedded: _Embedded, catalog: _Catalog) -> bool:
+        """Whether the scan found exactly the members the index lists, then the index."""
+        members, rows = catalog.members, embedded.rows
+        if catalog.error is not None or len(members) != len(rows) + 1:
+            return False
+        for member, row in zip(members, rows):
+            if not _row_matches(row, member):
+                return False
+        last = members[-1]
+        return (last.header_offset, last.name, last.size) == (
+            embedded.member.header_offset,
+            embedded.member.name,
+            embedded.member.size,
         )
+
+    async def _trusted(self, key: str, before: int | None = None) -> Member | _Unlisted | None:
+        """With ``trust_index``: the member the index gives for ``key`` (the last row of that
+        name, or the last before ``before``), checked against its header; :data:`_UNLISTED`
+        when the index has no such name, ``None`` when it cannot answer (then the scan
+        does)."""
+        embedded = await self._index()
+        if embedded is None:
+            return None
+        if before is None and key == embedded.member.key:
+            return embedded.member
+        limit = (
+            len(embedded.rows) if before is None else bisect.bisect_left(embedded.starts, before)
+        )
+        for row in reversed(embedded.rows[:limit]):
+            if lookup_key(row.name) == key:
+                break
+        else:
+            return _UNLISTED
+        try:
+            async with aclosing(
+                self._walk(
+                    _Fetcher(self, [row.header_offset]), row.header_offset, until=row.header_offset
+                )
+            ) as walk:
+                async for member in walk:
+                    return member if _row_matches(row, member) else None
+        except ArchiveFormatError:
+            return None
+        return None
 
     # ------------------------------------------------------------------ lookups
 
-    async def member(self, name: str) -> Member:
-        """The member called ``name``.
+    async def member(self, name: MemberRef) -> Member:
+        """The member called ``name``: the last member of that name in the archive.
 
-        With an embedded index: reads the tail, the index and the member's header only.
-        Without: scans every header once (the result is kept for later lookups). Raises
-        :class:`EntryNotFoundError` when there is no such member.
+        Raises :class:`EntryNotFoundError` when there is none, and the scan's
+        :class:`ArchiveFormatError` when the archive breaks off before such a member is found.
         """
-        key = normalize_name(name)
-        embedded = await self._index()
-        if embedded is not None:
-            if key == embedded.member.name:
-                return embedded.member
-            row = embedded.rows.get(key)
-            if row is None:
-                raise EntryNotFoundError(f"{name!r} is not in the archive (per its index)")
-            return await self._member_at(row, embedded.member)
-        if self._by_name is None:
-            async with aclosing(self._scan()) as scan:
-                self._by_name = {m.name: m async for m in scan}
-        try:
-            return self._by_name[key]
-        except KeyError:
-            raise EntryNotFoundError(f"{name!r} is not in the archive") from None
+        if isinstance(name, Member):
+            return name
+        key = lookup_key(name)
+        if self.use_index and self.trust_index:
+            found = await self._trusted(key)
+            if found is _UNLISTED:
+                raise EntryNotFoundError(f"{shown(name)} is not in the archive (per its index)")
+            if isinstance(found, Member):
+                return found
+        catalog = await self._full_catalog()
+        member = catalog.last(key)
+        if member is not None:
+            return member
+        if catalog.error is not None:
+            raise catalog.error
+        raise EntryNotFoundError(f"{shown(name)} is not in the archive")
 
-    async def _content_member(self, name: str) -> Member:
-        """The member holding ``name``'s content: itself, or the target of its hard link."""
-        member = await self.member(name)
-        for _ in range(_MAX_LINK_HOPS):
-            if not member.is_hardlink:
-                break
-            target = await self.member(member.linkname)
-            if target.header_offset >= member.header_offset:
-                raise ArchiveFormatError(
-                    f"hard link {member.name!r} points at {member.linkname!r}, "
-                    "which does not come before it",
-                    offset=member.header_offset,
-                )
-            member = target
-        if member.type is MemberType.SPARSE:
+    async def _link_target(self, link: Member) -> Member:
+        """The member a hard link stands for: the last one of its target's name before it."""
+        key = lookup_key(link.linkname)
+        found: Member | _Unlisted | None = None
+        if self.use_index and self.trust_index:
+            found = await self._trusted(key, before=link.header_offset)
+        if not isinstance(found, Member):
+            found = (await self._full_catalog()).last_before(key, link.header_offset)
+        if found is None:
             raise ArchiveFormatError(
-                f"{member.name!r} is a GNU sparse file, which this reader does not read",
-                offset=member.header_offset,
+                f"hard link {shown(link.name)} points at {shown(link.linkname)}, "
+                "which is not a member before it",
+                offset=link.header_offset,
             )
+        return found
+
+    async def _content_member(self, name: MemberRef) -> Member:
+        """The member holding ``name``'s content: itself, or what its hard links stand for."""
+        member = await self.member(name)
+        origin = member
+        while member.is_hardlink:
+            member = await self._link_target(member)  # strictly earlier each time: it ends
         if not member.is_file:
-            raise NotAFileError(f"{name!r} is a {member.type.value}, not a file: it has no content")
+            raise NotAFileError(
+                f"{shown(origin.name)} is a {member.type.value}, not a file: it has no content"
+            )
         return member
 
     # ------------------------------------------------------------------ content
 
-    async def read(self, name: str) -> bytes:
-        """The whole content of the file ``name`` (a hard link reads its target).
+    async def read(self, name: MemberRef) -> bytes:
+        """The whole content of the file ``name`` (a hard link reads what it stands for; a
+        sparse file reads with its holes as zeros).
 
         Raises :class:`EntryNotFoundError` for a missing name and :class:`NotAFileError` for a
         member that is not a file (folder, symlink, device).
@@ -280,7 +442,9 @@ class Archive:
         async with aclosing(self._chunks(member, 4 * CHUNK_SIZE)) as chunks:
             return b"".join([chunk async for chunk in chunks])
 
-    def chunks(self, name: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncGenerator[bytes, None]:
+    def chunks(
+        self, name: MemberRef, *, chunk_size: int = CHUNK_SIZE
+    ) -> AsyncGenerator[bytes, None]:
         """The content of the file ``name``, as chunks of at most ``chunk_size`` bytes.
 
         The lookup happens at the first iteration, which raises as :meth:`read` does.
@@ -289,28 +453,46 @@ class Archive:
             raise ValueError("chunk_size must be positive")
         return self._member_chunks(name, chunk_size)
 
-    async def _member_chunks(self, name: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
+    async def _member_chunks(self, name: MemberRef, chunk_size: int) -> AsyncGenerator[bytes, None]:
         member = await self._content_member(name)
         async with aclosing(self._chunks(member, chunk_size)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     async def _chunks(self, member: Member, chunk_size: int) -> AsyncGenerator[bytes, None]:
-        at, end = member.data_offset, member.data_offset + member.size
-        while at < end:
-            step = min(chunk_size, end - at)
-            yield await self._read_exact(at, at + step)
-            at += step
+        if member.sparse is None:
+            at, end = member.data_offset, member.data_offset + member.size
+            while at < end:
+                step = min(chunk_size, end - at)
+                yield await self._read_exact(at, at + step)
+                at += step
+            return
+        regions = member.sparse.regions
+        starts = stored_starts(regions)
+        base = member.data_offset + member.sparse.map_size
+        for begin in range(0, member.size, chunk_size):
+            end = min(begin + chunk_size, member.size)
+            plan = layout(regions, starts, begin, end)
+            if not plan.pieces:
+                yield bytes(end - begin)
+                continue
+            stored = await self._read_exact(base + plan.stored_start, base + plan.stored_end)
+            out = bytearray(end - begin)
+            for window_at, stored_at, length in plan.pieces:
+                at = stored_at - plan.stored_start
+                out[window_at : window_at + length] = stored[at : at + length]
+            yield bytes(out)
 
     # ------------------------------------------------------------------ extraction
 
-    async def extract(self, name: str, dest: str | os.PathLike[str]) -> str:
+    async def extract(self, name: MemberRef, dest: str | os.PathLike[str]) -> str | None:
         """Extract the member ``name`` under the folder ``dest`` (created if needed).
 
-        Parent folders are created as plain folders. A hard link whose target is not in
-        ``dest`` is written as a copy of the target. Returns the path written. Raises
-        :class:`UnsafeMemberError` when the member is refused (see :mod:`atartape._extract`),
-        and as :meth:`read` does.
+        Parent folders are created as plain folders. A hard link is written as a copy of what
+        it stands for (what :meth:`read` returns). Returns the path written
+        (``None`` for a member that is not extracted: a header of another type). Raises
+        :class:`UnsafeMemberError` when the member is refused (see :mod:`._extract`), and as
+        :meth:`read` does.
         """
         member = await self.member(name)
         extractor = await anyio.to_thread.run_sync(_extract.Extractor.open, os.fspath(dest))
@@ -319,15 +501,22 @@ class Archive:
     async def extract_all(self, dest: str | os.PathLike[str]) -> None:
         """Extract every member, in archive order, under the folder ``dest`` (created if needed).
 
-        Stops at the first refused member with :class:`UnsafeMemberError`; what was extracted
-        before it stays (always inside ``dest``). Folders get their mode and mtime at the end.
+        Stops at the first refused member with :class:`UnsafeMemberError` (or at a corrupt part
+        of the archive with :class:`ArchiveFormatError`); what was extracted before it stays
+        (always inside ``dest``), and the folders made get their mode and mtime in any case.
         """
         extractor = await anyio.to_thread.run_sync(_extract.Extractor.open, os.fspath(dest))
-        window = _Window(self)  # small files come from the read-ahead of the header scan
-        async with aclosing(self._scan(window)) as members:
-            async for member in members:
-                await self._extract_one(extractor, member, defer_folders=True, window=window)
-        await anyio.to_thread.run_sync(extractor.finish)
+        fetcher = _Fetcher(self)  # small files come from the read-ahead of the header scan
+        seen: dict[str, Member] = {}  # name -> the last member of that name, links resolved
+        try:
+            async with aclosing(self._walk(fetcher)) as members:
+                async for member in members:
+                    await self._extract_one(
+                        extractor, member, defer_folders=True, fetcher=fetcher, seen=seen
+                    )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(extractor.finish)
 
     async def _extract_one(
         self,
@@ -335,22 +524,65 @@ class Archive:
         member: Member,
         *,
         defer_folders: bool,
-        window: _Window | None = None,
-    ) -> str:
+        fetcher: _Fetcher | None = None,
+        seen: dict[str, Member] | None = None,
+    ) -> str | None:
+        if member.type is MemberType.OTHER:
+            return None  # ACLs, volume labels, ...: not file system objects
         parts = _extract.member_parts(member)
+        if member.is_hardlink:
+            return await self._extract_hardlink(extractor, member, parts, fetcher, seen)
+        if seen is not None:
+            seen[member.key] = member
         if member.is_dir:
             return await anyio.to_thread.run_sync(
                 lambda: extractor.make_dir(member, parts, defer=defer_folders)
             )
         if member.is_symlink:
             return await anyio.to_thread.run_sync(extractor.make_symlink, member, parts)
-        source = member
-        if member.is_hardlink:
+        return await self._write_file(extractor, member, parts, member, fetcher)
+
+    async def _extract_hardlink(
+        self,
+        extractor: _extract.Extractor,
+        member: Member,
+        parts: list[str],
+        fetcher: _Fetcher | None,
+        seen: dict[str, Member] | None,
+    ) -> str:
+        """In ``extract_all``: a link to the file on disk, as tar makes it (that file is the
+        last member of the target's name extracted before the link). Alone, or when that
+        file is not on disk: a copy of what the link stands for, so that ``extract`` writes
+        what ``read`` returns, whatever the destination held before."""
+        target: Member | None
+        if seen is None:  # a single member: the listing says what the link stands for
+            await anyio.to_thread.run_sync(extractor.link_target, member)  # refuse as tar -x
+            target = await self._link_target(member)
+            while target.is_hardlink:
+                target = await self._link_target(target)
+        else:  # extract_all: the members extracted so far say it
+            target = seen.get(lookup_key(member.linkname))
+            seen[member.key] = member if target is None else target
             made = await anyio.to_thread.run_sync(extractor.make_hardlink, member, parts)
             if made is not None:
                 return made
-            source = await self._content_member(member.name)  # not extracted: copy its data
-        return await self._write_file(extractor, member, parts, source, window)
+            if target is None:
+                raise ArchiveFormatError(
+                    f"hard link {shown(member.name)} points at {shown(member.linkname)}, "
+                    "which is not a member before it",
+                    offset=member.header_offset,
+                )
+        if target.is_symlink:  # a hard link to a symlink is a second symlink
+            return await anyio.to_thread.run_sync(
+                extractor.make_symlink, member, parts, target.linkname
+            )
+        if not target.is_file:
+            raise UnsafeMemberError(
+                f"refusing to extract {shown(member.name)}: its link target "
+                f"{shown(member.linkname)} is a {target.type.value}, not a file",
+                member=member.name,
+            )
+        return await self._write_file(extractor, member, parts, target, fetcher)
 
     async def _write_file(
         self,
@@ -358,24 +590,72 @@ class Archive:
         member: Member,
         parts: list[str],
         source: Member,
-        window: _Window | None,
+        fetcher: _Fetcher | None,
     ) -> str:
-        if source.size <= _SMALL_FILE:
+        if source.sparse is None and source.size <= _SMALL_FILE:
             start, end = source.data_offset, source.data_offset + source.size
-            data = await (window.read(start, end) if window else self._read_exact(start, end))
+            data = await (fetcher.read(start, end) if fetcher else self._read_exact(start, end))
             return await anyio.to_thread.run_sync(
                 extractor.write_file, member, parts, data, source.mode, source.mtime
             )
         part = await anyio.to_thread.run_sync(extractor.begin_file, member, parts)
         try:
-            async with aclosing(self._chunks(source, _SMALL_FILE)) as chunks:
-                async for chunk in chunks:
-                    await anyio.to_thread.run_sync(part.write, chunk)
-            return await anyio.to_thread.run_sync(part.commit, source.mode, source.mtime)
+            if source.sparse is None:
+                async with aclosing(self._chunks(source, _SMALL_FILE)) as chunks:
+                    async for chunk in chunks:
+                        await anyio.to_thread.run_sync(part.write, chunk)
+                size = None
+            else:
+                async for pieces in self._sparse_pieces(source):
+                    await anyio.to_thread.run_sync(part.write_at, pieces)
+                size = source.size
+            return await anyio.to_thread.run_sync(
+                extractor.publish, part, source.mode, source.mtime, size
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(part.discard)
             raise
+
+    async def _sparse_pieces(self, member: Member) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """A sparse file's data regions as ``(offset, bytes)`` pieces, about a MiB per batch:
+        written where they go, the holes are never written."""
+        assert member.sparse is not None
+        base = member.data_offset + member.sparse.map_size
+        stored_at = 0
+        batch: list[tuple[int, int, int]] = []  # (file offset, stored offset, length)
+        batch_bytes = 0
+        for offset, length in member.sparse.regions:
+            done = 0
+            while done < length:
+                step = min(length - done, _SMALL_FILE - batch_bytes)
+                batch.append((offset + done, stored_at + done, step))
+                batch_bytes += step
+                done += step
+                if batch_bytes >= _SMALL_FILE:
+                    yield await self._read_pieces(base, batch)
+                    batch, batch_bytes = [], 0
+            stored_at += length
+        if batch:
+            yield await self._read_pieces(base, batch)
+
+    async def _read_pieces(
+        self, base: int, batch: list[tuple[int, int, int]]
+    ) -> list[tuple[int, bytes]]:
+        first = batch[0][1]
+        last = batch[-1][1] + batch[-1][2]
+        stored = await self._read_exact(base + first, base + last)
+        return [(offset, stored[at - first : at - first + length]) for offset, at, length in batch]
+
+
+def _row_matches(row: IndexRow, member: Member) -> bool:
+    """Whether the header found at a row's offset is the member the row describes."""
+    return (
+        member.header_offset == row.header_offset
+        and member.next_offset == row.end_offset
+        and member.key == lookup_key(row.name)
+        and (member.size == row.size or not member.is_file)
+    )
 
 
 @asynccontextmanager
@@ -383,6 +663,7 @@ async def open_archive(
     source: str | os.PathLike[str] | RangeSource,
     *,
     use_index: bool = True,
+    trust_index: bool = False,
     max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
 ) -> AsyncIterator[Archive]:
     """Open an archive for reading: ``async with open_archive(source) as archive``.
@@ -390,12 +671,16 @@ async def open_archive(
     ``source`` is a path (read through a :class:`LocalFileSource`, closed on exit) or a
     :class:`RangeSource`, whose ``prepare()`` is awaited first when it has one (the caller keeps
     ownership: it is not closed). ``use_index=False`` ignores an embedded index;
-    ``max_index_size`` bounds how far back from the end the index is looked for. Raises
-    :class:`SourceNotFoundError` for a missing file; format errors surface when members are read.
+    ``trust_index=True`` looks members up through it without scanning the archive (each
+    member's own header is still checked against its row, but a forged index can then make a
+    name read another header of that name than ``tar -x`` would: use it for archives you made);
+    ``max_index_size`` bounds the index read. Raises :class:`SourceNotFoundError` for a missing
+    file; format errors surface when members are read.
     """
+    options = {"use_index": use_index, "trust_index": trust_index, "max_index_size": max_index_size}
     if isinstance(source, (str, os.PathLike)):
         async with LocalFileSource(source) as local:
-            yield Archive(local, use_index=use_index, max_index_size=max_index_size)
+            yield Archive(local, **options)  # type: ignore[arg-type]
         return
     prepare = getattr(source, "prepare", None)
     if callable(prepare):
@@ -403,4 +688,4 @@ async def open_archive(
     size = source.size
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise TypeError(f"the range source's size must be a non-negative int, not {size!r}")
-    yield Archive(source, use_index=use_index, max_index_size=max_index_size)
+    yield Archive(source, **options)  # type: ignore[arg-type]

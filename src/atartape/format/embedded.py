@@ -3,8 +3,11 @@
 A tape recorded with ``embed_index=True`` ends, before its footer, with a member named
 ``.tarindex_<first 16 hex of the fingerprint>.csv`` whose rows are ``name,size,start_block,blocks``
 (512-byte blocks, the header included). Pure code, no I/O: this module builds the member
-(:func:`index_member`), parses it (:func:`parse_index_csv`) and finds it in the tail of an archive,
-stepping back block by block from the end (:func:`locate_index`).
+(:func:`index_member`), parses it (:func:`parse_index_csv`), finds it from the tail of an archive
+(:func:`locate_index`: the last row says where the index's header must be, so the search costs
+the same whatever the last member is) and checks its rows against the archive's layout
+(:func:`check_rows`). An index is only a claim: a reader confirms each row with the header found
+at its offset.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from .members import Member, MemberType, normalize_name
 __all__ = [
     "INDEX_COLUMNS",
     "NEED_MORE",
+    "IndexCandidate",
     "IndexLocation",
     "IndexRow",
     "NeedMore",
     "build_index_csv",
+    "check_index_header",
+    "check_rows",
     "index_member",
     "index_name",
     "index_row",
@@ -98,23 +104,33 @@ def parse_index_csv(data: bytes) -> list[IndexRow]:
     """The rows of an embedded index CSV (the header row is optional).
 
     Raises ``ValueError`` naming the line of a row that has not four fields or whose numbers
-    are not non-negative integers (or ``blocks`` is 0).
+    are not non-negative integers (or ``blocks`` is 0), and for text that is not CSV.
     """
     text = data.decode("utf-8", "surrogateescape")
     rows: list[IndexRow] = []
     reader = csv.reader(io.StringIO(text, newline=""))
-    for number, fields in enumerate(reader, 1):
-        if number == 1 and tuple(fields) == INDEX_COLUMNS:
-            continue
-        if not fields:
-            continue
-        if len(fields) != 4:
-            raise ValueError(f"index line {number} has {len(fields)} fields, not 4")
-        name, size, start, blocks = fields
-        if not (size.isdigit() and start.isdigit() and blocks.isdigit()) or int(blocks) < 1:
-            raise ValueError(f"index line {number} has bad numbers: {fields[1:]!r}")
-        rows.append(IndexRow(normalize_name(name), int(size), int(start), int(blocks)))
+    number = 0
+    try:
+        for number, fields in enumerate(reader, 1):
+            if number == 1 and tuple(fields) == INDEX_COLUMNS:
+                continue
+            if not fields:
+                continue
+            if len(fields) != 4:
+                raise ValueError(f"index line {number} has {len(fields)} fields, not 4")
+            name, size, start, blocks = fields
+            if not (_is_number(size) and _is_number(start) and _is_number(blocks)):
+                raise ValueError(f"index line {number} has bad numbers: {fields[1:]!r}")
+            if int(blocks) < 1:
+                raise ValueError(f"index line {number} spans no block")
+            rows.append(IndexRow(normalize_name(name), int(size), int(start), int(blocks)))
+    except csv.Error as exc:  # a NUL, a field over the csv module's limit (128 KiB), ...
+        raise ValueError(f"index line {number + 1} is not CSV: {exc}") from None
     return rows
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +161,17 @@ class IndexLocation:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class IndexCandidate:
+    """What the tail of an archive says about an index it may end with: the index's header
+    must be the block at ``header_offset`` (:func:`check_index_header` decides), and its content
+    must end at ``text_end``, in the block that ends at ``content_end``."""
+
+    header_offset: int
+    text_end: int
+    content_end: int
+
+
 class NeedMore(enum.Enum):
     """:func:`locate_index` needs bytes from further back in the archive."""
 
@@ -153,17 +180,27 @@ class NeedMore(enum.Enum):
 
 NEED_MORE = NeedMore.NEED_MORE
 
+# The end of an index's last row: ``,size,start_block,blocks`` and its line end.
+_LAST_ROW = re.compile(rb",([0-9]{1,20}),([0-9]{1,20}),([0-9]{1,20})\r?\n\Z")
+_COLUMNS_LINE = (",".join(INDEX_COLUMNS) + "\r\n").encode()
+_LAST_ROW_BYTES = 3 * 21 + 2  # the most bytes _LAST_ROW can match
 
-def locate_index(tail: bytes, tail_offset: int) -> IndexLocation | NeedMore | None:
-    """Find the embedded index in the last bytes of an archive, stepping back block by block.
+
+def locate_index(tail: bytes, tail_offset: int) -> IndexLocation | IndexCandidate | NeedMore | None:
+    """Find where an embedded index would be, from the last bytes of an archive.
 
     ``tail`` holds the archive's bytes from ``tail_offset`` (a multiple of 512) to its end. From
-    the end: the zero blocks of the end-of-archive marker (at least one), then the index's
-    content, which is text (no NUL byte except the padding of its last block), then its header:
-    a regular file named ``.tarindex_*.csv`` whose content ends exactly where the zero blocks
-    start. Returns the location, :data:`NEED_MORE` when the search reaches the start of
-    ``tail`` without an answer (and ``tail_offset > 0``), or ``None`` when the archive has no
-    index as its last member (the first non-text block is another header, or not a header).
+    the end: the end-of-archive zero blocks (at least one), then the index's last block: text
+    (no NUL but its padding) ending with a row ``...,size,start_block,blocks\r\n``. That row
+    names the last member before the index, so the index's header is the block right after
+    that member: the search never walks back through the text (a large text member last costs
+    nothing more than a small one).
+
+    Returns the :class:`IndexLocation` when the header is in ``tail`` and checks out, an
+    :class:`IndexCandidate` when it lies before ``tail`` (read that block and pass it to
+    :func:`check_index_header`), :data:`NEED_MORE` when ``tail`` holds nothing but zero blocks
+    (or too little of the last row) and ``tail_offset > 0``, and ``None`` when the archive does
+    not end with an index.
     """
     if tail_offset % BLOCK_SIZE or len(tail) % BLOCK_SIZE:
         return None
@@ -171,28 +208,70 @@ def locate_index(tail: bytes, tail_offset: int) -> IndexLocation | NeedMore | No
     at = len(tail)
     while at > 0 and view[at - BLOCK_SIZE : at] == ZERO_BLOCK:
         at -= BLOCK_SIZE
+    if at == 0:
+        return NEED_MORE if tail_offset > 0 else None
     if at == len(tail):
         return None  # no end-of-archive marker: not a finished archive
+    last = bytes(view[at - BLOCK_SIZE : at]).rstrip(b"\0")
+    if b"\0" in last:
+        return None  # the last block before the marker is not text
     content_end = tail_offset + at
-    last = True
-    while at > 0:
-        block = bytes(view[at - BLOCK_SIZE : at])
-        at -= BLOCK_SIZE
-        body = block.rstrip(b"\0") if last else block
-        last = False
-        if b"\0" not in body:
-            continue  # CSV text
-        try:
-            raw = decode_header(block)
-        except HeaderError:
-            return None
-        name = normalize_name(paths.from_bytes(raw.name))
-        start = tail_offset + at
-        end = start + BLOCK_SIZE + raw.size + padding(raw.size)
-        if raw.typeflag in (b"0", b"\0") and is_index_name(name) and end == content_end:
-            return IndexLocation(name, start, raw.size, raw.mode & 0o7777, raw.mtime)
+    text_end = content_end - BLOCK_SIZE + len(last)
+    text = bytes(view[max(0, at - BLOCK_SIZE - _LAST_ROW_BYTES) : at - BLOCK_SIZE]) + last
+    match = _LAST_ROW.search(text)
+    if match is not None:
+        header_offset = (int(match[2]) + int(match[3])) * BLOCK_SIZE
+    elif text.endswith(_COLUMNS_LINE):  # an index without rows: one block of content
+        header_offset = content_end - 2 * BLOCK_SIZE
+    elif len(text) < _LAST_ROW_BYTES and tail_offset > 0 and at == BLOCK_SIZE:
+        return NEED_MORE  # the last row may start before the tail
+    else:
         return None
-    return NEED_MORE if tail_offset > 0 else None
+    if not 0 <= header_offset < text_end - BLOCK_SIZE:
+        return None
+    candidate = IndexCandidate(header_offset, text_end, content_end)
+    if header_offset < tail_offset:
+        return candidate
+    start = header_offset - tail_offset
+    return check_index_header(bytes(view[start : start + BLOCK_SIZE]), candidate)
+
+
+def check_index_header(block: bytes, candidate: IndexCandidate) -> IndexLocation | None:
+    """The index's location if ``block`` (read at ``candidate.header_offset``) is the header of
+    a regular file named ``.tarindex_*.csv`` whose content ends exactly at
+    ``candidate.text_end``; ``None`` otherwise."""
+    if len(block) != BLOCK_SIZE or block == ZERO_BLOCK:
+        return None
+    try:
+        raw = decode_header(block)
+    except HeaderError:
+        return None
+    name = normalize_name(paths.from_bytes(raw.name))
+    start = candidate.header_offset
+    if raw.typeflag not in (b"0", b"\0") or not is_index_name(name):
+        return None
+    if start + BLOCK_SIZE + raw.size != candidate.text_end:
+        return None
+    return IndexLocation(name, start, raw.size, raw.mode & 0o7777, raw.mtime)
+
+
+def check_rows(rows: Sequence[IndexRow], index_offset: int) -> str | None:
+    """Why ``rows`` cannot be the index of the archive whose index starts at ``index_offset``,
+    or ``None`` when they can: the rows must cover the archive from its first byte to the index,
+    each starting where the one before ends, each spanning its header and its content."""
+    expected = 0
+    for number, row in enumerate(rows, 1):
+        if row.start_block * BLOCK_SIZE != expected:
+            return (
+                f"row {number} ({row.name!r}) starts at block {row.start_block}, not at "
+                f"{expected // BLOCK_SIZE}"
+            )
+        if row.blocks < 1 + (row.size + padding(row.size)) // BLOCK_SIZE:
+            return f"row {number} ({row.name!r}) has fewer blocks than its size needs"
+        expected = row.end_offset
+    if expected != index_offset:
+        return f"the rows end at byte {expected}, but the index starts at {index_offset}"
+    return None
 
 
 def index_member(entries: Sequence[Entry], fingerprint: str, start: int) -> tuple[Entry, bytes]:

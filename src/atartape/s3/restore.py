@@ -9,6 +9,7 @@ read from the object's metadata, so no request spans two parts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -21,7 +22,7 @@ import anyio.to_thread
 from .. import transforms, views
 from ..archive.decoded import AgeSource, SeekableZstdSource, decoded
 from ..archive.sources import RangeSource
-from ..errors import EntryNotFoundError, RangeSourceError, TarIntegrityError
+from ..errors import EntryNotFoundError, RangeSourceError, TarIntegrityError, UnsafeMemberError
 from ..format.header import EntryKind
 from ..format.layout import Entry
 from ..format.members import Member, MemberType
@@ -205,7 +206,7 @@ async def _restore_folder(
                     arc_path=entry.arc_path,
                     reason="content",
                 )
-            await anyio.to_thread.run_sync(out.commit, member.mode, member.mtime)
+            await anyio.to_thread.run_sync(extractor.publish, out, member.mode, member.mtime)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(out.discard)
@@ -349,10 +350,7 @@ async def _restore_from_archive(
                 if item.name != name and not item.name.startswith(name + "/"):
                     continue
                 found = found or item
-                renamed = Member(
-                    item.name[cut:], item.size, item.type, item.mode, item.mtime,
-                    item.linkname, item.header_offset, item.data_offset,
-                )  # fmt: skip
+                renamed = dataclasses.replace(item, name=item.name[cut:])
                 await _extract_member(archive, extractor, renamed, item)
         if found is None:
             raise EntryNotFoundError(f"{name!r} is not in {url}")
@@ -361,24 +359,31 @@ async def _restore_from_archive(
 
 
 async def _extract_member(archive: Any, extractor: Any, member: Member, original: Member) -> None:
+    """One member of the subtree, written under its shortened name: folders and symlinks as
+    they are; files and hard links with what :meth:`Archive.chunks` gives for the original
+    (a sparse file expanded, a hard link's target content); devices and FIFOs refused."""
     from ..archive import extract as _extract
 
     parts = _extract.member_parts(member)
+    if member.type is MemberType.OTHER:
+        return  # an ACL or a volume label: no file system object
     if member.is_dir:
         await anyio.to_thread.run_sync(lambda: extractor.make_dir(member, parts, defer=True))
     elif member.is_symlink:
         await anyio.to_thread.run_sync(extractor.make_symlink, member, parts)
-    elif member.is_file:
+    elif member.is_file or member.is_hardlink:
         out = await anyio.to_thread.run_sync(extractor.begin_file, member, parts)
         try:
-            at, end = original.data_offset, original.data_offset + original.size
-            while at < end:
-                stop = min(at + FETCH_SIZE, end)
-                data = await archive.source.read_range(at, stop)
-                await anyio.to_thread.run_sync(out.write, data)
-                at = stop
-            await anyio.to_thread.run_sync(out.commit, member.mode, member.mtime)
+            async with aclosing(archive.chunks(original, chunk_size=FETCH_SIZE)) as chunks:
+                async for data in chunks:
+                    await anyio.to_thread.run_sync(out.write, data)
+            await anyio.to_thread.run_sync(extractor.publish, out, member.mode, member.mtime)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(out.discard)
             raise
+    else:
+        raise UnsafeMemberError(
+            f"refusing to restore {original.name!r}: a {member.type.value} is not extracted",
+            member=original.name,
+        )

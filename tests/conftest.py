@@ -1,7 +1,13 @@
-"""Shared fixtures: every async test runs on asyncio, asyncio+uvloop and trio, with blockbuster."""
+"""Shared fixtures: every async test runs on asyncio, asyncio+uvloop and trio, with blockbuster.
+
+``--fuzz`` runs the reader's property tests (tests/archive/test_fuzz.py, test_symlink_property.py)
+far longer: 20,000 examples each instead of a few hundred in all. ``ATARTAPE_FUZZ=1`` does the
+same, and ``ATARTAPE_FUZZ=5000`` runs 5,000 examples each (see tests/archive/fuzzing.py).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +19,21 @@ from hypothesis import settings
 
 from tests.helpers import write
 from tests.s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz",
+        action="store_true",
+        default=False,
+        help="run the archive reader's property tests with 20,000 examples each (long)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fuzz", default=False) and not os.environ.get("ATARTAPE_FUZZ"):
+        os.environ["ATARTAPE_FUZZ"] = "1"  # read by the test modules when they are imported
+
 
 # The machine is shared: hypothesis checks properties here, never how long an example takes.
 settings.register_profile("atartape", deadline=None)

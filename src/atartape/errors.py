@@ -188,7 +188,9 @@ class ArchiveFormatError(TarTapeError):
 
 
 class UnsafeMemberError(TarTapeError):
-    """Extracting this archive member would write outside the destination, or a device."""
+    """Extracting this archive member is refused: it would write outside the destination (or
+    make an earlier link lead outside), it is a device, or the file system cannot hold its name
+    or content (too long, a NUL byte, too large). ``member`` names it."""
 
     def __init__(self, message: str, *, member: str | None = None) -> None:
         super().__init__(message)

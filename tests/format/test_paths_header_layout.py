@@ -212,3 +212,19 @@ def test_fingerprint_depends_on_every_promised_field() -> None:
     prints = {fingerprint([base])} | {fingerprint([v]) for v in variants}
     assert len(prints) == 1 + len(variants)
     assert fingerprint([base]) == fingerprint([base])
+
+
+def test_a_header_summed_as_signed_chars_decodes() -> None:
+    """Old tars summed the header as signed chars: a name with bytes of 0x80 and more then has
+    a checksum 256 lower per such byte, and tar accepts either sum."""
+    from atartape.format.header import HeaderError, decode_header, header_checksums
+
+    info = tarfile.TarInfo("caf\xe9-\xff.txt")
+    block = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT, encoding="latin-1"))
+    unsigned, signed = header_checksums(bytes(block))
+    assert unsigned - signed == 2 * 256
+    block[148:156] = b"%06o\0 " % signed
+    assert decode_header(bytes(block)).name == b"caf\xe9-\xff.txt"
+    block[148:156] = b"%06o\0 " % (signed - 1)
+    with pytest.raises(HeaderError, match="checksum"):
+        decode_header(bytes(block))

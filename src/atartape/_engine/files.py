@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import secrets
 
@@ -26,10 +27,25 @@ _CREATE_FLAGS = (
 _TEMP_SUFFIX = ".tmp"
 
 
+_STEM_BYTES = 120  # a temporary name stays well within a file system's 255 bytes
+
+
+def _stem(name: str) -> str:
+    """What a temporary name starts from: ``name`` itself, or for a long one its start and a
+    digest of the whole (so that it still names that file alone)."""
+    if len(os.fsencode(name)) <= _STEM_BYTES:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    head = os.fsdecode(os.fsencode(name)[:60])  # a cut character stays as escaped bytes
+    return f"{head}~{digest}"
+
+
 def temp_name(final: str) -> str:
-    """A fresh temporary name beside ``final``: ``.<name>.<pid>.<random>.tmp`` in its folder."""
+    """A fresh temporary name beside ``final``: ``.<name>.<pid>.<random>.tmp`` in its folder
+    (a long name shortened, see :func:`_stem`)."""
     folder, name = os.path.split(final)
-    return os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
+    stem = _stem(name)
+    return os.path.join(folder, f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
 
 
 def remove_stale(final: str) -> list[str]:
@@ -39,10 +55,11 @@ def remove_stale(final: str) -> list[str]:
     destination) are left alone.
     """
     folder, name = os.path.split(final)
+    stem = _stem(name)
     removed = []
-    pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}.*{_TEMP_SUFFIX}*")
+    pattern = os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*{_TEMP_SUFFIX}*")
     for path in glob.glob(pattern):
-        pid_text = path[len(os.path.join(folder, f".{name}.")) :].split(".", 1)[0]
+        pid_text = path[len(os.path.join(folder, f".{stem}.")) :].split(".", 1)[0]
         if pid_text.isdigit() and _alive(int(pid_text)):
             continue
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):

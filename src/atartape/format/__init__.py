@@ -11,9 +11,14 @@ and tested alone (think h11).
 - :mod:`~atartape.format.units`: byte sizes written by people (``"64MiB"``).
 - :mod:`~atartape.format.events`: the events a play produces.
 - :mod:`~atartape.format.members`: reading any tar's headers into members (ustar, GNU, PAX).
+- :mod:`~atartape.format.sparse`: the sparse maps of GNU and PAX sparse members, and where their
+  data lands.
 - :mod:`~atartape.format.embedded`: the embedded index CSV, written and found again.
 - :mod:`~atartape.format.http`: HTTP range and validator planning.
-- :mod:`~atartape.format.wire`: the transfer protocol's frames and digest chain.
+- :mod:`~atartape.format.wire`: the transfer protocol's frames, codes and digest chain.
+- :mod:`~atartape.format.folders`: which names a folder's listing holds, and the OS noise in it.
+- :mod:`~atartape.format.age`: age v1 sealing at any offset (STREAM chunks, headers, keys).
+- :mod:`~atartape.format.zstd_seekable`: the Zstandard seekable format: frames and seek table.
 """
 
 __all__ = []

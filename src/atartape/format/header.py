@@ -323,7 +323,10 @@ def decode_number(raw: bytes) -> int:
 def header_checksums(block: bytes) -> tuple[int, int]:
     """The unsigned and signed sums of a header with its checksum field read as spaces."""
     unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
-    signed = unsigned - 2 * sum(b for b in block if b >= 0x80)
+    # Read as signed chars, each byte of 0x80 and more counts 256 less (the checksum field is
+    # read as spaces, which are not).
+    high = sum(1 for b in block[:148] if b >= 0x80) + sum(1 for b in block[156:] if b >= 0x80)
+    signed = unsigned - 256 * high
     return unsigned, signed
 
 

@@ -103,12 +103,24 @@ async def body_chunks(
 ) -> AsyncGenerator[bytes, None]:
     """The body of ``plan``: each part's head with its window of the tape, then the tail.
 
-    A part's head goes out joined to the first bytes of its window, so nothing is yielded
-    before the tape has given its first bytes. ``progress`` follows the tape offset. Raises
-    what the player raises (:class:`~atartape.TapeChangedError`,
-    :class:`~atartape.TarIntegrityError`...).
+    Nothing is yielded before the tape has given its first bytes; a multipart body (small by
+    design) is read whole first, so that no part can fail once the response has started.
+    ``progress`` follows the tape offset. Raises what the player raises
+    (:class:`~atartape.TapeChangedError`, :class:`~atartape.TarIntegrityError`...).
     """
-    for part in plan.parts:
+    if plan.multipart:
+        pieces: list[bytes] = []
+        for part in plan.parts:
+            pieces.append(part.head)
+            progress.position = part.start
+            async with aclosing(player.chunks(part.start, part.end)) as chunks:
+                async for chunk in chunks:
+                    pieces.append(chunk)
+                    progress.position += len(chunk)
+        pieces.append(plan.tail)
+        yield b"".join(pieces)
+        return
+    for part in plan.parts:  # one window: streamed
         head = part.head
         progress.position = part.start
         async with aclosing(player.chunks(part.start, part.end)) as chunks:

@@ -76,7 +76,7 @@ def _uvicorn() -> Runner:
     try:
         import uvicorn
     except ImportError:
-        raise UsageError("serve needs uvicorn: pip install 'atartape[serve]'") from None
+        raise UsageError("uvicorn is not installed (pip install 'atartape[serve]')") from None
 
     def run(app: Any, sock: socket.socket, quiet: bool) -> None:
         config = uvicorn.Config(app, log_level="error" if quiet else "warning", access_log=False)
@@ -102,7 +102,7 @@ def _hypercorn() -> Runner:
         from hypercorn.trio import serve
     except ImportError:
         raise UsageError(
-            "serve --backend trio needs hypercorn and trio: pip install 'atartape[serve]'"
+            "--backend trio needs hypercorn and trio (pip install 'atartape[serve]')"
         ) from None
 
     def run(app: Any, sock: socket.socket, quiet: bool) -> None:

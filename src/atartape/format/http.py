@@ -15,8 +15,10 @@ Pure functions and small immutable values, no I/O (think h11). The front ends on
 
 Several ranges are answered with ``multipart/byteranges`` when, once sorted and coalesced
 (overlapping or adjacent ranges merged, as RFC 9110 section 14.2 allows), they make at most
-:data:`MAX_PARTS` parts; the parts go in ascending order, each with its ``Content-Range``.
-More parts than that get the whole tape (200), which the RFC also allows.
+:data:`MAX_PARTS` parts of at most :data:`MAX_MULTIPART_BYTES` in all; the parts go in
+ascending order, each with its ``Content-Range``. More get the whole tape (200), which the RFC
+also allows. Being small, a multipart body is read whole before its response starts, so it is
+never cut short by a part that cannot play.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ NO_STORE: Final = "no-store"
 
 MAX_PARTS: Final = 16
 """The most parts a ``multipart/byteranges`` response has (after coalescing); more: 200."""
+MAX_MULTIPART_BYTES: Final = 256 * 1024
+"""The most bytes of the tape a ``multipart/byteranges`` response holds; more: 200."""
 
 RECORDING_PREFIX: Final = "/r/"
 
@@ -425,7 +429,8 @@ class Part:
 class Plan:
     """A response decided: status, headers (lower-case names), and its body: each of
     ``parts`` (its head, then its window of the tape), then ``tail``. A response without
-    content (HEAD, 304, 416) has neither."""
+    content (HEAD, 304, 416) has neither. A body of several parts (``multipart``) is small:
+    the front ends read it whole before the response starts."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -436,6 +441,10 @@ class Plan:
         """The value of header ``name`` (case-insensitive), ``None`` if absent."""
         name = name.lower()
         return next((value for key, value in self.headers if key == name), None)
+
+    @property
+    def multipart(self) -> bool:
+        return len(self.parts) > 1
 
     @property
     def body_length(self) -> int:
@@ -490,8 +499,8 @@ def plan_response(
     First the preconditions (:func:`preconditions`: 412, or 304 with the validators and
     ``Cache-Control``); then, for GET only (RFC 9110 defines ``Range`` for GET), ``Range``
     unless ``If-Range`` does not match (strong comparison; a date never matches): 206 with one
-    part, 206 ``multipart/byteranges`` for up to :data:`MAX_PARTS` coalesced parts separated
-    by ``boundary`` (by default one made from the ETag; pass a random one), 416 when no range
+    part, 206 ``multipart/byteranges`` for up to :data:`MAX_PARTS` coalesced parts (of at
+    most :data:`MAX_MULTIPART_BYTES` in all) separated by ``boundary`` (by default one made from the ETag; pass a random one), 416 when no range
     is satisfiable; otherwise 200 with the whole tape. HEAD gets the headers of the 200. The
     caller rejects methods other than GET and HEAD if it wants to (see :func:`method_allowed`).
     Raises ``ValueError`` only for a ``boundary`` RFC 2046 does not allow; never for anything
@@ -535,7 +544,7 @@ def plan_response(
             ),
             (Part(only.start, only.end),),
         )
-    if 1 < len(parts) <= MAX_PARTS:
+    if 1 < len(parts) <= MAX_PARTS and sum(p.length for p in parts) <= MAX_MULTIPART_BYTES:
         return _multipart(rep, parts, boundary or f"tape-{rep.tag.opaque[:60]}", validators)
     return Plan(
         200,

@@ -9,6 +9,7 @@ at the URL of the recording, where its root URL redirects.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -519,3 +520,29 @@ async def test_100_concurrent_plays_keep_the_threads_bounded(
     # recording and uvloop's 4 libuv workers (measured: 46 under uvicorn, 26 under hypercorn
     # on trio, 42 under aiohttp): well below one per request.
     assert peak <= 50, peak
+
+
+# ----------------------------------------------------------------------------- REDbot
+
+
+def test_redbot_finds_nothing_to_warn_about(endpoint: Endpoint, tmp_path: Path) -> None:
+    """REDbot, "lint for HTTP", checks the response, its caching, its validators (304) and
+    ranges; nothing it notes may be a warning. Runs where ``redbot`` is on PATH (or named by
+    ATARTAPE_REDBOT): ``pip install redbot``, best in a venv of its own."""
+    redbot = os.environ.get("ATARTAPE_REDBOT") or shutil.which("redbot")
+    if redbot is None:
+        pytest.skip("redbot is not installed (pip install redbot)")
+    urls = [endpoint.url]
+    if "/r/" in endpoint.path:  # TapeApp: its root redirect too
+        urls.append(endpoint.url[: endpoint.url.index("r/")])
+    for url in urls:
+        done = subprocess.run([redbot, "-o", "har", url], capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        har = json.loads(done.stdout)
+        notes = [
+            (note["level"], note["summary"])
+            for entry in har["log"]["entries"]
+            for note in entry.get("_red_messages", [])
+        ]
+        assert notes, url
+        assert not [n for n in notes if n[0] not in ("GOOD", "INFO")], (url, notes)

@@ -439,18 +439,19 @@ async def test_disconnect_stops_reading_and_closes_files(big_dataset: Path) -> N
                 started.set()
                 await anyio.sleep_forever()  # a client that stopped reading; cancelled then
 
-    async with anyio.create_task_group() as group:
-        result: list[Message] = []
+    result: list[Message] = []
 
-        async def serve() -> None:
-            app = TapeApp(big_dataset)
-            result.extend(await call(app, path=path_of(tape), receive=receive, send=send))
+    async def serve() -> None:
+        app = TapeApp(big_dataset)
+        result.extend(await call(app, path=path_of(tape), receive=receive, send=send))
 
-        group.start_soon(serve)
-        await started.wait()
-        held = await anyio.to_thread.run_sync(open_under, big_dataset)
-        assert str(big_dataset / "sub" / "huge.bin") in held  # mid-file: the test means something
-        gone.set()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve)
+            await started.wait()
+            held = await anyio.to_thread.run_sync(open_under, big_dataset)
+            assert str(big_dataset / "sub" / "huge.bin") in held  # mid-file: it means something
+            gone.set()
     assert await anyio.to_thread.run_sync(open_under, big_dataset) == []
     body = [m for m in result if m["type"] == "http.response.body"]
     assert all(m["more_body"] for m in body)  # no terminating message: not "complete"
@@ -532,11 +533,10 @@ async def test_changed_file_aborts_after_start_without_raising(
         app, path=path_of(tape), headers=[(b"range", f"bytes={entry.start_offset}-".encode())]
     )
     assert at[0]["status"] == 500 and b"cannot be played" in body_of(at)
-    # A multipart body whose second part breaks: started, then cut.
+    # A multipart body is read whole first: its second part breaking is a clean 500 too.
     ranges = f"bytes=0-9,{entry.start_offset}-{entry.start_offset + 9}".encode()
-    cut = await call(app, path=path_of(tape), headers=[(b"range", ranges)])
-    assert cut[0]["status"] == 206 and all(m.get("more_body") for m in cut[1:])
-    assert len(body_of(cut)) < int(header_map(cut[0])["content-length"])
+    several = await call(app, path=path_of(tape), headers=[(b"range", ranges)])
+    assert several[0]["status"] == 500
 
 
 async def test_source_gone_is_500(dataset: Path, tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+SEEN: Final = 64
+"""How many recordings a :class:`TapeApp` remembers having served (to answer 410 at once)."""
 ATTEMPTS: Final = 8
 """How often :class:`TapeApp` re-opens a tape re-recorded under a response before it gives up
 with a 503 (each attempt loses only to a new recording made meanwhile)."""
@@ -213,10 +215,16 @@ class TapeApp:
         self.filename = filename
         self._lock = anyio.Lock()
         self._opened: _Opened | None = None
+        # The recordings this app has had open, newest last: a request for one of them that is
+        # not the current one is answered 410 at once; for another, the index is looked at again.
+        self._seen: dict[str, None] = {}
 
     async def tape(self, *, stale: Tape | None = None) -> Tape:
         """The tape served: the one last opened, unless its index file was replaced since, or
         it is ``stale`` (known to have been re-recorded): then the index is opened again.
+
+        The tape of the moment for :class:`~atartape.starlette.TapeResponse` and
+        :func:`~atartape.aiohttp.tape_response` too (one stat of the index file per call).
 
         Raises :class:`~atartape.TapeNotFoundError` when there is no index and
         :class:`~atartape.TapeFormatError` when the file is not one.
@@ -231,6 +239,10 @@ class TapeApp:
                     # seen by the next request.
                     tape = await Tape.open(self.index_path, source_root=self.source)
                     opened = self._opened = _Opened(tape, stamp)
+                    self._seen.pop(tape.identity, None)
+                    self._seen[tape.identity] = None
+                    while len(self._seen) > SEEN:
+                        del self._seen[next(iter(self._seen))]
         return opened.tape
 
     def filename_of(self, tape: Tape) -> str:
@@ -277,8 +289,9 @@ class TapeApp:
         for _ in range(ATTEMPTS):
             try:
                 tape = await self.tape(stale=stale)
-                if where.kind == "recording" and where.identity != tape.identity and stale is None:
-                    # Maybe a recording this app has not seen yet: look once more.
+                asked = where.identity
+                if where.kind == "recording" and asked != tape.identity and asked not in self._seen:
+                    # A recording this app has not seen yet (the stat missed it?): look again.
                     tape = await self.tape(stale=tape)
             except TarTapeError as error:
                 logger.error("%s: cannot open the tape: %s: %s", label, type(error).__name__, error)

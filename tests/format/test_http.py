@@ -581,6 +581,15 @@ def test_plan_multipart() -> None:
         plan_response(REP, boundary="x" * 71)
 
 
+def test_plan_too_many_bytes_is_whole() -> None:
+    rep = make_rep(total=10 * _http.MAX_MULTIPART_BYTES)
+    half = _http.MAX_MULTIPART_BYTES // 2
+    fits = plan_response(rep, get(range=f"bytes=0-{half - 1},{2 * half}-{3 * half - 1}"))
+    assert fits.status == 206 and fits.multipart
+    over = plan_response(rep, get(range=f"bytes=0-{half - 1},{2 * half}-{3 * half}"))
+    assert over.status == 200 and window(over) == (0, rep.total_size) and not over.multipart
+
+
 def test_plan_too_many_parts_is_whole() -> None:
     spread = "bytes=" + ",".join(f"{i * 100}-{i * 100}" for i in range(MAX_PARTS))
     assert len(plan_response(REP, get(range=spread)).parts) == MAX_PARTS
@@ -609,7 +618,8 @@ def test_plan_ranges_property(specs: list[tuple[int | None, int | None]], total:
         assert plan.status == 416
         return
     if plan.status == 200:
-        assert len(coalesce(parse_ranges(plan_range(specs), total))) > MAX_PARTS  # type: ignore[arg-type]
+        parts = coalesce(parse_ranges(plan_range(specs), total))  # type: ignore[arg-type]
+        assert len(parts) > MAX_PARTS or sum(p.length for p in parts) > _http.MAX_MULTIPART_BYTES
         return
     assert plan.status == 206
     if len(plan.parts) == 1:
@@ -836,7 +846,8 @@ def test_plan_invariants(total: int, value: str | None, method: str, inm: str | 
         assert length == last + 1 - first > 0
     else:
         assert found["content-type"].startswith("multipart/byteranges; boundary=")
-        assert 1 < len(plan.parts) <= MAX_PARTS
+        assert 1 < len(plan.parts) <= MAX_PARTS and plan.multipart
+        assert sum(p.end - p.start for p in plan.parts) <= _http.MAX_MULTIPART_BYTES
     if method.upper() == "HEAD":
         assert not plan.parts and plan.status == 200
     else:

@@ -353,6 +353,32 @@ async def test_the_app_notices_a_recording_its_stat_missed(
     assert sent[0]["status"] == 206 and body_of(sent) == await full_bytes(second, dataset)
 
 
+async def test_a_superseded_recording_is_410_without_opening_the_index(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await atartape.record(dataset)
+    app = TapeApp(dataset)
+    assert (await call(app, "HEAD", path_of(first)))[0]["status"] == 200
+    write(dataset / "a.txt", "changed, and longer\n")
+    second = await atartape.record(dataset, overwrite=True)
+    assert (await call(app, "HEAD", path_of(second)))[0]["status"] == 200
+    opened = 0
+    real_open = atartape.Tape.open.__func__  # type: ignore[attr-defined]
+
+    async def counting_open(cls: type[atartape.Tape], *args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return await real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(atartape.Tape, "open", classmethod(counting_open))
+    for _ in range(5):  # a client hammering the old recording's URL
+        assert (await call(app, "HEAD", path_of(first)))[0]["status"] == 410
+    assert opened == 0
+    unknown = "0" * 64  # never served here: the index is looked at once more
+    assert (await call(app, "HEAD", f"/r/{unknown}/x.tar"))[0]["status"] == 410
+    assert opened == 1
+
+
 async def test_keeps_being_rerecorded_is_503(
     dataset: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

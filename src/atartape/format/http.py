@@ -500,8 +500,9 @@ def plan_response(
     ``Cache-Control``); then, for GET only (RFC 9110 defines ``Range`` for GET), ``Range``
     unless ``If-Range`` does not match (strong comparison; a date never matches): 206 with one
     part, 206 ``multipart/byteranges`` for up to :data:`MAX_PARTS` coalesced parts (of at
-    most :data:`MAX_MULTIPART_BYTES` in all) separated by ``boundary`` (by default one made from the ETag; pass a random one), 416 when no range
-    is satisfiable; otherwise 200 with the whole tape. HEAD gets the headers of the 200. The
+    most :data:`MAX_MULTIPART_BYTES` in all) separated by ``boundary`` (by default one made
+    from the ETag; pass a random one), 416 when no range is satisfiable; otherwise 200 with
+    the whole tape. HEAD gets the headers of the 200. The
     caller rejects methods other than GET and HEAD if it wants to (see :func:`method_allowed`).
     Raises ``ValueError`` only for a ``boundary`` RFC 2046 does not allow; never for anything
     a client sent.

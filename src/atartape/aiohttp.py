@@ -72,10 +72,11 @@ async def tape_response(
     ``Cache-Control: no-cache``; ``filename`` is what the download is called (by default
     ``<tape name>.tar``). Raises nothing for the tape's sake: a client that disconnects stops
     the playing at once; a tape that cannot play at all gets a 500, and one whose index was
-    re-recorded since it was opened a 503 (never the new recording under the old ETag: open
-    the tape again); an error once the response has started (typically
-    :class:`~atartape.TarIntegrityError`) closes the connection short of ``Content-Length``,
-    so the client cannot mistake the body for a complete one. Each is logged as one line on
+    re-recorded since it was opened a 503 (never the new recording under the old ETag: hand
+    it the tape of the moment, :meth:`atartape.asgi.TapeApp.tape`); an error once the
+    response has started (typically :class:`~atartape.TarIntegrityError`) closes the
+    connection short of ``Content-Length``, so the client cannot mistake the body for a
+    complete one. Each is logged as one line on
     ``atartape.http``.
     """
     fields = {name: request.headers.getall(name, []) for name in http.Request.FIELDS}

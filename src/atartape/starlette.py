@@ -29,8 +29,9 @@ class TapeResponse(starlette.responses.Response):
 
     When sent: a client that disconnects stops the playing at once; a tape that cannot play
     at all gets a 500, and a tape whose index was re-recorded since it was opened a 503 (the
-    new recording is never sent under the old one's ETag: open the tape again, for instance
-    with :meth:`~atartape.Tape.discover` in the route); an error once the response has started
+    new recording is never sent under the old one's ETag: hand it the tape of the moment,
+    :meth:`atartape.asgi.TapeApp.tape`; a HEAD, 304 or 412 plays nothing and describes the
+    tape it was given); an error once the response has started
     (typically :class:`~atartape.TarIntegrityError`) leaves the response unfinished, so that
     the server drops the connection short of ``Content-Length``. Each is logged as one line
     on ``atartape.http``; nothing is raised to the server.

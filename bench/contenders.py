@@ -230,5 +230,5 @@ def ttfb_contender(tools: Tools, name: str, label: str, index: Path, source: Pat
 def curl_contender(tools: Tools, name: str, label: str, url: str) -> Contender:
     """curl fetching ``url`` to /dev/null; it prints its own figures as one JSON line."""
     assert tools.curl is not None
-    argv = [tools.curl, "-s", "-S", "-f", "-o", "/dev/null", "-w", "%{json}\\n", url]
+    argv = [tools.curl, "-s", "-S", "-f", "-L", "-o", "/dev/null", "-w", "%{json}\\n", url]
     return Contender(name, label, argv)

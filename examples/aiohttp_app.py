@@ -4,13 +4,17 @@
     python examples/aiohttp_app.py --self-test
 
 FOLDER is recorded first if it holds no tape yet, and served at ``/download`` by
-:func:`atartape.aiohttp.tape_response`; the tape is opened once, when the application starts.
-A cut download resumes from the exact byte:
+:func:`atartape.aiohttp.tape_response`. The handler asks :meth:`atartape.asgi.TapeApp.tape` for
+the tape of the moment (opened again whenever FOLDER is re-recorded), so the route always serves
+the current recording under that recording's identity as ETag (a Tape held since start-up would
+go stale: ``tape_response`` then answers 503 rather than send the new recording under the old
+ETag). A cut download resumes from the exact byte;
+with ``If-Range`` (browsers send it) a resume across a re-recording restarts cleanly:
 
     curl -C - -o dataset.tar http://127.0.0.1:8000/download
 
 ``--self-test`` serves a temporary folder on a free port, fetches it whole and by range, checks
-the archive and exits 0.
+the archive, re-records it and checks the new ETag, and exits 0.
 """
 
 from __future__ import annotations
@@ -22,33 +26,27 @@ import logging
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
 import atartape
 from atartape.aiohttp import tape_response
+from atartape.asgi import TapeApp
 
-TAPE = web.AppKey("tape", atartape.Tape)
-FOLDER = web.AppKey("folder", str)
+TAPES = web.AppKey("tapes", TapeApp)
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    return await tape_response(app[TAPE], request, source_root=app[FOLDER])
+    tape = await request.app[TAPES].tape()  # the recording of the moment
+    return await tape_response(tape, request)
 
 
 def create_app(folder: str) -> web.Application:
     """The aiohttp application serving the tape recorded in ``folder`` at ``/download``."""
-
-    async def open_tape(app: web.Application) -> AsyncIterator[None]:
-        app[TAPE] = await atartape.Tape.discover(folder)
-        yield
-
     app = web.Application()
-    app[FOLDER] = folder
-    app.cleanup_ctx.append(open_tape)
+    # TapeApp keeps the tape open and opens it again whenever the folder is re-recorded.
+    app[TAPES] = TapeApp(folder)
     app.router.add_get("/download", download)  # GET and HEAD
     return app
 
@@ -61,9 +59,9 @@ async def ensure_recorded(folder: str) -> atartape.Tape:
         return await atartape.record(folder)
 
 
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as reply:
-        return reply.status, reply.read()
+        return reply.status, reply.read(), reply.headers["etag"]
 
 
 def expect(ok: bool, what: str) -> None:
@@ -85,13 +83,21 @@ async def self_test() -> None:
             await site.start()
             port = runner.addresses[0][1]
             url = f"http://127.0.0.1:{port}/download"
-            status, whole = await asyncio.to_thread(fetch, url)
+            status, whole, etag = await asyncio.to_thread(fetch, url)
             expect(status == 200 and len(whole) == tape.total_size, f"whole: {status}")
+            expect(etag == f'"{tape.identity}"', f"ETag {etag}")
             with tarfile.open(fileobj=io.BytesIO(whole)) as archive:
                 expect("sample/sub/big.bin" in archive.getnames(), "archive members")
-            status, part = await asyncio.to_thread(fetch, url, {"Range": "bytes=512-1535"})
+            asked = {"Range": "bytes=512-1535", "If-Range": etag}
+            status, part, _ = await asyncio.to_thread(fetch, url, asked)
             expect(status == 206 and part == whole[512:1536], f"range: {status}")
             print(f"ok {url}: {len(whole)} bytes, bytes 512-1535 by range")
+            (folder / "hello.txt").write_text("hello again\n")
+            again = await atartape.record(folder, overwrite=True)
+            status, fresh, new_etag = await asyncio.to_thread(fetch, url, asked)  # stale If-Range
+            expect(status == 200 and new_etag == f'"{again.identity}"', f"re-recorded: {status}")
+            expect(len(fresh) == again.total_size, "the whole new recording")
+            print(f"ok re-recorded: {url} serves the new recording whole to a stale If-Range")
         finally:
             await runner.cleanup()
 

@@ -5,26 +5,33 @@
 
 FOLDER is recorded first if it holds no tape yet, then served twice: ``/tape/`` is a plain
 :class:`atartape.asgi.TapeApp` mounted under ``/tape`` (the way FastAPI's ``app.mount`` works
-too), ``/download`` a route returning :class:`atartape.starlette.TapeResponse`. A cut download
-resumes from the exact byte:
+too), ``/download`` a route returning :class:`atartape.starlette.TapeResponse`.
 
-    curl -C - -o dataset.tar http://127.0.0.1:8000/download
+``/tape/`` redirects to the URL of the recording of the moment, ``/tape/r/<identity>/<name>.tar``,
+which answers 410 Gone once FOLDER is re-recorded: a download cut there resumes from the exact
+byte, or fails loudly if the tape changed meanwhile (it never splices two recordings):
 
-``--self-test`` serves a temporary folder on a free port, fetches it whole and by range, checks
-the archive and exits 0.
+    curl -fL -o dataset.tar http://127.0.0.1:8000/tape/         # prints nothing; then, if cut:
+    curl -f -C - -o dataset.tar http://127.0.0.1:8000/tape/r/<identity>/dataset.tar
+
+``/download`` asks the same TapeApp for the tape of the moment, so it always serves the current
+recording under that recording's ETag; a resume there is safe only with ``If-Range`` (browsers
+send it).
+
+``--self-test`` serves a temporary folder on a free port, fetches it whole and by range,
+re-records it and checks that the old recording's URL is gone, and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import logging
 import socket
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -40,21 +47,19 @@ from atartape.starlette import TapeResponse
 
 def create_app(folder: str) -> Starlette:
     """The Starlette application serving the tape recorded in ``folder``."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.tape = await atartape.Tape.discover(folder)
-        yield
+    tapes = TapeApp(folder)
 
     async def download(request: Request) -> TapeResponse:
-        return TapeResponse(request.app.state.tape, request, source_root=folder)
+        # The tape of the moment: TapeApp opens it again whenever FOLDER is re-recorded. A Tape
+        # held since start-up would go stale (TapeResponse then answers 503 rather than send the
+        # new recording under the old ETag).
+        return TapeResponse(await tapes.tape(), request, source_root=folder)
 
     return Starlette(
         routes=[
             Route("/download", download),  # GET (and HEAD, which Starlette adds)
-            Mount("/tape", app=TapeApp(folder)),
-        ],
-        lifespan=lifespan,
+            Mount("/tape", app=tapes),
+        ]
     )
 
 
@@ -66,9 +71,14 @@ async def ensure_recorded(folder: str) -> atartape.Tape:
         return await atartape.record(folder)
 
 
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as reply:
-        return reply.status, reply.read()
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, str, str]:
+    """Status, body, ETag and final URL (redirects followed); an HTTP error's status too."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as reply:
+            return reply.status, reply.read(), reply.headers["etag"], reply.url
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read(), "", url
 
 
 def expect(ok: bool, what: str) -> None:
@@ -93,15 +103,28 @@ async def self_test() -> None:
             with anyio.fail_after(30):
                 while not server.started:
                     await anyio.sleep(0.01)
+            final = {}
             for path in ("/tape/", "/download"):
                 url = f"http://127.0.0.1:{port}{path}"
-                status, whole = await anyio.to_thread.run_sync(fetch, url)
+                status, whole, etag, final[path] = await anyio.to_thread.run_sync(fetch, url)
                 expect(status == 200 and len(whole) == tape.total_size, f"whole: {status}")
+                expect(etag == f'"{tape.identity}"', f"ETag {etag}")
                 with tarfile.open(fileobj=io.BytesIO(whole)) as archive:
                     expect("sample/sub/big.bin" in archive.getnames(), "archive members")
-                status, part = await anyio.to_thread.run_sync(fetch, url, {"Range": "bytes=1000-"})
+                asked = {"Range": "bytes=1000-", "If-Range": etag}
+                status, part, _, _ = await anyio.to_thread.run_sync(fetch, final[path], asked)
                 expect(status == 206 and part == whole[1000:], f"range: {status}")
                 print(f"ok {url}: {len(whole)} bytes, resumed at byte 1000")
+            expect(f"/tape/r/{tape.identity}/sample.tar" in final["/tape/"], "recording URL")
+            (folder / "hello.txt").write_text("hello again\n")
+            again = await atartape.record(folder, overwrite=True)
+            status, _, _, _ = await anyio.to_thread.run_sync(fetch, final["/tape/"])
+            expect(status == 410, f"the old recording's URL answered {status}")
+            for path in ("/tape/", "/download"):
+                url = f"http://127.0.0.1:{port}{path}"
+                status, whole, etag, _ = await anyio.to_thread.run_sync(fetch, url)
+                expect(status == 200 and etag == f'"{again.identity}"', f"re-recorded: {etag}")
+            print(f"ok re-recorded: {final['/tape/']} is gone, both URLs serve the new recording")
             server.should_exit = True
 
 

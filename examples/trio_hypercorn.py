@@ -3,9 +3,11 @@
     python examples/trio_hypercorn.py FOLDER [--host 127.0.0.1] [--port 8000]
     python examples/trio_hypercorn.py --self-test
 
-FOLDER is recorded first if it holds no tape yet, and served at ``/`` by
-:class:`atartape.asgi.TapeApp`, on trio. The module also exposes ``app`` for hypercorn's own
-command line (the tape must be recorded):
+FOLDER is recorded first if it holds no tape yet, and served by :class:`atartape.asgi.TapeApp`,
+on trio: ``/`` redirects to ``/r/<identity>/<name>.tar``, the URL of the recording of the moment,
+where a cut download resumes (``curl -f -C -``, ``wget -c``) or, once FOLDER is re-recorded,
+fails with 410 Gone instead of splicing two recordings. The module also exposes ``app`` for
+hypercorn's own command line (the tape must be recorded):
 
     ATARTAPE_SOURCE=FOLDER hypercorn --worker-class trio examples/trio_hypercorn.py:app
 
@@ -44,9 +46,10 @@ async def ensure_recorded(folder: str) -> atartape.Tape:
         return await atartape.record(folder)
 
 
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+    """Status, body and final URL (redirects followed)."""
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as reply:
-        return reply.status, reply.read()
+        return reply.status, reply.read(), reply.url
 
 
 def expect(ok: bool, what: str) -> None:
@@ -70,13 +73,14 @@ async def self_test() -> None:
                 functools.partial(serve, TapeApp(folder), config, shutdown_trigger=shutdown.wait)
             )
             url = binds[0] + "/"
-            status, whole = await trio.to_thread.run_sync(fetch, url)
+            status, whole, final = await trio.to_thread.run_sync(fetch, url)
             expect(status == 200 and len(whole) == tape.total_size, f"whole: {status}")
+            expect(final.endswith(f"/r/{tape.identity}/sample.tar"), f"redirected to {final}")
             with tarfile.open(fileobj=io.BytesIO(whole)) as archive:
                 expect("sample/sub/big.bin" in archive.getnames(), "archive members")
-            status, part = await trio.to_thread.run_sync(fetch, url, {"Range": "bytes=-5000"})
+            status, part, _ = await trio.to_thread.run_sync(fetch, final, {"Range": "bytes=-5000"})
             expect(status == 206 and part == whole[-5000:], f"range: {status}")
-            print(f"ok {url}: {len(whole)} bytes on trio, last 5000 bytes by range")
+            print(f"ok {url}: {len(whole)} bytes on trio, last 5000 bytes of {final} by range")
             shutdown.set()
 
 

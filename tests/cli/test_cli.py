@@ -376,10 +376,12 @@ def server_args(shared: Path) -> list[object]:
 def test_serve(backend: str, server_args: list[object], shared_full: bytes) -> None:
     proc = start(*server_args, "--backend", backend)
     try:
-        url = wait_for_line(proc, r"on (http://127\.0\.0\.1:\d+/)").group(1)
-        response = httpx.get(url, timeout=TIMEOUT)
+        line = wait_for_line(proc, r"on (http://127\.0\.0\.1:\d+/) .* safely: (http://\S+)")
+        url, recording = line.group(1), line.group(2)
+        response = httpx.get(url, timeout=TIMEOUT, follow_redirects=True)
         assert response.status_code == 200 and response.content == shared_full
-        partial = httpx.get(url, headers={"Range": "bytes=1000-"}, timeout=TIMEOUT)
+        assert str(response.url) == recording  # the root redirects to the recording's URL
+        partial = httpx.get(recording, headers={"Range": "bytes=1000-"}, timeout=TIMEOUT)
         assert partial.status_code == 206 and partial.content == shared_full[1000:]
     finally:
         proc.send_signal(signal.SIGINT)

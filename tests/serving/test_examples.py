@@ -1,6 +1,6 @@
 """Each HTTP example runs: ``--self-test`` serves a folder, fetches it, checks it and exits 0.
 
-(The examples also serve the real-server tests in test_http_servers.py.)
+(The examples also serve the real-server tests in test_servers.py.)
 """
 
 from __future__ import annotations

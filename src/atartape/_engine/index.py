@@ -542,8 +542,14 @@ class _SharedIndexes:
             users[0] -= 1
             if users[0] == 0 and self._open.get(key) is found:
                 del self._open[key]
-                if not any(k[0] == key[0] for k in self._open):
-                    self._locks.pop(key[0], None)
+                lock = self._locks.get(key[0])
+                if (  # never drop a lock someone holds or waits for: both would open anew
+                    lock is not None
+                    and not lock.locked()
+                    and not lock.statistics().tasks_waiting
+                    and not any(k[0] == key[0] for k in self._open)
+                ):
+                    del self._locks[key[0]]
                 await index.store.aclose()
 
         return index.share(release)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -16,6 +18,12 @@ from .common import EXIT_OK, PROG, UsageError, open_tape
 from .parser import Commands, port
 
 __all__ = ["register", "serve"]
+
+Runner = Callable[[Any, socket.socket, bool], None]
+
+# What uvicorn logs when an app ends a response short of Content-Length on purpose: TapeApp
+# has logged why already, in one line of its own.
+_UVICORN_UNFINISHED = "ASGI callable returned without completing response."
 
 
 def register(commands: Commands) -> None:
@@ -28,68 +36,92 @@ def register(commands: Commands) -> None:
 def serve(args: argparse.Namespace) -> int:
     from ..asgi import TapeApp
 
+    run = _hypercorn() if args.backend == "trio" else _uvicorn()  # before anything is announced
     tape = anyio.run(open_tape, args, backend=args.backend)
     app = TapeApp(args.src, index_path=args.index, filename=args.filename)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.create_server((args.host, args.port), family=family)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    root = f"http://{host}:{port}"
     print(
-        f"{PROG}: serving {tape.name!r} ({tape.total_size} bytes) on http://{host}:{port}/ "
-        f"with {'hypercorn on trio' if args.backend == 'trio' else 'uvicorn on asyncio'}",
+        f"{PROG}: serving {tape.name!r} ({tape.total_size} bytes) on {root}/ "
+        f"with {'hypercorn on trio' if args.backend == 'trio' else 'uvicorn on asyncio'}; "
+        f"this recording, to resume safely: {root}{app.recording_path(tape)}",
         file=sys.stderr,
         flush=True,
     )
-    if args.backend == "trio":
-        _serve_hypercorn(app, sock, args.quiet)
-    else:
-        _serve_uvicorn(app, sock, args.quiet)
+    _log_to_stderr(args.quiet)
+    run(app, sock, args.quiet)
     return EXIT_OK
+
+
+def _log_to_stderr(quiet: bool) -> None:
+    """One line on stderr for each response that failed (``atartape.http``), even with -q."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger("atartape.http")
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _serve_uvicorn(app: Any, sock: socket.socket, quiet: bool) -> None:
+def _not_unfinished(record: logging.LogRecord) -> bool:
+    return record.getMessage() != _UVICORN_UNFINISHED
+
+
+def _uvicorn() -> Runner:
     try:
         import uvicorn
     except ImportError:
-        raise UsageError("serve needs uvicorn: pip install 'atartape[serve]'") from None
-    config = uvicorn.Config(app, log_level="error" if quiet else "warning", access_log=False)
-    server = uvicorn.Server(config)
-    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again: make
-    # SIGTERM end as quietly as SIGINT.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        anyio.run(server.serve, [sock], backend="asyncio")
-    except (KeyboardInterrupt, asyncio.CancelledError):  # the latter: SIGINT on Python 3.10
-        pass
-    finally:
-        sock.close()
+        raise UsageError("uvicorn is not installed (pip install 'atartape[serve]')") from None
+
+    def run(app: Any, sock: socket.socket, quiet: bool) -> None:
+        config = uvicorn.Config(app, log_level="error" if quiet else "warning", access_log=False)
+        logging.getLogger("uvicorn.error").addFilter(_not_unfinished)
+        server = uvicorn.Server(config)
+        # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again: make
+        # SIGTERM end as quietly as SIGINT.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            anyio.run(server.serve, [sock], backend="asyncio")
+        except (KeyboardInterrupt, asyncio.CancelledError):  # the latter: SIGINT on Python 3.10
+            pass
+        finally:
+            sock.close()
+
+    return run
 
 
-def _serve_hypercorn(app: Any, sock: socket.socket, quiet: bool) -> None:
+def _hypercorn() -> Runner:
     try:
         import trio
         from hypercorn.config import Config
         from hypercorn.trio import serve
     except ImportError:
         raise UsageError(
-            "serve --backend trio needs hypercorn and trio: pip install 'atartape[serve]'"
+            "--backend trio needs hypercorn and trio (pip install 'atartape[serve]')"
         ) from None
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the listening socket from here
-    config.accesslog = None
-    config.loglevel = "ERROR" if quiet else "WARNING"
 
-    async def shutdown() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                return
+    def run(app: Any, sock: socket.socket, quiet: bool) -> None:
+        config = Config()
+        config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the listening socket from here
+        config.accesslog = None
+        config.loglevel = "ERROR" if quiet else "WARNING"
 
-    async def run() -> None:
-        await serve(app, config, shutdown_trigger=shutdown)
+        async def shutdown() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    return
 
-    with contextlib.suppress(KeyboardInterrupt):  # a signal before the receiver was set up
-        trio.run(run)
+        async def main() -> None:
+            await serve(app, config, shutdown_trigger=shutdown)
+
+        with contextlib.suppress(KeyboardInterrupt):  # a signal before the receiver was set up
+            trio.run(main)
+
+    return run

@@ -1,0 +1,87 @@
+"""tape_response in process, under aiohttp's own server on 127.0.0.1 (asyncio only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+import atartape
+from atartape.aiohttp import tape_response
+from tests.helpers import write
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return "asyncio"  # aiohttp runs on asyncio only
+
+
+async def serve(handler: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_get("/download", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/download"
+
+
+async def test_a_held_tape_after_a_rerecording_is_503(
+    dataset: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case 1: never the new recording's bytes under the held one's ETag."""
+    held = await atartape.record(dataset)
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        return await tape_response(held, request)
+
+    runner, url = await serve(download)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            fresh = await http.get(url, headers={"Range": "bytes=0-99"})
+            assert fresh.status_code == 206 and fresh.headers["etag"] == f'"{held.identity}"'
+            write(dataset / "a.txt", "changed, and longer\n")
+            await atartape.record(dataset, overwrite=True)
+            for headers in ({}, {"Range": "bytes=100-"}, {"If-Range": f'"{held.identity}"'}):
+                stale = await http.get(url, headers=headers)
+                assert stale.status_code == 503, headers
+                assert stale.headers["cache-control"] == "no-store"
+                assert b"ustar" not in stale.content
+            several = await http.get(url, headers={"Range": "bytes=0-9,20-29"})
+            assert several.status_code == 503
+    finally:
+        await runner.cleanup()
+    lines = [r.getMessage() for r in caplog.records if r.name == "atartape.http"]
+    assert len(lines) == 4 and all("re-recorded since it was opened" in x for x in lines)
+
+
+async def test_validators_and_multipart(dataset: Path) -> None:
+    tape = await atartape.record(dataset)
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        return await tape_response(tape, request)
+
+    runner, url = await serve(download)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            whole = await http.get(url)
+            etag = whole.headers["etag"]
+            assert etag == f'"{tape.identity}"' and whole.headers["cache-control"] == "no-cache"
+            cached = await http.get(url, headers={"If-None-Match": etag})
+            assert cached.status_code == 304 and cached.content == b""
+            refused = await http.get(url, headers={"If-Match": '"x"'})
+            assert refused.status_code == 412 and refused.content == b"Precondition Failed\n"
+            several = await http.get(url, headers={"Range": "bytes=0-9,20-29"})
+            assert several.status_code == 206
+            assert several.headers["content-type"].startswith("multipart/byteranges")
+            assert whole.content[20:30] in several.content
+            assert int(several.headers["content-length"]) == len(several.content)
+            head = await http.head(url, headers={"Range": "bytes=0-9"})
+            assert head.status_code == 200 and head.content == b""
+    finally:
+        await runner.cleanup()

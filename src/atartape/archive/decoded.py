@@ -13,21 +13,46 @@ HTTP, S3) and are range sources themselves, so :func:`~atartape.open_archive` an
 Every byte handed out was checked: a zstd frame must decompress to the size the seek table
 gives (and to its checksum, when it has one); an age chunk must authenticate under the file's
 key at its own index. A damaged or hostile file raises :class:`~atartape.ArchiveFormatError`.
+
+:func:`unwrap` is what :func:`~atartape.open_archive` does with a source: it tells from the
+first bytes what the source holds and peels the layers off: age (with an identity), then
+seekable zstd (by range) or a compressed stream without random access (gzip, bzip2, xz, zstd
+without a seek table: a :class:`~atartape.archive.streams.StreamedSource`, read from the start).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from ..errors import ArchiveFormatError, RangeSourceError
+from ..errors import ArchiveFormatError, RangeSourceError, SourceNotFoundError
 from ..format import age, zstd_seekable
+from ..format.header import BLOCK_SIZE, header_checksums
+from ..format.members import parse_number
 from .sources import RangeSource
+from .streams import KINDS as STREAMED_KINDS
+from .streams import StreamedSource
 
-__all__ = ["AgeSource", "SeekableZstdSource", "decoded", "sniff"]
+__all__ = [
+    "AgeIdentity",
+    "AgeSource",
+    "Layers",
+    "SeekableZstdSource",
+    "decoded",
+    "sniff",
+    "sniff_bytes",
+    "unwrap",
+]
+
+AgeIdentity = str | bytes | os.PathLike[str] | Sequence[age.Identity]
+"""What opens an age file: an ``AGE-SECRET-KEY-1…`` identity or the text of an identity file
+(``str``), a passphrase (``bytes``, or a ``str`` holding no identity), the path of an identity
+file (or of a file whose first line is the passphrase), or parsed identities."""
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 """The largest plain frame a seek table may declare: more is refused, never allocated."""
@@ -35,6 +60,15 @@ _MAX_HEADER = 1024 * 1024  # an age header larger than this is refused
 _HEADER_READ = 4096
 _FETCH = 8 * 1024 * 1024  # plain bytes decoded per inner read, at most (plus one frame/chunk)
 _TAIL = 64 * 1024
+
+
+class NotSeekableError(ArchiveFormatError):
+    """A zstd file without a seek table at its end: it can be read from its start only."""
+
+
+class FramesTooLargeError(ArchiveFormatError):
+    """A seek table declares a frame larger than :data:`MAX_FRAME_BYTES`: such a file is read
+    from its start instead, with bounded memory."""
 
 
 async def _prepare(source: Any) -> None:
@@ -82,6 +116,10 @@ class SeekableZstdSource:
             raise ArchiveFormatError(f"{total} bytes are too few for a seekable zstd file")
         tail_at = max(0, total - _TAIL)
         tail = await _read(self.inner, tail_at, total, "the seek table")
+        if int.from_bytes(tail[-4:], "little") != zstd_seekable.SEEKABLE_MAGIC:
+            raise NotSeekableError(
+                "not a seekable zstd file: no seek table footer (magic 0x8F92EAB1) at the end"
+            )
         try:
             size = zstd_seekable.seek_table_size_from_footer(tail)
             if size > len(tail):
@@ -93,7 +131,7 @@ class SeekableZstdSource:
             raise ArchiveFormatError(f"not a seekable zstd file: {exc}") from None
         for index, entry in enumerate(table.entries):
             if entry.decompressed_size > MAX_FRAME_BYTES:
-                raise ArchiveFormatError(
+                raise FramesTooLargeError(
                     f"frame {index} of the seek table declares {entry.decompressed_size} plain "
                     f"bytes, more than the {MAX_FRAME_BYTES} read here"
                 )
@@ -302,54 +340,193 @@ def _identities(given: str | bytes | Sequence[age.Identity]) -> list[age.Identit
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _ZSTD_MAGIC = zstd_seekable.ZSTD_MAGIC.to_bytes(4, "little")
+_MAGICS = (
+    (AGE_MAGIC, "age"),
+    (_ZSTD_MAGIC, "zstd"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"LZIP", "lzip"),
+    (b"\x89LZO\x00\r\n\x1a\n", "lzop"),
+    (b"\x1f\x9d", "compress"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+)
+# What is recognised but not read, and what reads it.
+_FOREIGN = {
+    "lz4": "an lz4-compressed archive: decompress it first (lz4 -d), or use tar --lz4",
+    "lzip": "an lzip-compressed archive: decompress it first (lzip -d), or use tar --lzip",
+    "lzop": "an lzop-compressed archive: decompress it first (lzop -d), or use tar --lzop",
+    "compress": "a compress (.Z) archive: decompress it first (gzip -d reads it)",
+    "zip": "a zip file, not a tar: use unzip or Python's zipfile",
+    "7z": "a 7-Zip file, not a tar: use 7z",
+}
+_SNIFF_BYTES = BLOCK_SIZE
 
 
-async def sniff(source: RangeSource) -> str:
-    """What the first bytes of ``source`` say it is: ``"age"``, ``"zstd"`` (a zstd frame first),
-    ``"gzip"``, ``"bzip2"``, ``"xz"`` or ``"tar"`` (anything else)."""
-    await _prepare(source)
-    head = await _read(source, 0, min(source.size, len(AGE_MAGIC)), "the first bytes")
-    if head.startswith(AGE_MAGIC):
-        return "age"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"BZh"):
-        return "bzip2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
+def _is_tar_header(block: bytes) -> bool:
+    """Whether ``block`` is a tar header whose checksum holds (its magic aside)."""
+    if len(block) < BLOCK_SIZE or not block.strip(b"\0"):
+        return False
+    try:
+        stored = parse_number(block[148:156])
+    except ValueError:
+        return False
+    return stored in header_checksums(block[:BLOCK_SIZE])
+
+
+def sniff_bytes(head: bytes) -> str:
+    """What the first bytes of a file (512 of them when there are) say it is: ``"tar"`` when
+    they are a tar header whose checksum holds (whatever its name starts with), else by magic
+    number ``"age"``, ``"zstd"``, ``"gzip"``, ``"bzip2"``, ``"xz"``, ``"lz4"``, ``"lzip"``,
+    ``"lzop"``, ``"compress"``, ``"zip"`` or ``"7z"``; ``"tar"`` for anything else (the tar
+    reader then says what is wrong)."""
+    if _is_tar_header(head):
+        return "tar"
+    for magic, kind in _MAGICS:
+        if head.startswith(magic):
+            return kind
     return "tar"
 
 
-async def decoded(
-    source: RangeSource, *, age_identity: str | bytes | Sequence[age.Identity] | None = None
-) -> RangeSource:
-    """``source`` as plain tar bytes: unsealed (an age file, with ``age_identity``) and/or
-    decompressed (seekable zstd), as its first bytes say; itself when it is neither.
+async def sniff(source: RangeSource) -> str:
+    """What the first bytes of ``source`` say it is (see :func:`sniff_bytes`)."""
+    await _prepare(source)
+    head = await _read(source, 0, min(source.size, _SNIFF_BYTES), "the first bytes")
+    return sniff_bytes(head)
 
-    Raises :class:`ArchiveFormatError` for an age file without ``age_identity`` (or one that
-    does not open it), and for a compressed stream that cannot be read by range (zstd without a
-    seek table, gzip, bzip2, xz): those are read from the start, see
-    :func:`~atartape.open_archive`.
+
+@dataclass(frozen=True)
+class Layers:
+    """A source with its layers peeled off (see :func:`unwrap`): ``plain`` reads the tar.
+
+    ``sealed``: it was an age file; ``compression``: ``"zstd"``, ``"gzip"``, ``"bzip2"``,
+    ``"xz"`` or ``None``; ``random_access``: any byte can be read without the ones before it
+    (a plain tar, seekable zstd, age); otherwise ``plain`` is a
+    :class:`~atartape.archive.streams.StreamedSource`, read from its start.
     """
+
+    plain: RangeSource | StreamedSource
+    sealed: bool = False
+    compression: str | None = None
+
+    @property
+    def random_access(self) -> bool:
+        return not isinstance(self.plain, StreamedSource)
+
+
+def _require(module: str, extra: str, what: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise ArchiveFormatError(
+            f"the archive is {what}: reading it needs the {module} package "
+            f"(pip install 'atartape[{extra}]')"
+        ) from None
+
+
+async def _identity_text(given: AgeIdentity) -> str | bytes | Sequence[age.Identity]:
+    """``given``, with an identity file's path replaced by what it holds."""
+    if not isinstance(given, os.PathLike):
+        return given
+    path = os.fspath(given)
+    try:
+        text = await anyio.to_thread.run_sync(_read_text, path)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"no age identity file at {path!r}") from None
+    if "AGE-SECRET-KEY-1" in text:
+        return text
+    lines = text.strip().splitlines()
+    if not lines:
+        raise ArchiveFormatError(f"the age identity file {path!r} is empty")
+    return lines[0]  # a passphrase file, as the CLI's --age-identity-file reads it
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def _not_tar(outer: str, inner: str) -> ArchiveFormatError:
+    what = _FOREIGN.get(inner, f"{inner} data").split(":")[0]
+    article = "" if what.startswith(("a ", "an ")) else "an " if inner[0] in "aeiou" else "a "
+    if inner in STREAMED_KINDS or inner in ("age", "zstd"):
+        what = f"{article}{inner} stream"
+    return ArchiveFormatError(
+        f"the {outer} layer holds {what}, not a tar: unpack it first, then read what it holds"
+    )
+
+
+async def unwrap(
+    source: RangeSource, *, age_identity: AgeIdentity | None = None, sequential: bool = True
+) -> Layers:
+    """Peel ``source``'s layers off, as its first bytes say: an age file is opened with
+    ``age_identity``; a seekable zstd file is read by range through its seek table; a gzip,
+    bzip2, xz or zstd stream without a seek table (or with frames over
+    :data:`MAX_FRAME_BYTES`) is read from its start (``sequential=False`` refuses it
+    instead); anything else is taken for a tar.
+
+    Raises :class:`ArchiveFormatError` for an age file without ``age_identity`` or one it does
+    not open, a compression atartape does not read (lz4, lzip, lzop, compress; zip and 7z are
+    not tars), a layer that holds another compression or age inside it, a damaged header or
+    seek table, and a missing package (``zstandard`` for zstd, ``cryptography`` for age, with
+    the extra that brings it); :class:`SourceNotFoundError` for a missing identity file.
+    """
+    await _prepare(source)
     kind = await sniff(source)
+    sealed = False
     if kind == "age":
         if age_identity is None:
             raise ArchiveFormatError(
-                "the archive is sealed with age: give an identity or the passphrase to read it"
+                "the archive is sealed with age (age-encryption.org/v1): give an identity "
+                "(age_identity=: an AGE-SECRET-KEY-1 identity, an identity file's text or "
+                "path) or the passphrase to read it"
             )
-        sealed = AgeSource(source, age_identity)
-        await sealed.prepare()
-        source = sealed
+        _require("cryptography", "age", "sealed with age")
+        opened = AgeSource(source, await _identity_text(age_identity))
+        await opened.prepare()
+        source, sealed = opened, True
         kind = await sniff(source)
+        if kind == "age":
+            raise _not_tar("age", kind)
+    if kind in _FOREIGN:
+        raise ArchiveFormatError(f"the archive is {_FOREIGN[kind]}")
     if kind == "zstd":
-        compressed = SeekableZstdSource(source)
-        await compressed.prepare()
-        return compressed
-    if kind != "tar":
-        raise ArchiveFormatError(
-            f"the archive is {kind}-compressed without a seek table: it can only be read from "
-            "the start"
-        )
-    return source
+        _require("zstandard", "zstd", "zstd-compressed")
+        seekable = SeekableZstdSource(source)
+        try:
+            await seekable.prepare()
+        except (NotSeekableError, FramesTooLargeError):
+            pass  # read from its start below
+        else:
+            inner = await sniff(seekable)
+            if inner != "tar":
+                raise _not_tar("zstd", inner)
+            return Layers(seekable, sealed, "zstd")
+    if kind in STREAMED_KINDS:
+        if not sequential:
+            raise ArchiveFormatError(
+                f"the archive is {kind}-compressed without a seek table: it can only be read "
+                "from the start (open_archive reads it so)"
+            )
+        streamed = StreamedSource(source, kind)
+        await streamed.prepare()
+        inner = sniff_bytes(await streamed.read_upto(0, _SNIFF_BYTES))
+        if inner != "tar":
+            raise _not_tar(kind, inner)
+        return Layers(streamed, sealed, kind)
+    return Layers(source, sealed, None)
+
+
+async def decoded(source: RangeSource, *, age_identity: AgeIdentity | None = None) -> RangeSource:
+    """``source`` as plain tar bytes, by range: unsealed (an age file, with ``age_identity``)
+    and/or decompressed (seekable zstd), as its first bytes say; itself when it is neither.
+
+    Raises :class:`ArchiveFormatError` as :func:`unwrap` does, and for a compressed stream that
+    cannot be read by range (zstd without a seek table, gzip, bzip2, xz): those are read from
+    the start, see :func:`~atartape.open_archive`.
+    """
+    layers = await unwrap(source, age_identity=age_identity, sequential=False)
+    assert not isinstance(layers.plain, StreamedSource)
+    return layers.plain

@@ -3,6 +3,12 @@
 ``async with open_archive(source) as archive`` where ``source`` is a local path or a
 :class:`~atartape.archive.sources.RangeSource`.
 
+What it holds is told from its first bytes, not its name (see
+:func:`~atartape.archive.decoded.unwrap`): a plain tar, an age file (opened with
+``age_identity``), a seekable zstd file (read by range through its seek table: reading one
+member fetches the frames that hold it), or a gzip, bzip2, xz or zstd stream without a seek
+table, which has no random access and is read from its start (see "Streams" below).
+
 What a name means. A name stands for the **last** member of that name (compared without ``./``,
 doubled and trailing slashes: :func:`~atartape.format.members.lookup_key`), as it does for
 ``tar -x``, which writes every member in turn; a hard link stands for the last member of its
@@ -43,6 +49,7 @@ from ..format.embedded import (
     IndexRow,
     check_index_header,
     check_rows,
+    is_index_name,
     locate_index,
     parse_index_csv,
 )
@@ -50,8 +57,10 @@ from ..format.header import BLOCK_SIZE
 from ..format.members import ArchiveEnd, HeaderReader, Member, MemberType, lookup_key
 from ..format.sparse import layout, stored_starts
 from . import extract as _extract
+from .decoded import AgeIdentity, sniff_bytes, unwrap
 from .extract import shown
 from .sources import LocalFileSource, RangeSource
+from .streams import StreamedSource
 
 __all__ = ["Archive", "open_archive"]
 
@@ -104,9 +113,9 @@ class _Fetcher:
         self.data = b""
 
     async def read(self, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)``; fewer only where the archive ends."""
         if self.start <= start and end <= self.start + len(self.data):
             return self.data[start - self.start : end - self.start]
-        size = self.archive.size
         if self.hints:
             stop = max(end, start + BLOCK_SIZE)
             at = bisect.bisect_left(self.hints, start)
@@ -117,15 +126,21 @@ class _Fetcher:
                 stop = max(stop, hint + BLOCK_SIZE)
                 at += 1
         elif end - start >= _SCAN_WINDOW:
-            return await self.archive._read_exact(start, end)
+            return await self.archive._read_upto(start, end)
         else:
             stop = start + _SCAN_WINDOW
-        stop = min(stop, size)
         if stop <= end:
-            return await self.archive._read_exact(start, end)
-        self.data = await self.archive._read_exact(start, stop)
+            return await self.archive._read_upto(start, end)
+        self.data = await self.archive._read_upto(start, stop)
         self.start = start
         return self.data[: end - start]
+
+    async def read_exact(self, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)``, all of them (else the archive is truncated)."""
+        data = await self.read(start, end)
+        if len(data) != end - start:
+            raise _truncated(start, end, start + len(data))
+        return data
 
 
 @dataclass
@@ -163,14 +178,21 @@ class Archive:
 
     def __init__(
         self,
-        source: RangeSource,
+        source: RangeSource | StreamedSource,
         *,
         use_index: bool = True,
         trust_index: bool = False,
         max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
+        sealed: bool = False,
+        compression: str | None = None,
     ) -> None:
         self.source = source
-        self.size = source.size
+        self._stream = source if isinstance(source, StreamedSource) else None
+        self._size: int | None = None if self._stream is not None else source.size
+        self.sealed = sealed
+        """Whether the archive was an age file (opened with an identity)."""
+        self.compression = compression or (self._stream.kind if self._stream else None)
+        """``"zstd"``, ``"gzip"``, ``"bzip2"``, ``"xz"``, or ``None`` for an uncompressed tar."""
         self.use_index = use_index
         self.trust_index = trust_index
         self.max_index_size = max_index_size
@@ -179,6 +201,25 @@ class Archive:
         self._catalog: _Catalog | None = None
         self._end: ArchiveEnd | None = None
         self._lock = anyio.Lock()  # one index search, one listing, whoever asks first
+        self._stream_index_looked = False
+
+    @property
+    def size(self) -> int | None:
+        """The size of the tar in bytes (decompressed, unsealed); for a stream, ``None`` until a
+        pass has reached its end."""
+        return self._stream.size if self._stream is not None else self._size
+
+    @property
+    def random_access(self) -> bool:
+        """Whether any member can be read without decompressing what comes before it (a plain
+        tar, seekable zstd, age); ``False`` for a stream read from its start."""
+        return self._stream is None
+
+    @property
+    def passes(self) -> int:
+        """How many times a stream was decompressed from its start so far (0 when the archive
+        has random access)."""
+        return self._stream.passes if self._stream is not None else 0
 
     @property
     def possibly_truncated(self) -> bool | None:
@@ -189,13 +230,23 @@ class Archive:
 
     # ------------------------------------------------------------------ raw reads
 
+    async def _read_upto(self, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)``; fewer only where the archive ends."""
+        if self._stream is not None:
+            return await self._stream.read_upto(start, end)
+        assert self._size is not None
+        end = min(end, self._size)
+        return await self._read_exact(start, end) if end > start else b""
+
     async def _read_exact(self, start: int, end: int) -> bytes:
-        if end > self.size:
-            raise ArchiveFormatError(
-                f"archive is truncated: {end - start} bytes are needed at {start}, "
-                f"but the archive ends at {self.size}",
-                offset=start,
-            )
+        if self._stream is not None:
+            data = await self._stream.read_upto(start, end)
+            if len(data) != end - start:
+                raise _truncated(start, end, start + len(data))
+            return data
+        assert self._size is not None
+        if end > self._size:
+            raise _truncated(start, end, self._size)
         data = await self.source.read_range(start, end)
         if len(data) != end - start:
             raise ArchiveFormatError(
@@ -209,39 +260,74 @@ class Archive:
         """Every member in archive order, from a scan of the headers (the index member too).
 
         Raises :class:`ArchiveFormatError` when the archive is truncated or a header is corrupt,
-        after yielding the members before it.
+        after yielding the members before it. On a stream (not :attr:`random_access`) a member
+        is yielded as soon as its header is read, so that reading it inside the loop continues
+        the same pass; data cut short then raises at the next member, and the stream's
+        checksums are checked at the end.
         """
         return self._walk(_Fetcher(self))
 
     async def _walk(
-        self, fetcher: _Fetcher, start: int = 0, *, until: int | None = None
+        self,
+        fetcher: _Fetcher,
+        start: int = 0,
+        *,
+        until: int | None = None,
+        confirm: bool = False,
     ) -> AsyncGenerator[Member, None]:
         """The members from ``start`` on: the one pass every listing and extraction makes.
 
         ``until``: stop after the member whose header is there (a single member's read).
+        ``confirm``: on a stream, decompress a member's data before yielding it, so that only
+        members whose data is all there are yielded (as for a tar with random access).
         """
         reader = HeaderReader(start)
+        previous: Member | None = None
         while True:
             offset = reader.offset
-            end = min(offset + reader.want(), self.size)
-            data = await fetcher.read(offset, end) if end > offset else b""
-            got = reader.feed(data)
+            want = reader.want()
+            data = await fetcher.read(offset, offset + want) if want else b""
+            if len(data) < want and previous is not None:
+                self._check_data(previous)  # a stream: it ended here, or before
+            try:
+                got = reader.feed(data)
+            except ArchiveFormatError:
+                kind = sniff_bytes(data) if offset == 0 else "tar"
+                if kind != "tar":
+                    raise ArchiveFormatError(
+                        f"the archive is not a tar but {kind} data: open it with "
+                        "open_archive(), which reads what it holds",
+                        offset=0,
+                    ) from None
+                raise
             if got is None:
                 continue
             if isinstance(got, ArchiveEnd):
                 if until is None:
+                    if self._stream is not None:
+                        await self._stream.finish()  # the stream's checksums, to its end
                     self._end = got
                 return
-            data_end = got.data_offset + got.stored_size
-            if data_end > self.size:
-                raise ArchiveFormatError(
-                    f"archive is truncated: the data of {shown(got.name)} ends at {data_end}, "
-                    f"past the end of the archive ({self.size})",
-                    offset=got.header_offset,
-                )
+            if self._stream is None or confirm:
+                data_end = got.data_offset + got.stored_size
+                if self._stream is not None and got.stored_size:
+                    await self._stream.read_upto(data_end - 1, data_end)
+                self._check_data(got)
             yield got
+            previous = got
             if until is not None and got.header_offset >= until:
                 return
+
+    def _check_data(self, member: Member) -> None:
+        """Refuse a member whose data runs past the end of the archive (when it is known)."""
+        size = self.size
+        data_end = member.data_offset + member.stored_size
+        if size is not None and data_end > size:
+            raise ArchiveFormatError(
+                f"archive is truncated: the data of {shown(member.name)} ends at {data_end}, "
+                f"past the end of the archive ({size})",
+                offset=member.header_offset,
+            )
 
     # ------------------------------------------------------------------ embedded index
 
@@ -254,12 +340,34 @@ class Archive:
         """
         if not self.use_index:
             return None
-        if self.trust_index:
+        if self._stream is not None:
+            catalog = await self._full_catalog()
+            if not self._stream_index_looked:
+                catalog.index = await self._index_from_catalog(catalog)
+                self._stream_index_looked = True
+            embedded = catalog.index
+        elif self.trust_index:
             embedded = await self._index()
         else:
             catalog = await self._full_catalog()
             embedded = catalog.index
         return None if embedded is None else list(embedded.rows)
+
+    async def _index_from_catalog(self, catalog: _Catalog) -> _Embedded | None:
+        """On a stream: the last member, if it is an index that the listing confirms."""
+        if catalog.error is not None or not catalog.members:
+            return None
+        last = catalog.members[-1]
+        if not last.is_file or not is_index_name(last.name) or last.size > self.max_index_size:
+            return None
+        try:
+            rows = parse_index_csv(await self.read(last))
+        except (ValueError, ArchiveFormatError):
+            return None
+        if check_rows(rows, last.header_offset) is not None:
+            return None
+        embedded = _Embedded(last, rows)
+        return embedded if self._confirms(embedded, catalog) else None
 
     async def _index(self) -> _Embedded | None:
         if not self._embedded_looked:
@@ -271,8 +379,11 @@ class Archive:
 
     async def _find_index(self) -> _Embedded | None:
         """The index the archive ends with, if its rows can describe the archive; the bytes
-        read are bounded whatever the archive holds (see :func:`locate_index`)."""
-        size = self.size
+        read are bounded whatever the archive holds (see :func:`locate_index`); a stream
+        is not searched (its end is known last)."""
+        size = self._size
+        if size is None:
+            return None
         if size % BLOCK_SIZE or size < 2 * BLOCK_SIZE:
             return None
         window = min(size, _TAIL_FIRST)
@@ -322,7 +433,7 @@ class Archive:
             hints = [*embedded.starts, embedded.member.header_offset]
         catalog = _Catalog()
         try:
-            async with aclosing(self._walk(_Fetcher(self, hints))) as walk:
+            async with aclosing(self._walk(_Fetcher(self, hints), confirm=True)) as walk:
                 async for member in walk:
                     catalog.add(member)
         except ArchiveFormatError as exc:
@@ -594,7 +705,9 @@ class Archive:
     ) -> str:
         if source.sparse is None and source.size <= _SMALL_FILE:
             start, end = source.data_offset, source.data_offset + source.size
-            data = await (fetcher.read(start, end) if fetcher else self._read_exact(start, end))
+            data = await (
+                fetcher.read_exact(start, end) if fetcher else self._read_exact(start, end)
+            )
             return await anyio.to_thread.run_sync(
                 extractor.write_file, member, parts, data, source.mode, source.mtime
             )
@@ -648,6 +761,14 @@ class Archive:
         return [(offset, stored[at - first : at - first + length]) for offset, at, length in batch]
 
 
+def _truncated(start: int, end: int, ends_at: int) -> ArchiveFormatError:
+    return ArchiveFormatError(
+        f"archive is truncated: {end - start} bytes are needed at {start}, "
+        f"but the archive ends at {ends_at}",
+        offset=start,
+    )
+
+
 def _row_matches(row: IndexRow, member: Member) -> bool:
     """Whether the header found at a row's offset is the member the row describes."""
     return (
@@ -660,8 +781,9 @@ def _row_matches(row: IndexRow, member: Member) -> bool:
 
 @asynccontextmanager
 async def open_archive(
-    source: str | os.PathLike[str] | RangeSource,
+    source: str | os.PathLike[str] | RangeSource | StreamedSource,
     *,
+    age_identity: AgeIdentity | None = None,
     use_index: bool = True,
     trust_index: bool = False,
     max_index_size: int = DEFAULT_MAX_INDEX_SIZE,
@@ -669,18 +791,46 @@ async def open_archive(
     """Open an archive for reading: ``async with open_archive(source) as archive``.
 
     ``source`` is a path (read through a :class:`LocalFileSource`, closed on exit) or a
-    :class:`RangeSource`, whose ``prepare()`` is awaited first when it has one (the caller keeps
-    ownership: it is not closed). ``use_index=False`` ignores an embedded index;
-    ``trust_index=True`` looks members up through it without scanning the archive (each
-    member's own header is still checked against its row, but a forged index can then make a
-    name read another header of that name than ``tar -x`` would: use it for archives you made);
-    ``max_index_size`` bounds the index read. Raises :class:`SourceNotFoundError` for a missing
-    file; format errors surface when members are read.
+    :class:`RangeSource` (an :class:`HttpRangeSource`, an ``S3Source``, your own), whose
+    ``prepare()`` is awaited first when it has one (the caller keeps ownership: it is not
+    closed).
+
+    What the source holds is told from its first bytes, whatever its name: a tar; an age file,
+    opened with ``age_identity`` (an ``AGE-SECRET-KEY-1…`` identity or an identity file's text,
+    the path of an identity file, or the passphrase: ``bytes``, or a ``str`` holding no
+    identity); a seekable zstd file (``atartape record --zstd``, ``pyzstd.SeekableZstdFile``),
+    read by range through its seek table; a gzip, bzip2, xz or zstd stream without a seek
+    table, read from its start (see the module: a lookup by name costs a pass over the
+    stream). Age over zstd (``.tar.zst.age``) and age over a stream work too;
+    :attr:`Archive.sealed`, :attr:`Archive.compression` and :attr:`Archive.random_access` say
+    what was found.
+
+    ``use_index=False`` ignores an embedded index; ``trust_index=True`` looks members up
+    through it without scanning the archive (each member's own header is still checked against
+    its row, but a forged index can then make a name read another header of that name than
+    ``tar -x`` would: use it for archives you made); ``max_index_size`` bounds the index read.
+
+    Raises :class:`SourceNotFoundError` for a missing file (or identity file) and
+    :class:`ArchiveFormatError` for an age file without ``age_identity`` or one it does not
+    open, a compression atartape does not read (lz4, lzip, lzop, compress: the message says
+    which), a damaged age header, seek table or stream start, and a missing package (zstandard
+    for zstd, cryptography for age: the message names the extra). Errors in the tar surface
+    when members are read.
     """
     options = {"use_index": use_index, "trust_index": trust_index, "max_index_size": max_index_size}
     if isinstance(source, (str, os.PathLike)):
         async with LocalFileSource(source) as local:
-            yield Archive(local, **options)  # type: ignore[arg-type]
+            layers = await unwrap(local, age_identity=age_identity)
+            yield Archive(
+                layers.plain,
+                sealed=layers.sealed,
+                compression=layers.compression,
+                **options,  # type: ignore[arg-type]
+            )
+        return
+    if isinstance(source, StreamedSource):
+        await source.prepare()
+        yield Archive(source, **options)  # type: ignore[arg-type]
         return
     prepare = getattr(source, "prepare", None)
     if callable(prepare):
@@ -688,4 +838,10 @@ async def open_archive(
     size = source.size
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise TypeError(f"the range source's size must be a non-negative int, not {size!r}")
-    yield Archive(source, **options)  # type: ignore[arg-type]
+    layers = await unwrap(source, age_identity=age_identity)
+    yield Archive(
+        layers.plain,
+        sealed=layers.sealed,
+        compression=layers.compression,
+        **options,  # type: ignore[arg-type]
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,11 @@ async def test_read_back_equals_tarfile(made: Made, name: str, tmp_path: Path) -
         assert archive.sealed == variant.sealed
         assert archive.random_access == variant.random_access
         found, read = [], {}
-        async for member in archive.members():  # reading inside the loop: one pass
-            found.append(entry(member))
-            if member.is_file:
-                read[member.name] = await archive.read(member)
+        async with aclosing(archive.members()) as members:
+            async for member in members:  # reading inside the loop: one pass
+                found.append(entry(member))
+                if member.is_file:
+                    read[member.name] = await archive.read(member)
         assert found == listing
         assert read == contents
         assert archive.size == len(variant.plain)

@@ -431,6 +431,8 @@ class StreamedSource:
                 if self._ended:
                     break
                 await self._step(keep_from=at)
+            if len(self._kept) > self.window:  # a step made more than the window: trim
+                del self._kept[: len(self._kept) - self.window]
             return b"".join(out)
 
     async def read_range(self, start: int, end: int) -> bytes:

@@ -74,7 +74,7 @@ async def test_read_back_equals_tarfile(made: Made, name: str, tmp_path: Path) -
     assert tree(tmp_path / "out" / variant.root) == tree(made.src)
 
 
-async def test_streamed_lookups_cost_passes_and_say_so(made: Made) -> None:
+async def test_streamed_lookups_cost_passes_and_say_so(made: Made, tmp_path: Path) -> None:
     """A lookup by name on a stream: one pass to learn the listing, then one to the member;
     forward reads continue the pass, a read behind it starts a new one."""
     variant = made.variants["t.tar.xz"]
@@ -88,6 +88,23 @@ async def test_streamed_lookups_cost_passes_and_say_so(made: Made) -> None:
         assert archive.passes == 3  # before it: from the start again
         assert [m.name async for m in archive.members()][-1] == "t/sparse.img"
         assert await archive.embedded_index() is None
+        written = await archive.extract("t/d/hard.txt", tmp_path / "one")
+        assert written is not None and Path(written).read_bytes() == b"alpha\n" * 100
+
+
+async def test_seekable_zstd_with_frames_too_large_is_read_as_a_stream(
+    made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atartape.archive import decoded as decoded_module
+
+    variant = made.variants["pyzstd seekable"]
+    monkeypatch.setattr(decoded_module, "MAX_FRAME_BYTES", 1000)
+    async with open_archive(variant.path) as archive:
+        assert archive.compression == "zstd" and not archive.random_access
+        assert await archive.read("t/d/a.txt") == b"alpha\n" * 100
+    async with atartape.archive.LocalFileSource(variant.path) as source:
+        with pytest.raises(atartape.ArchiveFormatError, match="frames too large"):
+            await decoded_module.decoded(source)
 
 
 async def test_an_embedded_index_is_confirmed_on_a_stream_too(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ async def test_one_member_of_a_sealed_compressed_tape_over_http(
     url = f"{server.base}/{name}"
 
     async with httpx.AsyncClient() as client:
-        for trust_index, share in [(False, 10), (True, 25)]:
+        for trust_index, share in [(False, 12), (True, 50)]:
             before, logged_before = server.sent(), server.requests()
             counting = Counting(HttpRangeSource(url, client=client))
             async with open_archive(

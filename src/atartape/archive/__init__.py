@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..format.members import Member, MemberType
 from ..format.sparse import SparseMap
-from .decoded import AgeSource, SeekableZstdSource, decoded, sniff
+from .decoded import AgeSource, SeekableZstdSource
 from .reader import Archive, open_archive
 from .sources import HttpRangeSource, LocalFileSource, RangeSource
 from .streams import StreamedSource
@@ -31,7 +31,5 @@ __all__ = [
     "SeekableZstdSource",
     "SparseMap",
     "StreamedSource",
-    "decoded",
     "open_archive",
-    "sniff",
 ]

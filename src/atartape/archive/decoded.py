@@ -23,6 +23,7 @@ without a seek table: a :class:`~atartape.archive.streams.StreamedSource`, read 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,9 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 _MAX_HEADER = 1024 * 1024  # an age header larger than this is refused
 _HEADER_READ = 4096
 _FETCH = 8 * 1024 * 1024  # plain bytes decoded per inner read, at most (plus one frame/chunk)
-_TAIL = 64 * 1024
+_TAIL = 4096  # first read of a seek table (more when the footer says it is larger)
+_FRAME_CACHE = 8 * 1024 * 1024  # plain bytes of recent zstd frames kept (the last one always)
+_CHUNK_CACHE = 16  # recent age chunks kept (1 MiB)
 
 
 class NotSeekableError(ArchiveFormatError):
@@ -89,16 +92,16 @@ class SeekableZstdSource:
 
     :meth:`prepare` reads the seek table from the end of the file (checked to account for every
     byte of it); :meth:`read_range` fetches and decompresses the frames that hold the range.
-    The last frame decompressed is kept, so reading a tar's headers one after another inside
-    one frame fetches it once. Raises :class:`ArchiveFormatError` for a file that is not
-    seekable zstd, a table that does not fit the file, or a frame that does not decompress to
-    what the table says.
+    The frames decompressed last are kept (8 MiB of them, at least one), so reading a tar's
+    headers one after another inside one frame fetches it once. Raises
+    :class:`ArchiveFormatError` for a file that is not seekable zstd, a table that does not fit
+    the file, or a frame that does not decompress to what the table says.
     """
 
     def __init__(self, inner: RangeSource) -> None:
         self.inner = inner
         self.table: zstd_seekable.SeekTable | None = None
-        self._cached: tuple[int, bytes] | None = None
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
 
     @property
     def size(self) -> int:
@@ -156,18 +159,23 @@ class SeekableZstdSource:
         return b"".join(out)
 
     async def _frame(self, index: int) -> bytes:
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
+        cached = self._frames.get(index)
+        if cached is not None:
+            self._frames.move_to_end(index)
+            return cached
         assert self.table is not None
         lo, hi = self.table.frame_compressed_range(index)
         compressed = await _read(self.inner, lo, hi, f"zstd frame {index}")
         entry = self.table.entries[index]
         plain = await anyio.to_thread.run_sync(_decompress, index, compressed, entry)
-        self._cached = (index, plain)
+        self._frames[index] = plain
+        held = sum(len(frame) for frame in self._frames.values())
+        while held > _FRAME_CACHE and len(self._frames) > 1:
+            held -= len(self._frames.popitem(last=False)[1])
         return plain
 
     async def aclose(self) -> None:
-        self._cached = None
+        self._frames.clear()
         close = getattr(self.inner, "aclose", None)
         if close is not None:
             await close()
@@ -222,7 +230,7 @@ class AgeSource:
         self.max_work_factor = max_work_factor
         self.layout: age.SealedLayout | None = None
         self._key: age.PayloadKey | None = None
-        self._cached: tuple[int, bytes] | None = None
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()  # recent chunks, opened
 
     @property
     def size(self) -> int:
@@ -276,15 +284,19 @@ class AgeSource:
         out: list[bytes] = []
         at = start
         while at < end:
-            stop = min(end, at + _FETCH)
-            cached = self._cached
             chunk = at // age.CHUNK_SIZE
-            if cached is not None and cached[0] == chunk:
+            cached = self._chunks.get(chunk)
+            if cached is not None:
+                self._chunks.move_to_end(chunk)
                 lo = chunk * age.CHUNK_SIZE
-                stop = min(end, lo + len(cached[1]))
-                out.append(cached[1][at - lo : stop - lo])
+                stop = min(end, lo + len(cached))
+                out.append(cached[at - lo : stop - lo])
                 at = stop
                 continue
+            stop = min(end, at + _FETCH)
+            later = [k for k in self._chunks if chunk < k and k * age.CHUNK_SIZE < stop]
+            if later:  # fetch up to the first chunk at hand
+                stop = min(later) * age.CHUNK_SIZE
             out.append(await self._open(layout, key, at, stop))
             at = stop
         return b"".join(out)
@@ -292,7 +304,6 @@ class AgeSource:
     async def _open(self, layout: age.SealedLayout, key: age.PayloadKey, lo: int, hi: int) -> bytes:
         sealed_lo, sealed_hi = layout.sealed_range_for_plain_range(lo, hi)
         sealed = await _read(self.inner, sealed_lo, sealed_hi, "age chunks")
-        # Whole chunks are opened: keep the last one, which the next small read may need.
         first = lo - lo % age.CHUNK_SIZE
         last_chunk = (hi - 1) // age.CHUNK_SIZE
         whole_hi = min(layout.plain_size, (last_chunk + 1) * age.CHUNK_SIZE)
@@ -302,12 +313,20 @@ class AgeSource:
             )
         except age.SealError as exc:
             raise ArchiveFormatError(f"the age payload is damaged: {exc}") from None
-        tail_at = last_chunk * age.CHUNK_SIZE
-        self._cached = (last_chunk, plain[tail_at - first :])
+        # Keep the chunks of a small window (a header, a seek table), else its last chunk: the
+        # next small read may need them.
+        first_chunk = first // age.CHUNK_SIZE
+        keep = range(first_chunk if last_chunk - first_chunk < 4 else last_chunk, last_chunk + 1)
+        for chunk in keep:
+            at = (chunk - first_chunk) * age.CHUNK_SIZE
+            self._chunks[chunk] = plain[at : at + age.CHUNK_SIZE]
+            self._chunks.move_to_end(chunk)
+        while len(self._chunks) > _CHUNK_CACHE:
+            self._chunks.popitem(last=False)
         return plain[lo - first : hi - first]
 
     async def aclose(self) -> None:
-        self._cached = None
+        self._chunks.clear()
         close = getattr(self.inner, "aclose", None)
         if close is not None:
             await close()
@@ -476,6 +495,7 @@ async def unwrap(
     await _prepare(source)
     kind = await sniff(source)
     sealed = False
+    unseekable = "without a seek table"
     if kind == "age":
         if age_identity is None:
             raise ArchiveFormatError(
@@ -497,8 +517,10 @@ async def unwrap(
         seekable = SeekableZstdSource(source)
         try:
             await seekable.prepare()
-        except (NotSeekableError, FramesTooLargeError):
+        except NotSeekableError:
             pass  # read from its start below
+        except FramesTooLargeError:
+            unseekable = "with frames too large to read by range"
         else:
             inner = await sniff(seekable)
             if inner != "tar":
@@ -507,8 +529,8 @@ async def unwrap(
     if kind in STREAMED_KINDS:
         if not sequential:
             raise ArchiveFormatError(
-                f"the archive is {kind}-compressed without a seek table: it can only be read "
-                "from the start (open_archive reads it so)"
+                f"the archive is {kind}-compressed {unseekable}: it can only be read from "
+                "the start (open_archive reads it so)"
             )
         streamed = StreamedSource(source, kind)
         await streamed.prepare()

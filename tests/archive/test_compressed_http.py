@@ -1,4 +1,5 @@
-"""Compressed and sealed archives read over HTTP from nginx on 127.0.0.1 (HttpRangeSource).
+"""Compressed and sealed archives read over HTTP from nginx on 127.0.0.1 (HttpRangeSource), and
+from a real S3 server (SeaweedFS, S3Source).
 
 One member of a sealed, compressed tape costs the age chunks that hold the zstd frames that
 hold it (and the headers a lookup checks): counted by the client and by nginx's access log. A
@@ -21,8 +22,10 @@ import atartape
 from atartape.archive import HttpRangeSource, open_archive
 from atartape.archive.sources import RangeSource
 from atartape.format import age
+from tests.archive.made import Made, reference
 from tests.archive.servers import Served, nginx
 from tests.helpers import write
+from tests.s3server import S3Server
 
 pytestmark = pytest.mark.anyio
 
@@ -124,3 +127,24 @@ async def test_a_gzip_stream_over_http_is_one_pass(
                     assert await archive.read(member) == (src.parent / member.name).read_bytes()
             assert archive.passes == 1
     assert counting.fetched == (root / name).stat().st_size + 512  # and the first block, sniffed
+
+
+@pytest.mark.parametrize("name", ["t.tar.gz", "tape.tar.zst.age"])
+async def test_compressed_and_sealed_objects_read_from_s3(
+    s3_server: S3Server, s3_bucket: str, made: Made, name: str
+) -> None:
+    from atartape import s3
+
+    variant = made.variants[name]
+    client = s3_server.client()
+    try:
+        client.put_object(Bucket=s3_bucket, Key=name, Body=variant.path.read_bytes())
+        source = s3.S3Source(f"s3://{s3_bucket}/{name}", client=client)
+        async with source, open_archive(source, age_identity=variant.identity) as archive:  # type: ignore[arg-type]
+            assert archive.compression == variant.compression
+            assert archive.sealed == variant.sealed
+            names = [member.name async for member in archive.members()]
+            assert names == [entry[0] for entry in reference(variant.plain)[0]]
+            assert await archive.read("t/d/a.txt") == b"alpha\n" * 100
+    finally:
+        client.close()

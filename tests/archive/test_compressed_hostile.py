@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
 import tracemalloc
 import zlib
@@ -305,3 +306,42 @@ async def test_the_stream_reading_api_is_plain() -> None:
     with pytest.raises(ValueError, match="kind"):
         StreamedSource(MemorySource(b""), "lz4")
     assert atartape.archive.StreamedSource is StreamedSource
+
+
+def _stored_gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=0)  # stored blocks: a flipped byte decodes
+
+
+def _raw_zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data))
+
+
+@pytest.mark.parametrize(
+    ("compress", "kind"), [(_stored_gzip, "gzip"), (_raw_zstd, "zstd")], ids=["gzip", "zstd"]
+)
+async def test_a_stream_failing_its_checksum_answers_no_lookup(
+    compress: object, kind: str, tmp_path: Path
+) -> None:
+    """Damage that decodes (a byte of a stored block) shows only in the stream's checksum, at
+    its end: no name is read from such a stream, not even one before the damage."""
+    payload = os.urandom(3_000_000)  # more than one step: the damage is found at the end
+    tar = tb.file("a.txt", b"first") + tb.file("b.bin", payload) + tb.file("c.txt", b"last")
+    data = bytearray(compress(tar + tb.end()))  # type: ignore[operator]
+    at = bytes(data).index(payload[2_000_000:2_000_064])
+    data[at + 10] ^= 0x01
+    for name in ("a.txt", "c.txt", "b.bin"):
+        async with open_archive(MemorySource(bytes(data))) as archive:
+            with pytest.raises(ArchiveFormatError, match=kind):
+                await archive.read(name)
+    async with open_archive(MemorySource(bytes(data))) as archive:
+        listed = []
+        with pytest.raises(ArchiveFormatError, match=kind):  # at the end of the pass
+            async for member in archive.members():
+                listed.append(member.name)
+        assert listed[:2] == ["a.txt", "b.bin"]  # c.txt comes in the step that fails
+        dest, sentinel = arena(tmp_path, "damaged")
+        with pytest.raises(ArchiveFormatError, match=kind):  # as tar -x: after writing
+            await archive.extract_all(dest)
+        untouched(dest, sentinel)

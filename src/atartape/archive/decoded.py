@@ -468,10 +468,11 @@ def _read_text(path: str) -> str:
 
 
 def _not_tar(outer: str, inner: str) -> ArchiveFormatError:
-    what = _FOREIGN.get(inner, f"{inner} data").split(":")[0]
-    article = "" if what.startswith(("a ", "an ")) else "an " if inner[0] in "aeiou" else "a "
-    if inner in STREAMED_KINDS or inner in ("age", "zstd"):
-        what = f"{article}{inner} stream"
+    """A layer (``outer``) that holds another compression or a sealed file (``inner``)."""
+    if inner in _FOREIGN:
+        what = _FOREIGN[inner].split(":")[0]  # "an lz4-compressed archive", "a zip file", ...
+    else:
+        what = f"{'an' if inner[0] in 'aeiou' else 'a'} {inner} stream"
     return ArchiveFormatError(
         f"the {outer} layer holds {what}, not a tar: unpack it first, then read what it holds"
     )

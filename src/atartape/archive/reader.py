@@ -32,6 +32,7 @@ the member's own header only, checking that header against its row.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -150,6 +151,7 @@ class _Catalog:
     members: list[Member] = field(default_factory=list)
     positions: dict[str, list[int]] = field(default_factory=dict)
     error: ArchiveFormatError | None = None  # what stopped the scan, after ``members``
+    damaged: bool = False  # a stream whose checksums failed: no member can be trusted
     index: _Embedded | None = None  # the embedded index, once every row is confirmed
 
     def add(self, member: Member) -> None:
@@ -427,6 +429,16 @@ class Archive:
                 self._catalog = await self._scan_catalog(embedded)
         return self._catalog
 
+    async def _lookup_catalog(self) -> _Catalog:
+        """The listing, for a lookup: a stream that failed its checksums answers no name (any
+        byte of it may be wrong), whereas members before a fault in the tar itself still read,
+        as they would from ``tar -x``."""
+        catalog = await self._full_catalog()
+        if catalog.damaged:
+            assert catalog.error is not None
+            raise catalog.error
+        return catalog
+
     async def _scan_catalog(self, embedded: _Embedded | None) -> _Catalog:
         hints: list[int] = []
         if embedded is not None:
@@ -438,6 +450,14 @@ class Archive:
                     catalog.add(member)
         except ArchiveFormatError as exc:
             catalog.error = exc
+        stream = self._stream
+        if stream is not None:
+            if catalog.error is not None and stream.failure is None:
+                # Is the fault the tar's, or the stream's? Its checksums, at its end, say.
+                with contextlib.suppress(ArchiveFormatError):
+                    await stream.finish()
+            if stream.failure is not None:
+                catalog.error, catalog.damaged = stream.failure, True
         if embedded is not None and self._confirms(embedded, catalog):
             catalog.index = embedded
         return catalog
@@ -504,7 +524,7 @@ class Archive:
                 raise EntryNotFoundError(f"{shown(name)} is not in the archive (per its index)")
             if isinstance(found, Member):
                 return found
-        catalog = await self._full_catalog()
+        catalog = await self._lookup_catalog()
         member = catalog.last(key)
         if member is not None:
             return member
@@ -519,7 +539,7 @@ class Archive:
         if self.use_index and self.trust_index:
             found = await self._trusted(key, before=link.header_offset)
         if not isinstance(found, Member):
-            found = (await self._full_catalog()).last_before(key, link.header_offset)
+            found = (await self._lookup_catalog()).last_before(key, link.header_offset)
         if found is None:
             raise ArchiveFormatError(
                 f"hard link {shown(link.name)} points at {shown(link.linkname)}, "

@@ -374,6 +374,8 @@ class StreamedSource:
         self.max_decoder_memory = max_decoder_memory
         self.passes = 0
         self.peak_buffered = 0
+        self.failure: ArchiveFormatError | None = None
+        """The error of the first pass that found the stream damaged (it stays damaged)."""
         self._lock = anyio.Lock()
         self._size: int | None = None
         self._inflater: _Inflater | None = None
@@ -488,7 +490,8 @@ class StreamedSource:
             )
         except _StreamError as exc:
             self._inflater = None  # its state is lost: the next read starts a new pass
-            raise self._error(inflater, exc) from None
+            self.failure = self._error(inflater, exc)
+            raise self.failure from None
         except BaseException:
             self._inflater = None
             raise

@@ -27,6 +27,23 @@ An index that is absent, malformed, not last or wrong about any header is droppe
 scan's answer stands; nothing an index says can change what a name reads. With
 ``trust_index=True`` (for an archive you made yourself) a lookup reads the tail, the index and
 the member's own header only, checking that header against its row.
+
+Streams. A gzip, bzip2, xz or zstd stream without a seek table is decompressed from its start,
+in worker threads, keeping a bounded window of plain bytes (memory stays bounded whatever the
+stream expands to; see :mod:`~atartape.archive.streams`). :meth:`Archive.members` and
+:meth:`Archive.extract_all` make one pass; inside ``async for member in archive.members()``,
+reading that member (``archive.read(member)``, ``archive.chunks(member)``) continues the same
+pass. A lookup by name (``member("x")``, ``read("x")``, ``extract("x", ...)``) costs a whole
+pass to learn the listing (kept afterwards), then a pass from the start to the member; reading
+anything before the current position starts a new pass (:attr:`Archive.passes`). On a stream,
+``members()`` yields a member as soon as its header is read: data cut short raises at the
+next step. The stream's checksums are checked when a pass reaches its end: the listing a
+lookup needs does (also past a fault in the tar, to tell the tar's faults from the stream's),
+and a stream that fails them answers no lookup at all, since any byte of it may be wrong.
+``extract_all`` writes members as they come and raises at the end if a checksum fails, as
+``tar -x`` does; list first to refuse a damaged stream before writing. The embedded index is
+not used to look up on a stream (it needs the end first); :meth:`Archive.embedded_index`
+returns it once a pass has confirmed it.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ refused."""
 
 _ZSTD_MAGIC = (0xFD2FB528).to_bytes(4, "little")
 _ZSTD_BLOCK_MAX = 128 << 10  # no zstd block holds or makes more (the format's limit)
+_ZSTD_WINDOW_MAX = 1 << 31  # the largest window zstd decodes (--long=31)
 _MAGICS = {
     "gzip": b"\x1f\x8b",
     "bzip2": b"BZh",
@@ -215,7 +216,8 @@ class _ZstdDecoder:
         except ImportError:  # pragma: no cover - depends on the environment
             raise _StreamError(_NO_ZSTANDARD) from None
         self._errors: tuple[type[BaseException], ...] = (zstandard.ZstdError,)
-        self._obj: Any = zstandard.ZstdDecompressor(max_window_size=max_window).decompressobj()
+        window = min(max_window, _ZSTD_WINDOW_MAX)
+        self._obj: Any = zstandard.ZstdDecompressor(max_window_size=window).decompressobj()
         self._walk = _FrameWalk()
         self._pending = bytearray()
         self._starved = True
@@ -519,6 +521,13 @@ class StreamedSource:
             return ArchiveFormatError(
                 f"the {self.kind} stream is truncated: it ends at compressed byte "
                 f"{self._csize} inside its data ({made})"
+            )
+        if "memory" in str(exc).lower():  # zstd's window, xz's dictionary: over the cap
+            return ArchiveFormatError(
+                f"the {self.kind} stream needs more memory to decode than the "
+                f"{self.max_decoder_memory >> 20} MiB allowed, at or before compressed byte "
+                f"{inflater.taken} (a StreamedSource with a larger max_decoder_memory, given "
+                f"to open_archive, reads it): {exc}"
             )
         return ArchiveFormatError(
             f"the {self.kind} stream is corrupt at or before compressed byte {inflater.taken} "

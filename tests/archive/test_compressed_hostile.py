@@ -351,7 +351,7 @@ async def test_a_stream_failing_its_checksum_answers_no_lookup(
 
 async def test_more_decoder_memory_when_asked_for(tmp_path: Path) -> None:
     """zstd --long=28 asks for a 256 MiB window: refused by default, read by a StreamedSource that
-    allows it (the window is allocated as the data needs it: this tar is small)."""
+    allows it."""
     zstd = shutil.which("zstd")
     if zstd is None:
         pytest.skip("the zstd tool is missing (Debian: apt install zstd)")

@@ -392,6 +392,7 @@ async def test_read_ahead_across_files_changes_no_byte(
     for i in range(300):
         write(root / f"d{i % 7}" / f"f{i:03d}.bin", os.urandom(i * 37 % 5000))
     write(root / "big.bin", os.urandom(3_000_000))
+    write(root / "d3" / "huge.bin", os.urandom(5 * 1024 * 1024))  # left to the kernel's read-ahead
     tape = await atartape.record(root)
     player = atartape.TapePlayer(tape, chunk_size=65536)
     chunks = b"".join([c async for c in player.chunks()])
@@ -403,6 +404,9 @@ async def test_read_ahead_across_files_changes_no_byte(
                 assert extracted.read() == (tmp_path / member.name).read_bytes()
     assert cold_disk, "the files ahead were asked for"
     assert sum(cold_disk) <= tape.total_size  # each file at most once
+    from atartape._engine.prefetch import PREFETCH_FILE_MAX
+
+    assert max(cold_disk) <= PREFETCH_FILE_MAX  # huge.bin was not asked for
 
 
 async def test_read_ahead_stops_when_the_consumer_leaves(
@@ -419,8 +423,22 @@ async def test_read_ahead_stops_when_the_consumer_leaves(
     from atartape._engine import prefetch
 
     if prefetch._pool is not None:  # what was not begun is dropped; what runs finishes soon
-        prefetch._pool.submit(lambda: None).result()
+        await anyio.to_thread.run_sync(every_prefetch_thread_idle)
     assert open_fds_under(root) == []
+
+
+def every_prefetch_thread_idle() -> None:
+    """Return once every prefetch thread has finished what it was doing: all of them meet at
+    one barrier, which none can reach while still busy with a file."""
+    import threading
+
+    from atartape._engine import prefetch
+
+    assert prefetch._pool is not None
+    barrier = threading.Barrier(prefetch.PREFETCH_THREADS)
+    waits = [prefetch._pool.submit(barrier.wait, 60) for _ in range(prefetch.PREFETCH_THREADS)]
+    for done in waits:
+        done.result()
 
 
 async def test_open_plays_hold_no_thread_each(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import atartape
 from atartape import views
 from atartape.aiohttp import tape_response
 from tests.helpers import write
+from tests.serving.oneshot_support import Remote, photos, selection, streamed, whole
 from tests.serving.views_support import full, record, tree
 
 pytestmark = pytest.mark.anyio
@@ -130,5 +131,35 @@ async def test_tape_response_serves_a_view(tmp_path: Path) -> None:
                 atartape.TapePlayer(tape, view="age")
             lacking = await http.get(url, params={"view": "age"})
             assert lacking.status_code == 500 and b"ustar" not in lacking.content
+    finally:
+        await runner.cleanup()
+
+
+async def test_tape_response_of_one_shot_tapes(tmp_path: Path) -> None:
+    """A selection built per request (prepared by tape_response): ranges and If-Range; a tape
+    with a streamed member: whole, Accept-Ranges: none."""
+    folder = photos(tmp_path / "photos")
+    expected = await whole(await selection(folder, ["a.jpg"], Remote()).prepare())
+    expected_streamed = await whole(streamed(folder))
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        if request.query.get("streamed"):
+            return await tape_response(streamed(folder), request)
+        return await tape_response(selection(folder, ["a.jpg"], Remote()), request)
+
+    runner, url = await serve(download)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            got = await http.get(url)
+            assert got.status_code == 200 and got.content == expected
+            assert got.headers["accept-ranges"] == "bytes"
+            etag = got.headers["etag"]
+            rest = await http.get(url, headers={"Range": "bytes=4000-", "If-Range": etag})
+            assert rest.status_code == 206 and rest.content == expected[4000:]
+            stale = await http.get(url, headers={"Range": "bytes=4000-", "If-Range": '"x"'})
+            assert stale.status_code == 200 and stale.content == expected
+            flowing = await http.get(url, params={"streamed": "1"}, headers={"Range": "bytes=9-"})
+            assert flowing.status_code == 200 and flowing.content == expected_streamed
+            assert flowing.headers["accept-ranges"] == "none"
     finally:
         await runner.cleanup()

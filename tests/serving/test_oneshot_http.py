@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 import atartape
+from atartape._engine import producer
 from atartape.starlette import TapeResponse
 from tests.serving.oneshot_support import (
     REMOTE,
@@ -184,3 +185,24 @@ async def test_what_a_one_shot_tape_cannot_take(tmp_path: Path) -> None:
     prepared = TapeResponse(tape, request, filename="x.tar")
     assert prepared.plan is not None and prepared.status_code == 200
     assert dict(prepared.plan.headers)["content-length"] == str(tape.total_size)
+
+
+async def test_members_not_on_disk_after_a_cold_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cold disk the producer asks for the files of the rows ahead: in-memory and
+    streamed members, which have no file, are skipped (they failed with a KeyError)."""
+    monkeypatch.setattr(producer, "is_cold", lambda fd, offset=0: True)
+    folder = photos(tmp_path / "photos")
+    tape = streamed(folder)
+    tape.add_bytes("streamed/z.txt", b"last\n", mtime=0)
+
+    async def download(request: Request) -> TapeResponse:
+        return TapeResponse(tape, request)
+
+    async with client(Starlette(routes=[Route("/download", download)])) as http:
+        got = await http.get("/download")
+    assert got.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
+        assert archive.extractfile("streamed/log.txt").read() == STREAMED  # type: ignore[union-attr]
+        assert archive.extractfile("streamed/z.txt").read() == b"last\n"  # type: ignore[union-attr]

@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
@@ -156,6 +158,28 @@ async def test_ranges_at_hundreds_of_offsets_are_the_slices(tmp_path: Path, view
                 continue
             for kind, first, end, got in read_multipart(several):
                 assert kind == TYPES[sealed.view] and got == data[first:end], (first, end)
+
+
+@pytest.fixture
+async def small_sealed(tmp_path: Path) -> Recorded:
+    return await recorded(tmp_path, "zstd+age", scale=1)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cuts=st.lists(st.floats(0, 1), min_size=2, max_size=2), open_ended=st.booleans())
+async def test_any_range_of_the_sealed_view_is_its_slice(
+    small_sealed: Recorded, cuts: list[float], open_ended: bool
+) -> None:
+    data, size = small_sealed.data, len(small_sealed.data)
+    a, b = sorted(min(size - 1, int(c * size)) for c in cuts)
+    value = f"bytes={a}-" if open_ended else f"bytes={a}-{b}"
+    async with client(small_sealed.app()) as http:
+        part = await http.get(small_sealed.path, headers={"Range": value})
+    end = size if open_ended else b + 1
+    assert part.status_code == 206 and part.content == data[a:end]
+    assert part.headers["content-range"] == f"bytes {a}-{end - 1}/{size}"
 
 
 async def test_if_range_and_validators_name_the_view(sealed: Recorded) -> None:

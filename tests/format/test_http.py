@@ -893,7 +893,11 @@ def test_a_view_is_described_by_its_own_media_type() -> None:
     for bad in ("", "text/plain\r\nx: y", "caf\u00e9/x"):
         with pytest.raises(ValueError, match="media type"):
             _http.Representation.describe(
-                total_size=1, identity=IDENTITY, recorded_at=RECORDED, filename="x", content_type=bad
+                total_size=1,
+                identity=IDENTITY,
+                recorded_at=RECORDED,
+                filename="x",
+                content_type=bad,
             )
 
 

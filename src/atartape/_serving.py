@@ -186,16 +186,16 @@ def served(player: TapePlayer | TarTape, filename: str | None = None) -> Served:
     )
 
 
-def representation(served: Served, *, cache_control: str = http.REVALIDATE) -> http.Representation:
-    """How ``served`` is described to HTTP clients: its identity is the strong ETag."""
+def representation(offered: Served, *, cache_control: str = http.REVALIDATE) -> http.Representation:
+    """How ``offered`` is described to HTTP clients: its identity is the strong ETag."""
     return http.Representation.describe(
-        total_size=served.size,
-        identity=served.identity,
-        recorded_at=served.recorded_at,
-        filename=served.filename,
+        total_size=offered.size,
+        identity=offered.identity,
+        recorded_at=offered.recorded_at,
+        filename=offered.filename,
         cache_control=cache_control,
-        content_type=served.content_type,
-        ranges=served.ranges,
+        content_type=offered.content_type,
+        ranges=offered.ranges,
     )
 
 
@@ -205,11 +205,11 @@ def new_boundary() -> str:
 
 
 def plan(
-    served: Served, request: http.Request, *, cache_control: str = http.REVALIDATE
+    offered: Served, request: http.Request, *, cache_control: str = http.REVALIDATE
 ) -> http.Plan:
-    """The response to ``request`` for ``served`` (see
+    """The response to ``request`` for ``offered`` (see
     :func:`atartape.format.http.plan_response`)."""
-    rep = representation(served, cache_control=cache_control)
+    rep = representation(offered, cache_control=cache_control)
     return http.plan_response(rep, request, boundary=new_boundary())
 
 

@@ -392,6 +392,7 @@ async def test_read_ahead_across_files_changes_no_byte(
     for i in range(300):
         write(root / f"d{i % 7}" / f"f{i:03d}.bin", os.urandom(i * 37 % 5000))
     write(root / "big.bin", os.urandom(3_000_000))
+    write(root / "d3" / "huge.bin", os.urandom(5 * 1024 * 1024))  # left to the kernel's read-ahead
     tape = await atartape.record(root)
     player = atartape.TapePlayer(tape, chunk_size=65536)
     chunks = b"".join([c async for c in player.chunks()])
@@ -403,6 +404,57 @@ async def test_read_ahead_across_files_changes_no_byte(
                 assert extracted.read() == (tmp_path / member.name).read_bytes()
     assert cold_disk, "the files ahead were asked for"
     assert sum(cold_disk) <= tape.total_size  # each file at most once
+    from atartape._engine.prefetch import PREFETCH_FILE_MAX
+
+    assert max(cold_disk) <= PREFETCH_FILE_MAX  # huge.bin was not asked for
+
+
+async def test_a_file_changed_after_it_was_read_ahead_stops_before_its_header(
+    tmp_path: Path, cold_disk: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead only asks the kernel for pages: a file rewritten in place (same size) after
+    it was asked for, before the player reaches it, still stops the stream before its header,
+    and every byte sent before is the tape's."""
+    import threading
+
+    from atartape._engine import prefetch, producer
+
+    root = tmp_path / "many"
+    for i in range(200):
+        write(root / f"f{i:03d}.bin", os.urandom(3000))
+    target = root / "f150.bin"
+    os.utime(target, (1_000_000_000, 1_000_000_000))
+    tape = await atartape.record(root)
+    full = b"".join([c async for c in atartape.TapePlayer(tape).chunks()])
+    original = prefetch._advise_path
+    rewritten: list[bytes] = []
+
+    done = threading.Event()
+
+    def advise_then_rewrite(path: bytes, length: int) -> None:
+        original(path, length)
+        if path.endswith(b"f150.bin") and not rewritten:
+            with open(path, "r+b") as f:  # what `cp` over the file does
+                f.write(b"\xee" * 3000)
+            rewritten.append(path)
+            done.set()
+
+    opener = producer.open_file
+
+    def open_after_the_rewrite(path: bytes, row: Any) -> Any:
+        if path.endswith(b"f150.bin"):  # the player reaches it only once it was rewritten
+            done.wait(30)
+        return opener(path, row)
+
+    monkeypatch.setattr(prefetch, "_advise_path", advise_then_rewrite)
+    monkeypatch.setattr(producer, "open_file", open_after_the_rewrite)
+    got = b""
+    with pytest.raises(atartape.TarIntegrityError) as info:
+        async for chunk in atartape.TapePlayer(tape, read_ahead=8192).chunks():
+            got += chunk
+    entry = await tape.entry("many/f150.bin")
+    assert rewritten and info.value.arc_path == "many/f150.bin"
+    assert len(got) <= entry.start_offset and got == full[: len(got)]
 
 
 async def test_read_ahead_stops_when_the_consumer_leaves(
@@ -419,8 +471,22 @@ async def test_read_ahead_stops_when_the_consumer_leaves(
     from atartape._engine import prefetch
 
     if prefetch._pool is not None:  # what was not begun is dropped; what runs finishes soon
-        prefetch._pool.submit(lambda: None).result()
+        await anyio.to_thread.run_sync(every_prefetch_thread_idle)
     assert open_fds_under(root) == []
+
+
+def every_prefetch_thread_idle() -> None:
+    """Return once every prefetch thread has finished what it was doing: all of them meet at
+    one barrier, which none can reach while still busy with a file."""
+    import threading
+
+    from atartape._engine import prefetch
+
+    assert prefetch._pool is not None
+    barrier = threading.Barrier(prefetch.PREFETCH_THREADS)
+    waits = [prefetch._pool.submit(barrier.wait, 60) for _ in range(prefetch.PREFETCH_THREADS)]
+    for done in waits:
+        done.result()
 
 
 async def test_open_plays_hold_no_thread_each(tmp_path: Path) -> None:

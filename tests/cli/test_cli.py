@@ -221,6 +221,24 @@ def test_resume_refuses_what_it_cannot_prove(
     assert out.read_bytes() == changed
 
 
+def test_resume_of_a_complete_play_checks_it(
+    shared: Path, shared_full: bytes, tmp_path: Path
+) -> None:
+    """Run again after it completed (no record left): every byte is compared with the tape;
+    the same bytes exit 0 and change nothing, one byte off is refused (exit 2)."""
+    out = tmp_path / "whole.tar"
+    ok("play", shared, "-o", out, "--resume")
+    done = run("play", shared, "-o", out, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert b"is complete" in done.stderr and out.read_bytes() == shared_full
+    damaged = bytearray(shared_full)
+    damaged[len(damaged) // 2] ^= 1
+    out.write_bytes(bytes(damaged))
+    said = fails(2, "play", shared, "-o", out, "--resume")
+    assert f"differs from the tape at byte {len(damaged) // 2}" in said
+    assert out.read_bytes() == bytes(damaged)
+
+
 BAD_INPUT = {
     "unknown command": ["frobnicate"],
     "unknown option": ["play", "{src}", "--frob"],

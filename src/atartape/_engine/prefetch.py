@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
 PREFETCH_BYTES = 256 * 1024 * 1024  # how far ahead of the producer files are asked for
+# Larger files are left to the kernel's own read-ahead, which follows a sequential reader well:
+# asking for the next large file while one is read made 4 x 256 MiB cold take 0.5-1.8 s instead
+# of 0.5-0.6 s (the two compete for the disk); deeper advice inside a file gained nothing.
+PREFETCH_FILE_MAX = 4 * 1024 * 1024
 PREFETCH_THREADS = 16  # opening a file whose inode is not cached waits for the disk too
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
@@ -63,6 +67,8 @@ def advise(fd: int, offset: int, length: int) -> None:
 
 
 def _advise_path(path: bytes, length: int) -> None:
+    if not path:
+        return  # content that is not in a file
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError:
@@ -102,6 +108,9 @@ class Prefetcher:
             if row.start_offset >= limit:
                 break
             if row.start_offset < self._issued or row.kind != "file" or not row.size:
+                continue
+            if row.size > PREFETCH_FILE_MAX:
+                self._issued = row.end_offset
                 continue
             length = min(row.size, limit - row.start_offset)
             self._pending.append(pool.submit(_advise_path, self.locate(row), length))

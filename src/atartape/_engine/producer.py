@@ -20,7 +20,7 @@ from ..format.header import BLOCK_SIZE, entry_span
 from ..format.layout import Window
 from .files import pread_exact
 from .index import Row
-from .prefetch import Prefetcher, advise, is_cold
+from .prefetch import Prefetcher, is_cold
 from .sinks import FdSink, Sink
 from .source import Folders, StrictFolders, check_entry, check_unchanged, mismatch, open_file
 
@@ -41,7 +41,6 @@ SMALL_RUN_BYTES = 512 * 1024
 _QUEUE_ROWS = 256  # rows kept queued ahead of the producer
 _QUEUE_ROWS_PREFETCHING = 8192  # more, when the files ahead are being asked for
 _PROBE_EVERY = 64  # one small file in so many is probed: is the disk cold?
-_ADVISE_STEP = 64 * 1024 * 1024  # a large file is asked for this far ahead of its reads
 _PADDING = [bytes(n) for n in range(BLOCK_SIZE)]
 
 
@@ -122,11 +121,17 @@ class Producer:
         self.streams: Mapping[bytes, AsyncIterable[bytes]] = {} if streams is None else streams
         self.folders: Folders = folders if folders is not None else StrictFolders()
         self.queue: deque[Row] = deque()
-        self.prefetch = Prefetcher(locate)
+        self.prefetch = Prefetcher(self._on_disk)
         self._probed = 0
         self._current: Generator[bytes | int, None, str | None] | None = None
         self._current_row: Row | None = None
         self._current_ends = False  # whether the window includes the current entry's last byte
+
+    def _on_disk(self, row: Row) -> bytes:
+        """The file a row is read from; ``b""`` (none) for content in memory or streamed."""
+        if row.arc_path in self.memory or row.arc_path in self.streams:
+            return b""
+        return self.locate(row)
 
     @property
     def idle(self) -> bool:
@@ -274,15 +279,11 @@ class Producer:
         first = max(0, min(skip - BLOCK_SIZE, row.size - 1))
         if not self.prefetch.on and row.size and is_cold(fd, first):
             self.prefetch.turn_on()
-        advised = first
+        if self.prefetch.on:
+            self.prefetch.ahead(row.end_offset, self.queue)  # the files after this one
         copier: FdSink | None = sink if isinstance(sink, FdSink) and not self.md5 else None
 
         def read(lo: int, hi: int, to_end: bool) -> bytes | int:
-            nonlocal advised
-            if self.prefetch.on and hi + self.chunk_size > advised:
-                advise(fd, advised, _ADVISE_STEP)  # deeper than the kernel's own read-ahead
-                advised += _ADVISE_STEP
-                self.prefetch.ahead(row.end_offset, self.queue)  # and the files after it
             if copier is not None and copier.copies:
                 copied = self._copy(copier, fd, row, opened, lo, hi, to_end)
                 if copied is not None:

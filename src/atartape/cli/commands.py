@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -317,6 +318,30 @@ def _begin_output(path: str, record: bytes) -> BinaryIO:
     return open(path, "wb")
 
 
+class _NoRecord(UsageError):
+    """A file to resume without the record of its play: complete, or not atartape's."""
+
+    def __init__(self, message: str, held: int) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+async def _first_difference(path: str, chunks: AsyncIterator[bytes]) -> int | None:
+    """Where the file at ``path`` first differs from the bytes of ``chunks`` (``None``: it holds
+    exactly them), reading both through."""
+    at = 0
+    async with await anyio.open_file(path, "rb") as held:
+        async for chunk in chunks:
+            found = await held.read(len(chunk))
+            if found != chunk:
+                return at + next(
+                    (i for i, (a, b) in enumerate(zip(found, chunk, strict=False)) if a != b),
+                    min(len(found), len(chunk)),
+                )
+            at += len(chunk)
+        return None if await held.read(1) == b"" else at
+
+
 def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO, int]:
     """``path`` opened to append, after proving it holds part of this very play.
 
@@ -333,9 +358,10 @@ def _continue_output(path: str, record: bytes, tape_name: str) -> tuple[BinaryIO
             found = json.loads(marker_file.read())
     except FileNotFoundError:
         if held:
-            raise UsageError(
+            raise _NoRecord(
                 f"{path} holds {held} bytes but no record of the play it belongs to ({marker}): "
-                "it was completed, or not written by 'atartape play -o'; nothing was changed"
+                "it was completed, or not written by 'atartape play -o'; nothing was changed",
+                held,
             ) from None
         return _begin_output(path, record), 0
     except ValueError:
@@ -411,9 +437,24 @@ async def play(args: argparse.Namespace) -> int:
         handle = _stdout_buffer()
         await anyio.to_thread.run_sync(_widen_pipe, handle.fileno())
     elif args.resume:
-        handle, held = await anyio.to_thread.run_sync(
-            _continue_output, args.output, record, tape.name
-        )
+        try:
+            handle, held = await anyio.to_thread.run_sync(
+                _continue_output, args.output, record, tape.name
+            )
+        except _NoRecord as missing:
+            if missing.held != end - start:
+                raise
+            # The size of the whole play, and no record: a play that completed? Prove it.
+            async with aclosing(player.chunks(start, end)) as chunks:
+                differs = await _first_difference(args.output, chunks)
+            if differs is not None:
+                raise UsageError(
+                    f"{args.output} has the size of the whole play but differs from the tape "
+                    f"at byte {start + differs}, and no record says which play it is; "
+                    "nothing was changed (play without --resume to start over)"
+                ) from None
+            message(args, f"{args.output} is complete: every byte checked against the tape")
+            return EXIT_OK
     else:
         handle = await anyio.to_thread.run_sync(_begin_output, args.output, record)
     completed = False

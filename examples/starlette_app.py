@@ -5,7 +5,10 @@
 
 FOLDER is recorded first if it holds no tape yet, then served twice: ``/tape/`` is a plain
 :class:`atartape.asgi.TapeApp` mounted under ``/tape`` (the way FastAPI's ``app.mount`` works
-too), ``/download`` a route returning :class:`atartape.starlette.TapeResponse`.
+too), ``/download`` a route returning :class:`atartape.starlette.TapeResponse`. Both serve the
+view the tape was recorded with (``atartape record --zstd --age-recipient age1...`` makes
+``.tar.zst.age``). ``/selection?name=a.txt&name=sub/b.bin`` archives the files named as a
+one-shot :class:`atartape.TarTape`, with Range and If-Range too.
 
 ``/tape/`` redirects to the URL of the recording of the moment, ``/tape/r/<identity>/<name>.tar``,
 which answers 410 Gone once FOLDER is re-recorded: a download cut there resumes from the exact
@@ -38,6 +41,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 import atartape
@@ -55,9 +59,27 @@ def create_app(folder: str) -> Starlette:
         # new recording under the old ETag).
         return TapeResponse(await tapes.tape(), request, source_root=folder)
 
+    async def selection(request: Request) -> Response:
+        # A one-shot tape of the files named (?name=a.txt&name=sub/b.bin): no index, its size
+        # and ETag known once prepared, so it resumes by Range and If-Range like a recording.
+        names = request.query_params.getlist("name")
+        if not names or any(part in ("", ".", "..") for n in names for part in n.split("/")):
+            return PlainTextResponse("name files inside the folder: ?name=a.txt", 400)
+        tape = atartape.TarTape(name="selection")
+        for name in names:
+            tape.add_file(Path(folder, name), arcname=f"selection/{name}")
+        try:
+            await tape.prepare()  # stats the files, in a worker thread
+        except atartape.SourceNotFoundError as error:
+            return PlainTextResponse(str(error), 404)
+        except (atartape.DuplicateEntryError, atartape.PathConstraintError) as error:
+            return PlainTextResponse(str(error), 400)
+        return TapeResponse(tape, request)
+
     return Starlette(
         routes=[
             Route("/download", download),  # GET (and HEAD, which Starlette adds)
+            Route("/selection", selection),
             Mount("/tape", app=tapes),
         ]
     )
@@ -116,6 +138,13 @@ async def self_test() -> None:
                 expect(status == 206 and part == whole[1000:], f"range: {status}")
                 print(f"ok {url}: {len(whole)} bytes, resumed at byte 1000")
             expect(f"/tape/r/{tape.identity}/sample.tar" in final["/tape/"], "recording URL")
+            url = f"http://127.0.0.1:{port}/selection?name=hello.txt&name=sub/big.bin"
+            status, whole, etag, _ = await anyio.to_thread.run_sync(fetch, url)
+            expect(status == 200 and len(whole) == 3 * 512 + 2 * 1024 * 1024 + 1024, "selection")
+            asked = {"Range": "bytes=5000-", "If-Range": etag}
+            status, part, _, _ = await anyio.to_thread.run_sync(fetch, url, asked)
+            expect(status == 206 and part == whole[5000:], f"selection range: {status}")
+            print(f"ok {url}: {len(whole)} bytes, a one-shot tape resumed at byte 5000")
             (folder / "hello.txt").write_text("hello again\n")
             again = await atartape.record(folder, overwrite=True)
             status, _, _, _ = await anyio.to_thread.run_sync(fetch, final["/tape/"])

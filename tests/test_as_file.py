@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -297,3 +298,29 @@ def test_a_tape_played_from_elsewhere(
         reader.read(10)
     with tape.as_file(0, 2048, source_root=moved) as reader:
         assert reader.read() == data[:2048]
+
+
+def test_boto3_upload_fileobj_sends_it(
+    recorded: tuple[atartape.Tape, bytes], s3_server: Any, s3_bucket: str
+) -> None:
+    """boto3's managed upload reads it as any file (in its own threads, in parts when large);
+    the object is the tape, and a volume goes up as its own object."""
+    from boto3.s3.transfer import TransferConfig
+
+    tape, data = recorded
+    client = s3_server.client()
+    try:
+        small_parts = TransferConfig(
+            multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024
+        )
+        with tape.as_file() as reader:
+            client.upload_fileobj(reader, s3_bucket, "tape.tar", Config=small_parts)
+        stored = client.get_object(Bucket=s3_bucket, Key="tape.tar")["Body"].read()
+        assert stored == data
+        volume = atartape.TapePlayer(tape).volume(1, "64KiB")
+        with volume.as_file() as reader:
+            client.upload_fileobj(reader, s3_bucket, volume.name)
+        part = client.get_object(Bucket=s3_bucket, Key=volume.name)["Body"].read()
+        assert part == data[65536:131072]
+    finally:
+        client.close()

@@ -409,6 +409,54 @@ async def test_read_ahead_across_files_changes_no_byte(
     assert max(cold_disk) <= PREFETCH_FILE_MAX  # huge.bin was not asked for
 
 
+async def test_a_file_changed_after_it_was_read_ahead_stops_before_its_header(
+    tmp_path: Path, cold_disk: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read-ahead only asks the kernel for pages: a file rewritten in place (same size) after
+    it was asked for, before the player reaches it, still stops the stream before its header,
+    and every byte sent before is the tape's."""
+    import threading
+
+    from atartape._engine import prefetch, producer
+
+    root = tmp_path / "many"
+    for i in range(200):
+        write(root / f"f{i:03d}.bin", os.urandom(3000))
+    target = root / "f150.bin"
+    os.utime(target, (1_000_000_000, 1_000_000_000))
+    tape = await atartape.record(root)
+    full = b"".join([c async for c in atartape.TapePlayer(tape).chunks()])
+    original = prefetch._advise_path
+    rewritten: list[bytes] = []
+
+    done = threading.Event()
+
+    def advise_then_rewrite(path: bytes, length: int) -> None:
+        original(path, length)
+        if path.endswith(b"f150.bin") and not rewritten:
+            with open(path, "r+b") as f:  # what `cp` over the file does
+                f.write(b"\xee" * 3000)
+            rewritten.append(path)
+            done.set()
+
+    opener = producer.open_file
+
+    def open_after_the_rewrite(path: bytes, row: Any) -> Any:
+        if path.endswith(b"f150.bin"):  # the player reaches it only once it was rewritten
+            done.wait(30)
+        return opener(path, row)
+
+    monkeypatch.setattr(prefetch, "_advise_path", advise_then_rewrite)
+    monkeypatch.setattr(producer, "open_file", open_after_the_rewrite)
+    got = b""
+    with pytest.raises(atartape.TarIntegrityError) as info:
+        async for chunk in atartape.TapePlayer(tape, read_ahead=8192).chunks():
+            got += chunk
+    entry = await tape.entry("many/f150.bin")
+    assert rewritten and info.value.arc_path == "many/f150.bin"
+    assert len(got) <= entry.start_offset and got == full[: len(got)]
+
+
 async def test_read_ahead_stops_when_the_consumer_leaves(
     tmp_path: Path, cold_disk: list[int]
 ) -> None:

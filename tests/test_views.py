@@ -185,8 +185,9 @@ async def test_another_tapes_key_is_refused(tapes: dict[str, atartape.Tape]) -> 
 
 async def test_the_key_never_goes_into_the_index(tapes: dict[str, atartape.Tape]) -> None:
     tape = tapes["age"]
-    key = await anyio.to_thread.run_sync(transforms.read_key, views.key_path(tape.index_path))
-    assert key is not None
+    keys = await anyio.to_thread.run_sync(transforms.read_keys, views.key_path(tape.index_path))
+    assert len(keys) == 1
+    key = keys[0]
     assert key not in Path(tape.index_path).read_bytes()
     assert key.hex().encode() not in Path(tape.index_path).read_bytes()
     assert os.stat(views.key_path(tape.index_path)).st_mode & 0o777 == 0o600
@@ -260,3 +261,25 @@ async def test_cli_records_and_plays_views(tmp_path: Path) -> None:
         assert decompressed.stdout == plain.read_bytes()
     with tarfile.open(fileobj=io.BytesIO(plain.read_bytes())) as archive:
         assert "data/text.txt" in archive.getnames()
+
+
+async def test_a_new_seal_keeps_the_previous_key_beside_its_own(tmp_path: Path) -> None:
+    """The key file goes in place before the index, with the previous recording's key after
+    the new one: a play that opened the old index a moment before finds its key, and each
+    index picks the key that opens its own seal."""
+    root = tree(tmp_path / "data")
+    old = await atartape.record(root, index_path=tmp_path / "i.db", seal=[RECIPIENT])
+    old_keys = await anyio.to_thread.run_sync(transforms.read_keys, views.key_path(old.index_path))
+    old_copy = tmp_path / "old.db"
+    shutil.copy(old.index_path, old_copy)
+    write(root / "a.txt", "rewritten\n")
+    new = await atartape.record(
+        root, index_path=tmp_path / "i.db", seal=[RECIPIENT], overwrite=True
+    )
+    keys = await anyio.to_thread.run_sync(transforms.read_keys, views.key_path(new.index_path))
+    assert len(keys) == 2 and keys[1] == old_keys[0] and keys[0] != keys[1]
+    # The old recording, as a reader that opened it just before the swap sees it:
+    shutil.copy(views.key_path(new.index_path), views.key_path(str(old_copy)))
+    stale = await atartape.Tape.open(old_copy, source_root=tmp_path / "nowhere")
+    assert await transforms.unseal_key(stale.meta, str(old_copy), None) == old_keys[0]
+    assert await transforms.unseal_key(new.meta, new.index_path, None) == keys[0]

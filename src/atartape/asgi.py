@@ -16,9 +16,11 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
+from . import views
 from ._serving import (
     ClientGone,
     Failure,
+    Playable,
     Progress,
     body_chunks,
     http_player,
@@ -27,6 +29,7 @@ from ._serving import (
     plan,
     refusal,
     send_body,
+    served,
 )
 from .errors import TapeChangedError, TarTapeError
 from .format import http
@@ -123,9 +126,11 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 
 
 async def send_tape(
-    player: TapePlayer, plan: http.Plan, receive: Receive, send: Send, *, label: str = "tape"
+    player: Playable, plan: http.Plan, receive: Receive, send: Send, *, label: str = "tape"
 ) -> Failure | None:
-    """Send the response ``plan`` describes, its body played from ``player``.
+    """Send the response ``plan`` describes, its body played from ``player`` (a
+    :class:`~atartape.TapePlayer`, of any view, or what :func:`~atartape._serving.served`
+    makes of one or of a one-shot tape).
 
     Returns the :class:`~atartape._serving.Failure` of a tape that could not play at all,
     before anything was sent (its source gone, the first entry changed, the index re-recorded
@@ -167,7 +172,7 @@ async def send_tape(
             return None
         if not failure.started:
             return failure
-        log_failure(label, failure, player.tape.total_size)
+        log_failure(label, failure, player.size)
         return None
     except ClientGone:
         logger.debug("%s: client gone", label)
@@ -184,21 +189,30 @@ class TapeApp:
     """An ASGI application serving the tape of ``source`` (GET and HEAD).
 
     ``source`` is the recorded folder; its index is ``index_path`` (by default
-    ``<source>/.tartape/index.db``). ``filename`` is what the download is called (by default
-    ``<tape name>.tar``). Construction does no I/O: the tape is opened on the first request,
-    and again whenever its index file is replaced by a new recording.
+    ``<source>/.tartape/index.db``). ``view`` is which bytes are served: by default the view
+    the tape was recorded with (a sealed tape is never served unsealed unless asked), else
+    ``"plain"`` (the tar), ``"zstd"``, ``"age"`` or ``"zstd+age"`` (see
+    :mod:`atartape.views`); ``age_identity`` opens a sealed view without the key file beside
+    the index (an ``AGE-SECRET-KEY-1…`` identity or the passphrase). ``filename`` is what the
+    download is called (by default the view's name: ``<tape name>.tar``, ``.tar.zst``,
+    ``.tar.age``, ``.tar.zst.age``). Construction does no I/O: the tape is opened on the first
+    request, and again whenever its index file is replaced by a new recording. Everything the
+    responses say describes the bytes sent: ``Content-Length`` and ranges count the view's
+    bytes, its identity is the ETag, its media type the ``Content-Type``.
 
-    Each recording has a URL of its own, ``<root>/r/<identity>/<filename>``: its ETag is the
-    identity, its bytes never change (``Cache-Control: max-age=31536000, immutable``), and
+    Each recording has a URL of its own, ``<root>/r/<identity>/<filename>`` (the view's
+    identity): its bytes never change (``Cache-Control: max-age=31536000, immutable``), and
     once the tape is re-recorded it answers 410 Gone, so that a client resuming a download
     there with a bare ``Range`` (``curl -C -``, ``wget -c``) fails instead of splicing two
     recordings. The root URL redirects (307, ``Cache-Control: no-store``) to the recording of
     the moment. Answers the preconditions (304, 412), ``Range`` and ``If-Range`` (206, one part
     or several, 416), 405 for other methods, 404 elsewhere, 500 when the tape cannot be opened
-    or played (the error is logged on ``atartape.http``). A re-recording between planning and
-    playing a response is caught before its first byte: the tape is opened again and the
-    request answered anew. Speaks the lifespan protocol, so servers that require it (hypercorn
-    on trio) start it.
+    or played, or lacks the view asked for (the error is logged on ``atartape.http``). A
+    re-recording between planning and playing a response is caught before its first byte: the
+    tape is opened again and the request answered anew. Speaks the lifespan protocol, so
+    servers that require it (hypercorn on trio) start it.
+
+    Raises ``ValueError`` for a view name that is none of the above.
     """
 
     def __init__(
@@ -207,17 +221,29 @@ class TapeApp:
         *,
         index_path: str | os.PathLike[str] | None = None,
         filename: str | None = None,
+        view: str | None = None,
+        age_identity: str | bytes | None = None,
     ) -> None:
+        if view is not None and view not in views.VIEWS:
+            raise ValueError(f"view must be one of {', '.join(views.VIEWS)}, not {view!r}")
         self.source = os.fspath(source)
         self.index_path = (
             os.fspath(index_path) if index_path is not None else default_index_path(self.source)
         )
         self.filename = filename
+        self.view = view
+        self.age_identity = age_identity
         self._lock = anyio.Lock()
         self._opened: _Opened | None = None
-        # The recordings this app has had open, newest last: a request for one of them that is
-        # not the current one is answered 410 at once; for another, the index is looked at again.
+        # The recordings this app has had open (their served views' identities), newest last:
+        # a request for one of them that is not the current one is answered 410 at once; for
+        # another, the index is looked at again.
         self._seen: dict[str, None] = {}
+        # With age_identity, the player of the recording open (it keeps the file key it
+        # unwrapped, which scrypt makes slow to get): the key comes from the recording's own
+        # header. From the key file it is read for each response instead, since a new
+        # recording replaces that file just after its index.
+        self._player: TapePlayer | None = None
 
     async def tape(self, *, stale: Tape | None = None) -> Tape:
         """The tape served: the one last opened, unless its index file was replaced since, or
@@ -239,19 +265,40 @@ class TapeApp:
                     # seen by the next request.
                     tape = await Tape.open(self.index_path, source_root=self.source)
                     opened = self._opened = _Opened(tape, stamp)
-                    self._seen.pop(tape.identity, None)
-                    self._seen[tape.identity] = None
+                    served_identity = self.identity_of(tape)
+                    self._seen.pop(served_identity, None)
+                    self._seen[served_identity] = None
                     while len(self._seen) > SEEN:
                         del self._seen[next(iter(self._seen))]
         return opened.tape
 
+    def view_of(self, tape: Tape) -> str:
+        """Which view of ``tape`` is served: ``view``, else the one it was recorded with."""
+        return self.view or tape.view
+
+    def identity_of(self, tape: Tape) -> str:
+        """The identity of the bytes served for ``tape`` (its view's): the ETag."""
+        return views.identity_of(tape.identity, self.view_of(tape))
+
     def filename_of(self, tape: Tape) -> str:
         """What the download of ``tape`` is called."""
-        return self.filename or f"{tape.name}.tar"
+        return self.filename or tape.name + views.suffix(self.view_of(tape))
 
     def recording_path(self, tape: Tape) -> str:
-        """The path, below the app's root, of the URL that names ``tape``'s recording."""
-        return http.recording_path(tape.identity, self.filename_of(tape))
+        """The path, below the app's root, of the URL that names ``tape``'s recording (of the
+        view served)."""
+        return http.recording_path(self.identity_of(tape), self.filename_of(tape))
+
+    def player(self, tape: Tape) -> TapePlayer:
+        """The player of the view served for ``tape``. Raises ``ValueError`` when ``tape``
+        lacks that view."""
+        kept = self._player
+        if kept is not None and kept.tape is tape:
+            return kept
+        player = http_player(tape, view=self.view, age_identity=self.age_identity)
+        if self.age_identity is not None:
+            self._player = player
+        return player
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Handle one ASGI connection: ``http``, ``lifespan`` (and refuse ``websocket``).
@@ -290,10 +337,15 @@ class TapeApp:
             try:
                 tape = await self.tape(stale=stale)
                 asked = where.identity
-                if where.kind == "recording" and asked != tape.identity and asked not in self._seen:
+                if (
+                    where.kind == "recording"
+                    and asked != self.identity_of(tape)
+                    and asked not in self._seen
+                ):
                     # A recording this app has not seen yet (the stat missed it?): look again.
                     tape = await self.tape(stale=tape)
-            except TarTapeError as error:
+                player = self.player(tape)
+            except (TarTapeError, ValueError) as error:
                 logger.error("%s: cannot open the tape: %s: %s", label, type(error).__name__, error)
                 failed = http.plain_response(
                     500,
@@ -306,7 +358,7 @@ class TapeApp:
             if where.kind == "root":
                 await send_plan(send, http.redirect(root + self.recording_path(tape)))
                 return
-            if where.identity != tape.identity:
+            if where.identity != player.identity:
                 gone = http.plain_response(
                     410,
                     "this recording of the tape was replaced by a new one: "
@@ -315,12 +367,13 @@ class TapeApp:
                 )
                 await send_plan(send, gone)
                 return
-            planned = plan(tape, request, self.filename_of(tape), cache_control=http.IMMUTABLE)
-            failure = await send_tape(http_player(tape), planned, receive, send, label=label)
+            offered = served(player, self.filename_of(tape))
+            planned = plan(offered, request, cache_control=http.IMMUTABLE)
+            failure = await send_tape(offered, planned, receive, send, label=label)
             if failure is None:
                 return
             if not isinstance(failure.error, TapeChangedError):
-                await send_plan(send, refusal(label, failure, tape.total_size))
+                await send_plan(send, refusal(label, failure, offered.size))
                 return
             logger.debug("%s: re-recorded under the response: opening it again", label)
             stale = tape

@@ -121,6 +121,13 @@ class _Plan:
     remote: dict[bytes, _Remote] = field(default_factory=dict)
     roots: frozenset[bytes] = frozenset()
 
+    def path_of(self, row: Row) -> bytes:
+        """The file on disk a row's content is read from. Content that is not on disk (bytes,
+        streams) has none: its name is empty, which no file has, so the read-ahead (which asks
+        for the files of the rows ahead on a cold disk) skips it; the producer reads it from
+        memory or from its stream."""
+        return self.disk.get(row.arc_path, b"")
+
 
 class TarTape:
     """A tape built from folders, files, in-memory bytes, remote objects and async streams.
@@ -453,7 +460,7 @@ class TarTape:
         plan = self._frozen()
         producer = Producer(
             window,
-            locate=lambda row: plan.disk[row.arc_path],
+            locate=plan.path_of,
             md5=md5,
             chunk_size=self.chunk_size,
             memory=plan.memory,

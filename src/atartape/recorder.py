@@ -22,7 +22,7 @@ from .format.header import FOOTER_SIZE, EntryKind
 from .format.layout import Entry, fingerprint, identity
 from .player import TapePlayer
 from .tape import Tape, default_index_path
-from .transforms import ViewOptions, key_file_bytes, record_views
+from .transforms import ViewOptions, key_file_bytes, read_keys, record_views
 from .views import DEFAULT_FRAME_SIZE, key_path
 
 __all__ = ["TapeRecorder", "record"]
@@ -146,13 +146,15 @@ async def record(
         if view_options.wanted:
             file_key = await _record_views(temp_path, meta, entries, embedded, view_options)
         if file_key is not None:
-            sealed_key = key_file_bytes(file_key)
+            # The key goes in place before the index that needs it, with the previous
+            # recording's key after it: a play of either index finds its own.
+            previous = await anyio.to_thread.run_sync(read_keys, key_path(index_path))
+            sealed_key = key_file_bytes(file_key, *previous[:1])
             await anyio.to_thread.run_sync(
                 lambda: files.write_atomically(key_temp, sealed_key, mode=0o600)
             )
-        await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
-        if file_key is not None:
             await anyio.to_thread.run_sync(os.replace, key_temp, key_path(index_path))
+        await anyio.to_thread.run_sync(files.publish, temp_path, index_path)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(

@@ -33,7 +33,7 @@ __all__ = [
     "age_chunks",
     "key_file_bytes",
     "opened_seal",
-    "read_key",
+    "read_keys",
     "record_views",
     "unseal_key",
     "view_source",
@@ -191,22 +191,26 @@ def _rows_digest(rows: Sequence[tuple[Any, ...]]) -> str:
     return digest.hexdigest()
 
 
-def key_file_bytes(file_key: bytes) -> bytes:
-    """What a key file holds (see :func:`key_path`)."""
-    return _KEY_MARK + file_key.hex().encode() + b"\n"
+def key_file_bytes(*file_keys: bytes) -> bytes:
+    """What a key file holds (see :func:`key_path`): the file keys, newest first, one a line."""
+    return _KEY_MARK + b"".join(key.hex().encode() + b"\n" for key in file_keys)
 
 
-def read_key(path: str) -> bytes | None:
-    """The file key kept at ``path``, or ``None`` when there is none (synchronous)."""
+def read_keys(path: str) -> list[bytes]:
+    """The file keys kept at ``path``, newest first; ``[]`` when there is no file (synchronous).
+
+    A recording keeps the key of the recording before it on the second line: a play that
+    opened the previous index a moment before the new one replaced it still finds its key.
+    """
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return None
+        return []
     if not text.startswith(_KEY_MARK):
         raise ViewError(f"{path} is not an atartape key file")
     try:
-        return bytes.fromhex(text[len(_KEY_MARK) :].decode().strip())
+        return [bytes.fromhex(line) for line in text[len(_KEY_MARK) :].decode().split()]
     except ValueError:
         raise ViewError(f"{path} is damaged") from None
 
@@ -247,13 +251,21 @@ async def unseal_key(
         except age.SealError as exc:
             raise ViewError(f"the identity does not open this tape's seal ({exc})") from None
         return opened.file_key
-    key = await anyio.to_thread.run_sync(read_key, key_path(index_path))
-    if key is None:
+    keys = await anyio.to_thread.run_sync(read_keys, key_path(index_path))
+    if not keys:
         raise ViewError(
             f"no key to seal this tape: {key_path(index_path)} is missing (pass age_identity=, "
             "an age identity or the passphrase, to play it elsewhere)"
         )
-    return key
+    for key in keys:
+        try:
+            age.check_file_key(prefix, key)
+        except age.SealError:
+            continue
+        return key
+    raise ViewError(
+        f"the key in {key_path(index_path)} does not open this tape's seal (another tape's key?)"
+    )
 
 
 async def zstd_chunks(

@@ -865,3 +865,83 @@ def test_method_allowed_and_plain_response() -> None:
         "allow": "GET, HEAD",
     }
     assert plan.body_length == len(plan.tail)
+
+
+# ----------------------------------------------------------------------------- views, one-shot
+
+
+def test_a_view_is_described_by_its_own_media_type() -> None:
+    """A compressed or sealed view: its media type on the whole, a part, and every part of a
+    multipart body; its name in Content-Disposition."""
+    rep = _http.Representation.describe(
+        total_size=TOTAL,
+        identity=IDENTITY,
+        recorded_at=RECORDED,
+        filename="dataset.tar.zst.age",
+        content_type="application/octet-stream",
+    )
+    whole = plan_response(rep)
+    assert headers(whole)["content-type"] == "application/octet-stream"
+    assert headers(whole)["content-disposition"] == 'attachment; filename="dataset.tar.zst.age"'
+    part = plan_response(rep, get(range="bytes=5-9"))
+    assert part.status == 206 and headers(part)["content-type"] == "application/octet-stream"
+    tape = bytes(i % 251 for i in range(TOTAL))
+    several = plan_response(rep, get(range="bytes=0-1,10-11"), boundary="b")
+    assert [kind for kind, _, _ in parse_multipart(several, tape)] == [
+        "application/octet-stream"
+    ] * 2
+    for bad in ("", "text/plain\r\nx: y", "caf\u00e9/x"):
+        with pytest.raises(ValueError, match="media type"):
+            _http.Representation.describe(
+                total_size=1,
+                identity=IDENTITY,
+                recorded_at=RECORDED,
+                filename="x",
+                content_type=bad,
+            )
+
+
+def no_ranges(total: int = TOTAL) -> _http.Representation:
+    return _http.Representation.describe(
+        total_size=total, identity=IDENTITY, recorded_at=RECORDED, filename="t.tar", ranges=False
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"range": "bytes=0-9"},
+        {"range": "bytes=0-1,5-6"},
+        {"range": f"bytes={TOTAL}-"},  # would be 416
+        {"range": "bytes=-10", "if_range": ETAG},
+        {"range": "bytes=-10", "if_range": '"other"'},
+    ],
+)
+def test_without_ranges_the_whole_body_and_accept_ranges_none(fields: dict[str, str]) -> None:
+    """Bytes that play whole, once (a one-shot tape with streams): Range is ignored."""
+    plan = plan_response(no_ranges(), get(**fields))
+    assert plan.status == 200 and window(plan) == (0, TOTAL) and not plan.multipart
+    found = headers(plan)
+    assert found["accept-ranges"] == "none" and "content-range" not in found
+    assert found["content-length"] == str(TOTAL)
+
+
+def test_without_ranges_the_validators_still_hold() -> None:
+    rep = no_ranges()
+    cached = plan_response(rep, get(if_none_match=ETAG, range="bytes=0-9"))
+    assert cached.status == 304 and not cached.parts
+    assert plan_response(rep, get(if_match='"x"')).status == 412
+    head = plan_response(rep, Request("HEAD", range="bytes=0-9"))
+    assert head.status == 200 and not head.parts and head.header("accept-ranges") == "none"
+
+
+@given(
+    total=st.integers(1, 2**40),
+    value=st.one_of(st.none(), st.text(max_size=20), st.builds("bytes={}-".format, st.integers())),
+    if_range=st.one_of(st.none(), st.just(ETAG), st.text(max_size=10)),
+)
+def test_without_ranges_never_a_part(total: int, value: str | None, if_range: str | None) -> None:
+    plan = plan_response(no_ranges(total), get(range=value, if_range=if_range))
+    assert plan.status == 200 and window(plan) == (0, total)
+    assert plan.header("accept-ranges") == "none"

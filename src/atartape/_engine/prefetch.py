@@ -67,6 +67,8 @@ def advise(fd: int, offset: int, length: int) -> None:
 
 
 def _advise_path(path: bytes, length: int) -> None:
+    if not path:
+        return  # content that is not in a file
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError:

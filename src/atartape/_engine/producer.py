@@ -121,11 +121,17 @@ class Producer:
         self.streams: Mapping[bytes, AsyncIterable[bytes]] = {} if streams is None else streams
         self.folders: Folders = folders if folders is not None else StrictFolders()
         self.queue: deque[Row] = deque()
-        self.prefetch = Prefetcher(locate)
+        self.prefetch = Prefetcher(self._on_disk)
         self._probed = 0
         self._current: Generator[bytes | int, None, str | None] | None = None
         self._current_row: Row | None = None
         self._current_ends = False  # whether the window includes the current entry's last byte
+
+    def _on_disk(self, row: Row) -> bytes:
+        """The file a row is read from; ``b""`` (none) for content in memory or streamed."""
+        if row.arc_path in self.memory or row.arc_path in self.streams:
+            return b""
+        return self.locate(row)
 
     @property
     def idle(self) -> bool:

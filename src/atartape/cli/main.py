@@ -71,7 +71,38 @@ def _run(args: argparse.Namespace) -> int:
         return int(args.handler(args))
     import anyio
 
-    return int(anyio.run(args.handler, args, backend=args.backend))
+    return int(anyio.run(_until_interrupted, args, backend=args.backend))
+
+
+async def _until_interrupted(args: argparse.Namespace) -> int:
+    """Run the command; a first SIGINT cancels it (every task unwinds at its next checkpoint,
+    on either backend), then comes out as ``KeyboardInterrupt``. A second SIGINT, while the
+    command is still unwinding, interrupts as Python would."""
+    import signal
+    import threading
+
+    import anyio
+
+    if threading.current_thread() is not threading.main_thread():
+        return int(await args.handler(args))  # signals reach only the main thread
+    interrupted = False
+    result = EXIT_FAILURE
+
+    async def run(cancel: anyio.CancelScope) -> None:
+        nonlocal result
+        result = int(await args.handler(args))
+        cancel.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope)
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                interrupted = True
+                group.cancel_scope.cancel()
+                break
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
 
 
 def _leaf(exc: BaseException) -> BaseException:

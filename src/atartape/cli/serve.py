@@ -10,12 +10,23 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .common import EXIT_OK, PROG, UsageError, open_tape
+from .common import (
+    EXIT_OK,
+    PROG,
+    UsageError,
+    add_view_argument,
+    chosen_view,
+    open_tape,
+    read_age_identity,
+)
 from .parser import Commands, port
+
+if TYPE_CHECKING:
+    from ..tape import Tape
 
 __all__ = ["register", "serve"]
 
@@ -30,22 +41,38 @@ def register(commands: Commands) -> None:
     sub = commands.add("serve", "serve the tape over HTTP (Range requests resume)", serve)
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sub.add_argument("--port", type=port, default=8000, help="port (default 8000; 0: any)")
-    sub.add_argument("--filename", help="download name (default: <tape name>.tar)")
+    sub.add_argument(
+        "--filename", help="download name (default: the view's, <tape name>.tar, .tar.zst...)"
+    )
+    add_view_argument(sub)
+    sub.add_argument(
+        "--age-identity-file",
+        metavar="FILE",
+        help="open the seal with this age identity (or passphrase) file, without the key file",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
     from ..asgi import TapeApp
 
     run = _hypercorn() if args.backend == "trio" else _uvicorn()  # before anything is announced
-    tape = anyio.run(open_tape, args, backend=args.backend)
-    app = TapeApp(args.src, index_path=args.index, filename=args.filename)
+    tape, view, identity = anyio.run(_opened, args, backend=args.backend)
+    # Without --view, each recording is served as the view it was recorded with.
+    app = TapeApp(
+        args.src,
+        index_path=args.index,
+        filename=args.filename,
+        view=args.view,
+        age_identity=identity,
+    )
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.create_server((args.host, args.port), family=family)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     root = f"http://{host}:{port}"
     print(
-        f"{PROG}: serving {tape.name!r} ({tape.total_size} bytes) on {root}/ "
+        f"{PROG}: serving {tape.name!r} as {app.filename_of(tape)} "
+        f"({tape.view_size(view)} bytes) on {root}/ "
         f"with {'hypercorn on trio' if args.backend == 'trio' else 'uvicorn on asyncio'}; "
         f"this recording, to resume safely: {root}{app.recording_path(tape)}",
         file=sys.stderr,
@@ -54,6 +81,20 @@ def serve(args: argparse.Namespace) -> int:
     _log_to_stderr(args.quiet)
     run(app, sock, args.quiet)
     return EXIT_OK
+
+
+async def _opened(args: argparse.Namespace) -> tuple[Tape, str, str | None]:
+    """The tape, the view to serve and the age identity of ``--age-identity-file``; a sealed
+    view's key is checked to open its seal (:class:`~atartape.ViewError` if not)."""
+    from .. import transforms
+
+    tape = await open_tape(args)
+    view = chosen_view(tape, args.view)
+    identity = await read_age_identity(args.age_identity_file)
+    if view.endswith("age"):
+        key = await transforms.unseal_key(tape.meta, tape.index_path, identity)
+        transforms.opened_seal(tape.meta, key)
+    return tape, view, identity
 
 
 def _log_to_stderr(quiet: bool) -> None:

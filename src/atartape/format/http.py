@@ -9,6 +9,9 @@ Pure functions and small immutable values, no I/O (think h11). The front ends on
   (section 14: 206, one part or ``multipart/byteranges``, and 416).
 - :func:`route` and :func:`recording_path` name each recording by a URL of its own
   (``/r/<identity>/<name>.tar``), the way :class:`atartape.asgi.TapeApp` serves it.
+- What is described is the bytes sent: a tape's tar, or one of its views (``.tar.zst``,
+  ``.tar.age``...: their own size, identity, name and media type), or a one-shot tape; one
+  that plays only whole, once, says ``Accept-Ranges: none`` and ignores ``Range``.
 - The parsers (:func:`parse_ranges`, :func:`parse_etags`, :func:`parse_http_date`) and
   formatters (:func:`http_date`, :func:`content_disposition`) never raise on what a client
   sends: a malformed field is ignored, or fails closed where ignoring it would be unsafe.
@@ -385,9 +388,12 @@ def route(path: str) -> Route:
 class Representation:
     """What a response needs to know about a tape, with its header values formatted once.
 
+    ``total_size`` counts the bytes sent (a compressed or sealed view's, not the tar's);
     ``modified`` is the recording time in whole seconds (what ``Last-Modified`` says);
     ``cache_control`` is :data:`IMMUTABLE` at a URL that names the recording, else
-    :data:`REVALIDATE`.
+    :data:`REVALIDATE`; ``content_type`` is the media type of the bytes (a tar:
+    :data:`CONTENT_TYPE`). ``ranges`` is false for bytes that can only be sent whole, once (a
+    one-shot tape holding streams): ``Range`` is then ignored and ``Accept-Ranges: none`` said.
     """
 
     total_size: int
@@ -396,6 +402,8 @@ class Representation:
     modified: int
     disposition: str
     cache_control: str = REVALIDATE
+    content_type: str = CONTENT_TYPE
+    ranges: bool = True
 
     @classmethod
     def describe(
@@ -406,10 +414,16 @@ class Representation:
         recorded_at: datetime,
         filename: str,
         cache_control: str = REVALIDATE,
+        content_type: str = CONTENT_TYPE,
+        ranges: bool = True,
     ) -> Representation:
-        """A tape of ``total_size`` bytes whose recording is ``identity``, as ``filename``."""
+        """``total_size`` bytes whose identity (strong validator) is ``identity``, offered as
+        ``filename``. Raises ``ValueError`` for a ``content_type`` that cannot be put in a
+        header (anything but printable ASCII)."""
         if recorded_at.tzinfo is None:
             recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+        if not content_type or not all(" " <= ch <= "~" for ch in content_type):
+            raise ValueError(f"{content_type!r} is not a media type a header can carry")
         return cls(
             total_size=total_size,
             etag=etag(identity),
@@ -417,6 +431,8 @@ class Representation:
             modified=calendar.timegm(recorded_at.utctimetuple()),
             disposition=content_disposition(filename),
             cache_control=cache_control,
+            content_type=content_type,
+            ranges=ranges,
         )
 
     @property
@@ -539,8 +555,9 @@ def plan_response(
     part, 206 ``multipart/byteranges`` for up to :data:`MAX_PARTS` coalesced parts (of at
     most :data:`MAX_MULTIPART_BYTES` in all) separated by ``boundary`` (by default one made
     from the ETag; pass a random one), 416 when no range is satisfiable; otherwise 200 with
-    the whole tape. HEAD gets the headers of the 200. The
-    caller rejects methods other than GET and HEAD if it wants to (see :func:`method_allowed`).
+    the whole tape. A representation without ``ranges`` ignores ``Range`` (200, whole, with
+    ``Accept-Ranges: none``). HEAD gets the headers of the 200. The caller rejects methods
+    other than GET and HEAD if it wants to (see :func:`method_allowed`).
     Raises ``ValueError`` only for a ``boundary`` RFC 2046 does not allow; never for anything
     a client sent.
     """
@@ -559,8 +576,9 @@ def plan_response(
         return Plan(304, (("etag", rep.etag), ("cache-control", rep.cache_control)))
     if status == 412:
         return plain_response(412, "Precondition Failed", cache_control=NO_STORE)
+    accept_ranges = ("accept-ranges", "bytes" if rep.ranges else "none")
     wanted: tuple[ByteRange, ...] | Unsatisfiable | None = None
-    if method == "GET" and if_range_matches(request.if_range, rep.etag):
+    if method == "GET" and rep.ranges and if_range_matches(request.if_range, rep.etag):
         wanted = parse_ranges(request.range, total)
     if wanted is UNSATISFIABLE:
         return Plan(
@@ -573,10 +591,10 @@ def plan_response(
         return Plan(
             206,
             (
-                ("content-type", CONTENT_TYPE),
+                ("content-type", rep.content_type),
                 ("content-length", str(only.length)),
                 ("content-range", only.content_range(total)),
-                ("accept-ranges", "bytes"),
+                accept_ranges,
                 *validators,
                 ("content-disposition", rep.disposition),
             ),
@@ -587,9 +605,9 @@ def plan_response(
     return Plan(
         200,
         (
-            ("content-type", CONTENT_TYPE),
+            ("content-type", rep.content_type),
             ("content-length", str(total)),
-            ("accept-ranges", "bytes"),
+            accept_ranges,
             *validators,
             ("content-disposition", rep.disposition),
         ),
@@ -611,7 +629,7 @@ def _multipart(
             (b"" if i == 0 else b"\r\n")
             + (
                 f"--{boundary}\r\n"
-                f"content-type: {CONTENT_TYPE}\r\n"
+                f"content-type: {rep.content_type}\r\n"
                 f"content-range: {r.content_range(rep.total_size)}\r\n\r\n"
             ).encode("ascii"),
         )

@@ -232,3 +232,61 @@ def curl_contender(tools: Tools, name: str, label: str, url: str) -> Contender:
     assert tools.curl is not None
     argv = [tools.curl, "-s", "-S", "-f", "-L", "-o", "/dev/null", "-w", "%{json}\\n", url]
     return Contender(name, label, argv)
+
+
+@dataclass(frozen=True)
+class ViewTree:
+    """A folder recorded twice with views, and its plain tape written once to a file.
+
+    ``sealed``: recorded with ``seal`` (views plain and age); ``packed``: with ``compress``
+    and ``seal`` (views plain, zstd and zstd+age). ``level`` and ``frame_size`` are those
+    the zstd view was recorded with, which the compression floor uses too.
+    """
+
+    source: Path
+    sealed: Path
+    packed: Path
+    tape_file: Path
+    level: int
+    frame_size: int
+
+
+def views_group(tools: Tools, tree: ViewTree, digests: bool = True) -> list[Contender]:
+    """atartape streaming each view in process, and the floors: sealing and compressing the
+    plain tape file in one thread (``digests``: also with the digests the views check)."""
+    out: list[Contender] = []
+
+    def view(name: str, index: Path, which: str) -> Contender:
+        label = f"atartape chunks(), {which} view"
+        argv = _worker(tools.python, "atartape_stream.py", "--index", index, "--source")
+        return Contender(name, label, [*argv, str(tree.source), "--view", which])
+
+    if tools.atartape:
+        out += [
+            view("view-plain", tree.sealed, "plain"),
+            view("view-age", tree.sealed, "age"),
+            view("view-zstd", tree.packed, "zstd"),
+            view("view-zstd-age", tree.packed, "zstd+age"),
+        ]
+
+    def floor(name: str, label: str, *args: str) -> Contender:
+        argv = _worker(tools.python, "view_floor.py", "--tape", tree.tape_file, *args)
+        return Contender(name, label, argv)
+
+    zstd = ("--compress", "--level", str(tree.level), "--frame-size", str(tree.frame_size))
+    frames = f"{tree.frame_size // (1024 * 1024)} MiB frames, level {tree.level}"
+    out += [
+        floor("floor-seal", "floor: ChaCha20-Poly1305, 64 KiB chunks, one thread", "--seal"),
+        floor("floor-zstd", f"floor: zstd of the same {frames}, one thread", *zstd),
+    ]
+    if digests:
+        out += [
+            floor(
+                "floor-seal-digest",
+                "floor: ChaCha20-Poly1305 + BLAKE2b per 1 MiB",
+                "--seal",
+                "--digest",
+            ),
+            floor("floor-zstd-digest", "floor: zstd frames + BLAKE2b per frame", *zstd, "--digest"),
+        ]
+    return out

@@ -31,6 +31,12 @@ def inproc(s: Sample) -> float | None:
     return float(value) if value is not None else None
 
 
+def core(s: Sample) -> float | None:
+    """A floor's seconds inside its primitive's calls alone (the views group's floors)."""
+    value = s.report.get("core_s")
+    return float(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class Goal:
     name: str
@@ -92,6 +98,118 @@ def ratio(
     ok = abs(r - 1) <= limit if within else r <= limit
     measured = f"{r:.3f} ({ma:.3f} s / {mb:.3f} s)"
     return Goal(name, measured, target, "PASS" if ok else "FAIL", r, group)
+
+
+def per_round(
+    results: Results,
+    group: str,
+    names: list[str],
+    metrics: list[Metric],
+    combine: Callable[..., float | None],
+) -> float | None:
+    """The median over the rounds all of ``names`` ran of ``combine(x, y, ...)``, where each
+    argument is that contender's ``metric`` in the round; None if one was not measured."""
+    runs = [_get(results, group, n) for n in names]
+    if any(r is None for r in runs):
+        return None
+    rounds = [r.by_round() for r in runs if r is not None]
+    values: list[float] = []
+    for k in sorted(set.intersection(*(set(r) for r in rounds))):
+        xs = [m(r[k]) for r, m in zip(rounds, metrics, strict=True)]
+        if all(x is not None for x in xs) and (v := combine(*xs)) is not None:
+            values.append(v)
+    return statistics.median(values) if values else None
+
+
+Combine = Callable[[float, float, float], float | None]
+
+
+def _over(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def added_over_floor(view: float, plain: float, floor: float) -> float | None:
+    """What the view adds to the plain stream, over the floor: (view - plain) / floor."""
+    return _over(view - plain, floor)
+
+
+def over_plain_and_floor(view: float, plain: float, floor: float) -> float | None:
+    """The view over the plain stream and the floor together: view / (plain + floor)."""
+    return _over(view, plain + floor)
+
+
+def _seconds(res: Result, metric: Metric) -> str:
+    value = _median(res, metric)
+    return f"{value:.3f} s" if value is not None else "-"
+
+
+def view_goal(
+    results: Results,
+    group: str,
+    name: str,
+    limit: float,
+    view: str,
+    floor: str,
+    combine: Combine,
+    also: tuple[tuple[str, str, Combine], ...] = (),
+) -> Goal:
+    """A goal of the views group: per round, ``combine(view, plain, floor)`` of the view's and
+    the plain view's in-process seconds and the floor's seconds in its primitive; the median of
+    those against ``limit``. ``also``: other (words, floor, combine) given in the text only."""
+    target = f"<= {limit:g}"
+    found = [_get(results, group, n) for n in (view, "view-plain", floor)]
+    metrics: list[Metric] = [inproc, inproc, core]
+    r = per_round(results, group, [view, "view-plain", floor], metrics, combine)
+    if r is None:
+        return _skip(group, name, target)
+    seconds = ", ".join(
+        f"{what} {_seconds(res, metric)}"
+        for what, res, metric in zip(("view", "plain", "floor"), found, metrics, strict=True)
+        if res is not None
+    )
+    measured = f"{r:.3f} ({seconds})"
+    for words, other, how in also:
+        x = per_round(results, group, [view, "view-plain", other], metrics, how)
+        if x is not None:
+            measured += f"; {words} {x:.3f}"
+    return Goal(name, measured, target, "PASS" if r <= limit else "FAIL", r, group)
+
+
+def sealing(results: Results, group: str, limit: float) -> Goal:
+    """What sealing adds to the stream over what ChaCha20-Poly1305 alone costs on the same
+    bytes: per round, (age view - plain view) / the sealing floor's seconds in its encrypt
+    calls. Also given: age / (plain + floor), and the added time over a floor that also makes
+    the keyed BLAKE2b digests the age view checks."""
+    return view_goal(
+        results,
+        group,
+        f"{group}, in process: (age view - plain) / ChaCha20-Poly1305 floor",
+        limit,
+        "view-age",
+        "floor-seal",
+        added_over_floor,
+        (
+            ("age / (plain + floor)", "floor-seal", over_plain_and_floor),
+            ("added / (ChaCha20 + BLAKE2b floor)", "floor-seal-digest", added_over_floor),
+        ),
+    )
+
+
+def compression(results: Results, group: str, limit: float) -> Goal:
+    """Streaming the zstd view (every frame compressed again and checked before it is sent)
+    against the plain stream plus compressing the same frames in one thread: per round,
+    zstd view / (plain view + the compression floor's seconds in its compress calls). Also
+    given: the same over a floor that also makes the BLAKE2b digest the view checks."""
+    return view_goal(
+        results,
+        group,
+        f"{group}, in process: zstd view (frames compressed again) / (plain + zstd floor)",
+        limit,
+        "view-zstd",
+        "floor-zstd",
+        over_plain_and_floor,
+        (("over plain + (zstd + BLAKE2b floor)", "floor-zstd-digest", over_plain_and_floor),),
+    )
 
 
 def best_floor(results: Results, group: str) -> str | None:
@@ -235,6 +353,11 @@ def evaluate(
     goals.append(ttfb(results, "ttfb-small", 10, "resume TTFB, small tree (cold)"))
     label = f"resume TTFB, {synthetic_entries:,}-entry index (cold)"
     goals.append(ttfb(results, "ttfb-synthetic", 20, label))
+
+    # Views (issue 17), in process: sealing and compressing while streaming.
+    for group in ("views-large", "views-real"):
+        goals.append(sealing(results, group, 1.15))
+        goals.append(compression(results, group, 1.15))
 
     # HTTP: curl fetching the tape to /dev/null.
     goals += [

@@ -1,8 +1,10 @@
 """Print README's performance table from a run's ``results.json``.
 
-    python bench/readme_table.py bench/results.json
+    python bench/readme_table.py bench/results.json [bench/results-views.json ...]
 
-One row per goal, grouped as README shows them; a goal the run did not measure is left out.
+One row per goal, grouped as README shows them; a goal the runs did not measure is left out.
+Several runs may be given (the full run, and a run of the views groups, which the full run leaves
+out): their goals are put together, a later file's goal replacing an earlier one of that name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ ROWS: list[tuple[str, list[str]]] = [
       "stdlib, in process: trio"]),
     ("HTTP 512 MiB with curl: aiohttp ÷ nginx sendfile; `TapeApp` under uvicorn ÷ nginx",
      ["http: aiohttp tape_response / nginx", "http: uvicorn TapeApp / nginx"]),
+    ("sealing, in process: (age view - plain) ÷ ChaCha20-Poly1305 in one thread (large, real)",
+     ["views-large, in process: (age view", "views-real, in process: (age view"]),
+    ("compressed view (each frame compressed again), in process: zstd ÷ (plain + zstd of the same "
+     "frames in one thread) (large, real)",
+     ["views-large, in process: zstd view", "views-real, in process: zstd view"]),
     ("peak RSS: atartape's largest contender above tartape (small, large, real, stdlib)",
      ["small: peak RSS, largest", "large: peak RSS, largest", "real: peak RSS, largest",
       "stdlib: peak RSS, largest"]),
@@ -73,8 +80,12 @@ def table(goals: list[dict[str, str]]) -> str:
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results.json")
-    print(table(json.loads(path.read_text())["goals"]))
+    paths = [Path(a) for a in sys.argv[1:]] or [Path("bench/results.json")]
+    goals: dict[str, dict[str, str]] = {}
+    for path in paths:
+        for goal in json.loads(path.read_text())["goals"]:
+            goals[goal["name"]] = goal
+    print(table(list(goals.values())))
 
 
 if __name__ == "__main__":

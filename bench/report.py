@@ -51,8 +51,14 @@ def _rss(res: Result, floor: int) -> str:
 
 
 def baseline(results: dict[str, Result]) -> tuple[str, Result] | None:
-    """What the "x" column divides by: nginx, the floor, find or the fastest parallel floor."""
-    for name, label in (("nginx", "nginx"), ("floor", "floor"), ("find", "find")):
+    """What the "x" column divides by: nginx, the floor, find, the plain view (views groups) or
+    the fastest parallel floor."""
+    for name, label in (
+        ("nginx", "nginx"),
+        ("floor", "floor"),
+        ("find", "find"),
+        ("view-plain", "plain view"),
+    ):
         res = results.get(name)
         if res is not None and res.ok:
             return label, res
@@ -89,9 +95,12 @@ def group_table(info: GroupInfo, results: dict[str, Result], floor: int, markdow
             "server_peak_rss_bytes" in r.extra for r in results.values()
         )
         inproc = any(r.report_median("inproc_s") is not None for r in results.values())
+        core = any(r.report_median("core_s") is not None for r in results.values())
         header = ["contender", "wall (s)", "MiB/s", f"x {base[0] if base else 'floor'}"]
         if inproc:
             header += ["in process (s)", "in process MiB/s"]
+        if core:
+            header.append("in its primitive (s)")
         header.append("server peak RSS (MiB)" if http else "peak RSS (MiB)")
         rows: list[list[str]] = []
         size = info.content_bytes
@@ -105,6 +114,9 @@ def group_table(info: GroupInfo, results: dict[str, Result], floor: int, markdow
             if inproc:
                 t = res.report_median("inproc_s")
                 row += [f"{t:.3f}", f"{size / MIB / t:.0f}" if size else "-"] if t else ["-", "-"]
+            if core:
+                c = res.report_median("core_s")
+                row.append(f"{c:.3f}" if c is not None else "")
             if http:
                 server = res.extra.get("server_peak_rss_bytes")
                 row.append(f"{server / MIB:.1f}" if server else "-")
@@ -159,6 +171,11 @@ def render(
         '"in process": the seconds the worker spent in its loop alone (after imports and '
         "Tape.open)."
     ]
+    if any(r.report_median("core_s") is not None for g in results.values() for r in g.values()):
+        parts[0] += (
+            ' "in its primitive": the seconds a floor of the views groups spent inside its '
+            "sealing or compressing calls alone (reading the plain tape file left out)."
+        )
     floor = int(meta["rss_floor_bytes"])
     for group, info in infos.items():
         if results.get(group):

@@ -32,12 +32,14 @@ from contenders import (
     WORKERS,
     Tools,
     Tree,
+    ViewTree,
     atartape_stream,
     cold_group,
     cold_record_group,
     curl_contender,
     record_group,
     stream_group,
+    views_group,
 )
 from contenders import ttfb_contender as ttfb_of
 from goals import Results, evaluate
@@ -47,12 +49,18 @@ from tartape_env import ensure_tartape
 
 WARM_SETS = ("small", "large", "real", "stdlib")
 COLD_SETS = ("cold-small", "cold-large", "cold-stdlib")
-GROUPS = (*WARM_SETS, *COLD_SETS, "record", "cold-record", "ttfb", "sparse", "http")
-ALIASES = {"cold": (*COLD_SETS, "cold-record"), "warm": WARM_SETS}
+VIEW_SETS = ("views-large", "views-real")
+GROUPS = (*WARM_SETS, *COLD_SETS, "record", "cold-record", "ttfb", "sparse", *VIEW_SETS, "http")
+ALIASES = {"cold": (*COLD_SETS, "cold-record"), "warm": WARM_SETS, "views": VIEW_SETS}
 COLD_GROUPS = ALIASES["cold"]
 # The sparse group (a 20 GiB and a 1 GiB sparse file, 6 rounds) took 74 s in an earlier full
 # run (4.7 s per 20 GiB stream), so it is on by default; --no-sparse leaves it out.
 SPARSE_BY_DEFAULT = True
+# The views groups (views-large, views-real) took about 5 minutes on a busy machine, so they run
+# only when asked: --views, or named in --only.
+# The zstd view of the views groups: recorded with these, and the compression floor uses them.
+VIEW_LEVEL = 3
+VIEW_FRAME_SIZE = 4 * 1024 * 1024
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         metavar="GROUP",
         help=f"run only these groups (repeat or comma-separate): {', '.join(GROUPS)};\n"
-        "'cold' stands for every cold group, 'warm' for the warm stream groups",
+        "'cold' stands for every cold group, 'warm' for the warm stream groups,\n"
+        "'views' for views-large and views-real",
     )
     p.add_argument("--runs", type=int, help="measured runs per contender (default 5, quick 2)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1; cold: 0)")
@@ -92,6 +101,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stream a 20 GiB and a 1 GiB sparse file (on by default, about 75 s;\n"
         "--quick uses 1.25 GiB and 64 MiB)",
     )
+    p.add_argument(
+        "--views",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the views groups: stream the zstd, age and zstd+age views against their floors\n"
+        "(off by default, about 5 minutes; on when named in --only)",
+    )
     args = p.parse_args(argv)
     only: list[str] = []
     for item in args.only or []:
@@ -101,6 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     args.groups = [g for g in GROUPS if not only or g in only]
+    if args.views is None:
+        args.views = any(g in VIEW_SETS for g in only)
+    args.views_left_out = [g for g in args.groups if g in VIEW_SETS and not args.views]
+    args.groups = [g for g in args.groups if g not in args.views_left_out]
     for name in ("runs", "cold_runs"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -317,6 +337,68 @@ class Bench:
         self.measure("sparse", contenders)
         check_streams("sparse", self.results.get("sparse", {}), self.notes)
 
+    def view_tree(self, name: str) -> tuple[ViewTree, dict[str, int]] | None:
+        """The data set ``name`` recorded with views (untimed, once per run), and its plain tape
+        written to a file; with the views' sizes. None (with a note) when that failed."""
+        ds = self.dataset(name)
+        out = self.root / "views"
+        out.mkdir(exist_ok=True)
+        tree = ViewTree(
+            ds.path,
+            self.index_dir / f"{name}.views-age.db",
+            self.index_dir / f"{name}.views-zstd-age.db",
+            out / f"{name}.tar",
+            VIEW_LEVEL,
+            VIEW_FRAME_SIZE,
+        )
+        base = [self.tools.python, str(WORKERS / "atartape_record.py"), "--source", str(ds.path)]
+        sealed = prepare(
+            [*base, "--index", str(tree.sealed), "--seal", "--plain-out", str(tree.tape_file)],
+            f"atartape record of {ds.path} with an age view",
+            self.notes,
+        )
+        zstd = ["--compress", "zstd", "--level", str(VIEW_LEVEL), "--frame-size"]
+        packed = prepare(
+            [*base, "--index", str(tree.packed), *zstd, str(VIEW_FRAME_SIZE), "--seal"],
+            f"atartape record of {ds.path} with zstd and zstd+age views",
+            self.notes,
+        )
+        if sealed is None or packed is None:
+            return None
+        return tree, {**sealed["views"], **packed["views"]}
+
+    def views(self, group: str) -> None:
+        name = group.removeprefix("views-")
+        ds = self.dataset(name)
+        self.info(group, name, f"the views of the tape of {ds.description}")
+        if not self.tools.atartape:
+            self.notes.append(f"{group} skipped: atartape does not import")
+            return
+        print(f"  recording {name} with views ...", flush=True)
+        made = self.view_tree(name)
+        if made is None:
+            return
+        tree, sizes = made
+        results = self.measure(group, views_group(self.tools, tree))
+        check_streams(group, results, self.notes)
+        # The floors read the whole plain tape; the compression floor made the very frames
+        # recorded (its output and the seek table are the zstd view, byte for byte in size).
+        frames = -(-sizes["plain"] // VIEW_FRAME_SIZE) or 1
+        table = 12 * frames + 17
+        for res in results.values():
+            for s in res.samples[:1]:
+                if res.name.startswith("floor-") and s.report.get("bytes") != sizes["plain"]:
+                    self.notes.append(f"{group}/{res.name}: read {s.report.get('bytes')} bytes")
+                if res.name.startswith("floor-zstd") and (
+                    s.report.get("out_bytes", 0) + table != sizes["zstd"]
+                ):
+                    made = f"{s.report.get('out_bytes')} + {table} bytes"
+                    self.notes.append(
+                        f"{group}/{res.name}: its frames are not those recorded "
+                        f"({made}, the view has {sizes['zstd']})"
+                    )
+        tree.tape_file.unlink(missing_ok=True)
+
     def http(self) -> None:
         ds = self.dataset("http")
         title = f"HTTP, curl to /dev/null over loopback, the tape of {ds.description}"
@@ -397,6 +479,8 @@ class Bench:
                 self.sparse()
             elif group == "sparse":
                 self.notes.append("sparse files skipped (--no-sparse)")
+            elif group in VIEW_SETS:
+                self.views(group)
 
 
 def uvicorn_stack(python: str) -> str:
@@ -445,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
             "timings are noisy"
         )
         print(f"warning: load average {load_before:.2f}; timings will be noisy", file=sys.stderr)
+    if args.views_left_out:
+        notes.append("views groups left out (about 5 minutes): --views or --only views runs them")
     bench = Bench(args, tools, root)
     bench.notes[:0] = notes
     wants_cold = [g for g in args.groups if g in COLD_GROUPS]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import atartape
 from atartape import transforms, views
-from atartape.format import age
+from atartape.format import age, zstd_seekable
 from tests.helpers import write
 
 pytestmark = pytest.mark.anyio
@@ -198,15 +198,15 @@ async def test_another_zstd_build_is_refused(
 ) -> None:
     player = atartape.TapePlayer(tapes["zstd"])
     data = await full(player)
-    real = transforms._compress_as_recorded
+    real = zstd_seekable.compress_frame
 
-    def other_build(chunk: bytes, params: object) -> bytes:
-        made = real(chunk, params)  # type: ignore[arg-type]
+    def other_build(chunk: bytes, params: zstd_seekable.FrameParams) -> bytes:
+        made = real(chunk, params)
         if len(chunk) < 65536:  # the last frame: a build that ends it differently
             return made[:-5] + bytes(5)[:1] + made[-4:]
         return made
 
-    monkeypatch.setattr(transforms, "_compress_as_recorded", other_build)
+    monkeypatch.setattr(zstd_seekable, "compress_frame", other_build)
     received = bytearray()
     with pytest.raises(atartape.ViewError, match="another build"):
         async for chunk in player.chunks():

@@ -2,14 +2,14 @@
 
 ``--seal``: ChaCha20-Poly1305 (``cryptography``) in one thread, as age's STREAM seals: 64 KiB
 chunks, each sealed under one key with the nonce ``chunk index (11 bytes, big-endian) || last
-flag``, a 16-byte tag added. With ``--digest`` each 1 MiB block is also hashed with keyed
-BLAKE2b-128, as the age view does to guard against nonce reuse.
+flag``, a 16-byte tag added. With ``--digest`` the tags of each 1 MiB block are also hashed
+with keyed BLAKE2b-128, as the age view does to guard against nonce reuse.
 
 ``--compress``: the same frames as the zstd view: the tape cut into frames of ``--frame-size``
 plain bytes, each compressed into one zstd frame with ``--level``, checksum and content size
 written, no dictionary id, single-threaded, by one reused ``zstandard.ZstdCompressor``. With
-``--digest`` each compressed frame is also hashed with BLAKE2b-128, as the zstd view does
-before it sends a frame again.
+``--digest`` each compressed frame is also tagged with Poly1305 under a key of its own, as the
+zstd view does before it sends a frame again.
 
 The file is read into one reused buffer and the output written to /dev/null, in one thread.
 Prints one JSON line: ``bytes`` read, ``out_bytes`` made, ``inproc_s`` (the whole loop: reading,
@@ -49,13 +49,13 @@ def seal(path: str, aead: Any, digest: bool) -> dict[str, Any]:
             read += n
             nonce = index.to_bytes(11, "big") + (b"\x01" if index == chunks - 1 else b"\x00")
             t = clock()
-            if digest:
-                if index % per_block == 0:
-                    if block is not None:
-                        block.digest()
-                    block = hashlib.blake2b(digest_size=16, key=digest_key)
-                block.update(view[:n])
+            if digest and index % per_block == 0:
+                if block is not None:
+                    block.digest()
+                block = hashlib.blake2b(digest_size=16, key=digest_key)
             sealed = aead.encrypt(nonce, view[:n], None)
+            if digest:
+                block.update(sealed[-16:])
             core += clock() - t
             out.write(sealed)
             made += len(sealed)
@@ -66,11 +66,15 @@ def seal(path: str, aead: Any, digest: bool) -> dict[str, Any]:
 
 def compress(path: str, compressor: Any, frame_size: int, digest: bool) -> dict[str, Any]:
     """Compress the file at ``path`` in frames of ``frame_size`` with ``compressor``."""
-    finish: Callable[[bytes], Any] = (
-        (lambda frame: hashlib.blake2b(frame, digest_size=16).digest())
-        if digest
-        else (lambda frame: None)
-    )
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+    tag_key = os.urandom(32)
+
+    def tag(frame: bytes) -> bytes:
+        key = hashlib.blake2b(frames.to_bytes(8, "big"), digest_size=32, key=tag_key).digest()
+        return Poly1305.generate_tag(key, frame)
+
+    finish: Callable[[bytes], Any] = tag if digest else (lambda frame: None)
     buf = bytearray(frame_size)
     view = memoryview(buf)
     clock = time.perf_counter

@@ -77,7 +77,7 @@ async def record(
 
     Views (see :mod:`atartape.views`): ``compress="zstd"`` makes a seekable zstd view, frames of
     ``frame_size`` plain bytes compressed at ``level`` (each compressed once now, to learn its
-    size and digest); ``seal`` (age recipients, ``age1…`` public keys) or ``passphrase`` makes
+    size and tag); ``seal`` (age recipients, ``age1…`` public keys) or ``passphrase`` makes
     an age-sealed view (of the compressed view when there is one), whose file key is kept in
     ``<index>.key`` (mode 0600) beside the index; ``work_factor`` is the passphrase's scrypt
     cost (log2). The tape then plays, and is served, as that view by default.

@@ -1,8 +1,8 @@
 """The transforms behind a tape's views (see :mod:`atartape.views`): seekable zstd and age,
 made once when the tape is recorded and replayed at any byte when it is played.
 
-Recording learns each frame's compressed size and digest and each sealed block's keyed digest,
-and writes the file key beside the index. Playing makes a frame or a chunk again and sends it
+Recording learns each frame's compressed size and tag and the digest of each sealed block's tags,
+and writes the file key beside the index. Playing makes a frame or a block again and sends it
 only when it is the very one recorded: another zstd build is refused
 (:class:`~atartape.ViewError`), a source that changed under the same size and mtime is refused
 (:class:`~atartape.TarIntegrityError`) before a nonce could be reused.
@@ -11,6 +11,7 @@ only when it is the very one recorded: another zstd build is refused
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -111,25 +112,28 @@ async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions)
     blocks: list[tuple[int, bytes]] = []
     step = frame_size if options.compress else age.BLOCK_SIZE
     params = zstd_seekable.FrameParams.current(options.level) if options.compress else None
-    digester: _BlockDigester | None = None
+    tag_key = os.urandom(32)
+    digester: _BlockSealer | None = None
     file_key = prefix = None
     if options.sealed:
         file_key = age.generate_file_key()
         prefix = age.make_header(file_key, options.recipients())
-        digester = _BlockDigester(age.block_digest_key(file_key, prefix[-age.NONCE_SIZE :]))
+        digester = _BlockSealer(file_key, prefix)
     offset = 0
     count = zstd_seekable.frame_count(plain_size, step)
-    for index in range(count):
-        start, end = zstd_seekable.frame_plain_range(index, plain_size, step)
-        data = await _gather(plain, start, end)
-        if params is not None:
-            frame = await anyio.to_thread.run_sync(zstd_seekable.compress_frame, data, params)
-            checksum = zstd_seekable.frame_checksum(frame) if params.checksum else None
-            frames.append((index, offset, len(frame), checksum, zstd_seekable.frame_digest(frame)))
-            offset += len(frame)
-            data = frame
-        if digester is not None:
-            await anyio.to_thread.run_sync(digester.feed, data)
+    async with aclosing(_pieces(plain, 0, plain_size, step)) as pieces:
+        for index in range(count):
+            start, end = zstd_seekable.frame_plain_range(index, plain_size, step)
+            data = await _next_piece(pieces, end - start)
+            if params is not None:
+                frame = await anyio.to_thread.run_sync(zstd_seekable.compress_frame, data, params)
+                checksum = zstd_seekable.frame_checksum(frame) if params.checksum else None
+                digest = zstd_seekable.frame_tag(tag_key, index, frame)
+                frames.append((index, offset, len(frame), checksum, digest))
+                offset += len(frame)
+                data = frame
+            if digester is not None:
+                await anyio.to_thread.run_sync(digester.feed, data)
     if params is not None:
         entries = [_seek_entry(row, plain_size, frame_size) for row in frames]
         table = zstd_seekable.encode_seek_table(entries, params.checksum)
@@ -138,6 +142,7 @@ async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions)
             "frame_size": frame_size,
             "frames": count,
             "checksums": params.checksum,
+            "tag_key": tag_key.hex(),  # frame tags (see zstd_seekable.frame_tag); not a secret
             "size": offset + len(table),
             "digest": _rows_digest(frames),
         }
@@ -150,6 +155,7 @@ async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions)
             "prefix": prefix.hex(),
             "over": "zstd" if "zstd" in views else "plain",
             "size": age.sealed_size(len(prefix), inner),
+            "guard": "tags",  # block digests of the chunks' tags (see age.seal_block)
             "digest": _rows_digest(blocks),
         }
     return RecordedViews(views, frames, blocks, file_key)
@@ -162,25 +168,29 @@ def _seek_entry(row: Sequence[Any], plain_size: int, frame_size: int) -> zstd_se
     return zstd_seekable.SeekEntry(size, hi - lo, checksum)
 
 
-class _BlockDigester:
-    """Keyed digests of the 1 MiB blocks of a stream fed in pieces."""
+class _BlockSealer:
+    """The digests of the sealed blocks of a stream fed in pieces (see :func:`age.seal_block`);
+    the last block is sealed as the final one when the stream is finished."""
 
-    def __init__(self, key: bytes) -> None:
-        self.key = key
+    def __init__(self, file_key: bytes, prefix: bytes) -> None:
+        self.key = age.check_file_key(prefix, file_key).payload_key()
+        self.digest_key = age.block_digest_key(file_key, prefix[-age.NONCE_SIZE :])
         self.pending = bytearray()
         self.rows: list[tuple[int, bytes]] = []
 
+    def _seal(self, block: bytes, final: bool) -> None:
+        _, digest = age.seal_block(self.key, self.digest_key, len(self.rows), block, final)
+        self.rows.append((len(self.rows), digest))
+
     def feed(self, data: bytes) -> None:
         self.pending += data
-        while len(self.pending) >= age.BLOCK_SIZE:
-            block = bytes(self.pending[: age.BLOCK_SIZE])
+        while len(self.pending) > age.BLOCK_SIZE:  # the block that ends the stream waits
+            self._seal(bytes(self.pending[: age.BLOCK_SIZE]), final=False)
             del self.pending[: age.BLOCK_SIZE]
-            self.rows.append((len(self.rows), age.block_digest(self.key, block)))
 
     def finish(self) -> list[tuple[int, bytes]]:
-        if self.pending or not self.rows:
-            self.rows.append((len(self.rows), age.block_digest(self.key, bytes(self.pending))))
-            self.pending.clear()
+        self._seal(bytes(self.pending), final=True)
+        self.pending.clear()
         return self.rows
 
 
@@ -216,11 +226,6 @@ def read_keys(path: str) -> list[bytes]:
 
 
 # ----------------------------------------------------------------------------- playing
-
-
-async def _gather(source: ByteSource, start: int, end: int) -> bytes:
-    async with aclosing(source(start, end)) as chunks:
-        return b"".join([chunk async for chunk in chunks])
 
 
 def opened_seal(meta: Mapping[str, Any], file_key: bytes) -> age.OpenedHeader:
@@ -272,54 +277,102 @@ async def zstd_chunks(
     index: Index, meta: Mapping[str, Any], plain: ByteSource, start: int, end: int
 ) -> AsyncGenerator[bytes, None]:
     """The compressed bytes ``[start, end)``: each frame made again and sent only if it is the
-    frame recorded (size and digest), then the seek table from the recorded rows."""
+    frame recorded (size and tag), then the seek table from the recorded rows. The tar under
+    the frames is played once, from the first frame needed on."""
     zv = meta["views"]["zstd"]
     params = zstd_seekable.FrameParams.parse(zv["params"])
     frame_size, count, checksums = zv["frame_size"], zv["frames"], zv["checksums"]
+    tag_key = bytes.fromhex(zv["tag_key"]) if "tag_key" in zv else None
     plain_size: int = meta["total_size"]
     table_size = zstd_seekable.seek_table_size(count, checksums)
     table_at = zv["size"] - table_size
-    position = start
-    while position < min(end, table_at):
-        rows = await index.frames_from(position)
+    stop = min(end, table_at)
+    if start < stop:
+        rows = await index.frames_from(start, _BATCH)
         if not rows:
             raise ViewError(f"the index {index.where} lacks the frames of its compressed view")
-        for frame, at, size, checksum, digest in rows:
-            if at >= min(end, table_at):
-                break
-            lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
-            data = await _gather(plain, lo, hi)
-            made = await anyio.to_thread.run_sync(_compress_as_recorded, data, params)
-            if len(made) != size or zstd_seekable.frame_digest(made) != bytes(digest):
-                if checksum is not None and zstd_seekable.frame_checksum(made) != checksum:
-                    raise TarIntegrityError(
-                        f"bytes {lo} to {hi} of the tape differ from those compressed when it "
-                        "was recorded (a file rewritten with its size and mtime put back?): "
-                        "nothing of them was sent",
-                        reason="content",
+        expected = int(rows[0][0])
+        first_lo = zstd_seekable.frame_plain_range(expected, plain_size, frame_size)[0]
+        async with aclosing(_pieces(plain, first_lo, plain_size, frame_size)) as frames:
+            position = start
+            while position < stop:
+                rows = rows or await index.frames(expected, min(expected + _BATCH, count))
+                if not rows or rows[0][0] != expected:
+                    raise ViewError(f"the index {index.where} lacks frame {expected}")
+                for frame, at, size, checksum, digest in rows:
+                    if at >= stop:
+                        break
+                    lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
+                    data = await _next_piece(frames, hi - lo)
+                    made, tag = await anyio.to_thread.run_sync(
+                        _compress_as_recorded, frame, data, params, tag_key
                     )
-                raise ViewError(
-                    f"frame {frame} compresses to other bytes than when the tape was recorded "
-                    f"(zstd {params.zstd_version} then, another build now): refused, nothing of "
-                    "it was sent"
-                )
-            piece = made[max(position - at, 0) : min(end, at + size) - at]
-            position = at + size
-            yield piece
+                    if len(made) != size or not hmac.compare_digest(tag, bytes(digest)):
+                        if checksum is not None and zstd_seekable.frame_checksum(made) != checksum:
+                            raise TarIntegrityError(
+                                f"bytes {lo} to {hi} of the tape differ from those compressed "
+                                "when it was recorded (a file rewritten with its size and mtime "
+                                "put back?): nothing of them was sent",
+                                reason="content",
+                            )
+                        raise ViewError(
+                            f"frame {frame} compresses to other bytes than when the tape was "
+                            f"recorded (zstd {params.zstd_version} then, another build now): "
+                            "refused, nothing of it was sent"
+                        )
+                    yield made[max(position - at, 0) : min(stop, at + size) - at]
+                    position, expected = at + size, frame + 1
+                rows = []
     if end > table_at:
         first = max(start, table_at) - table_at
         last = end - table_at
         wanted = zstd_seekable.seek_table_entries_for_range(first, last, count, checksums)
-        rows = await index.frames(wanted.start, wanted.stop) if len(wanted) else []
-        entries = [_seek_entry(row, plain_size, frame_size) for row in rows]
+        found = await index.frames(wanted.start, wanted.stop) if len(wanted) else []
+        entries = [_seek_entry(row, plain_size, frame_size) for row in found]
         yield zstd_seekable.encode_seek_table_range(first, last, count, checksums, entries)
 
 
-def _compress_as_recorded(data: bytes, params: zstd_seekable.FrameParams) -> bytes:
-    """One frame with the recorded level and flags, by whatever zstd build runs now (its digest
-    decides whether the bytes are the recorded ones)."""
+async def _pieces(
+    source: ByteSource, start: int, end: int, size: int
+) -> AsyncGenerator[bytes, None]:
+    """Bytes ``[start, end)`` of ``source``, from one play of it, in pieces of ``size`` bytes
+    (the last one may be shorter)."""
+    held: list[memoryview] = []
+    count = 0
+    async with aclosing(source(start, end)) as chunks:
+        async for chunk in chunks:
+            view = memoryview(chunk)
+            while len(view) >= size - count:
+                held.append(view[: size - count])
+                view = view[size - count :]
+                yield b"".join(held)
+                held, count = [], 0
+            if view:
+                held.append(view)
+                count += len(view)
+    if held:
+        yield b"".join(held)
+
+
+async def _next_piece(pieces: AsyncGenerator[bytes, None], size: int) -> bytes:
+    """The next piece, which must have ``size`` bytes (a source ending early is a bug)."""
+    piece = await anext(pieces, b"")
+    if len(piece) != size:
+        raise ViewError(f"the tape gave {len(piece)} bytes where {size} were due")
+    return piece
+
+
+def _compress_as_recorded(
+    index: int, data: bytes, params: zstd_seekable.FrameParams, tag_key: bytes | None
+) -> tuple[bytes, bytes]:
+    """Frame ``index`` with the recorded level and flags, by whatever zstd build runs now, and
+    its tag (which decides whether the bytes are the recorded ones; a BLAKE2b digest for tapes
+    recorded before tags)."""
     now = zstd_seekable.FrameParams.current(params.level, checksum=params.checksum)
-    return zstd_seekable.compress_frame(data, now)
+    made = zstd_seekable.compress_frame(data, now)
+    if tag_key is None:
+        return made, zstd_seekable.frame_digest(made)
+    return made, zstd_seekable.frame_tag(tag_key, index, made)
 
 
 async def age_chunks(
@@ -333,6 +386,11 @@ async def age_chunks(
     """The sealed bytes ``[start, end)`` of ``inner`` (the tar, or its compressed view): each
     1 MiB block checked against its recorded digest before any chunk of it is sealed."""
     av = meta["views"]["age"]
+    if av.get("guard") != "tags":
+        raise ViewError(
+            "this tape was sealed by an earlier atartape, whose guard against nonce reuse is "
+            "another: record it again"
+        )
     prefix = bytes.fromhex(av["prefix"])
     opened = opened_seal(meta, file_key)
     payload = opened.payload_key()
@@ -345,29 +403,68 @@ async def age_chunks(
         return
     chunks = layout.chunks_for_sealed_range(max(start, len(prefix)), end)
     blocks = layout.blocks_for_chunks(chunks)
-    for first in range(blocks.start, blocks.stop, _BATCH):
-        stop = min(first + _BATCH, blocks.stop)
-        digests = await index.block_digests(first, stop)
-        for block in range(first, stop):
-            lo, hi = layout.block_plain_range(block)
-            data = await _gather(inner, lo, hi)
-            found = await anyio.to_thread.run_sync(age.block_digest, digest_key, data)
-            if found != digests.get(block):
-                raise TarIntegrityError(
-                    f"bytes {lo} to {hi} of the tape differ from those sealed when it was "
-                    "recorded (a file rewritten with its size and mtime put back?): nothing "
-                    "of them is sealed again",
-                    reason="content",
+    if not blocks:
+        return
+    inner_lo = layout.block_plain_range(blocks.start)[0]
+    inner_hi = layout.block_plain_range(blocks.stop - 1)[1]
+    # The bytes under the blocks come from one play: a play per block would start over (open
+    # the index, find the entry, check its file) 1,024 times per GiB.
+    async with aclosing(_pieces(inner, inner_lo, inner_hi, age.BLOCK_SIZE)) as pieces:
+        for first in range(blocks.start, blocks.stop, _BATCH):
+            stop = min(first + _BATCH, blocks.stop)
+            digests = await index.block_digests(first, stop)
+            for block in range(first, stop):
+                lo, hi = layout.block_plain_range(block)
+                data = await _next_piece(pieces, hi - lo)
+                sealed_lo, sealed_hi = layout.block_sealed_range(block)
+                w0, w1 = max(start, sealed_lo), min(end, sealed_hi)
+                window = await anyio.to_thread.run_sync(
+                    _sealed_window,
+                    payload,
+                    digest_key,
+                    layout,
+                    block,
+                    data,
+                    w0 - sealed_lo,
+                    w1 - sealed_lo,
+                    digests.get(block),
                 )
-            sealed_lo, sealed_hi = layout.sealed_range_for_plain_range(lo, hi)
-            w0, w1 = max(start, sealed_lo, len(prefix)), min(end, sealed_hi)
-            if w0 >= w1:
-                continue
-            need_lo, need_hi = layout.plain_range_for_sealed_range(w0, w1)
-            piece = data[need_lo - lo : need_hi - lo]
-            yield await anyio.to_thread.run_sync(
-                age.seal_window, payload, layout, prefix, w0, w1, piece
-            )
+                if window is None:
+                    raise TarIntegrityError(
+                        f"bytes {lo} to {hi} of the tape differ from those sealed when it was "
+                        "recorded (a file rewritten with its size and mtime put back?): nothing "
+                        "sealed from them was sent",
+                        reason="content",
+                    )
+                if window:
+                    yield window
+
+
+def _sealed_window(
+    key: age.PayloadKey,
+    digest_key: bytes,
+    layout: age.SealedLayout,
+    block: int,
+    plain: bytes,
+    start: int,
+    end: int,
+    recorded: bytes | None,
+) -> bytes | None:
+    """Bytes ``[start, end)`` of sealed block ``block``, or ``None`` when the block does not
+    seal to its recorded digest (nothing of it may leave)."""
+    chunks, digest = age.seal_block(
+        key, digest_key, block, plain, final=block == layout.block_count - 1
+    )
+    if recorded is None or not hmac.compare_digest(digest, recorded):
+        return None
+    pieces: list[bytes | memoryview] = []
+    at = 0
+    for chunk in chunks:
+        lo, hi = max(start - at, 0), min(end - at, len(chunk))
+        if lo < hi:
+            pieces.append(chunk if hi - lo == len(chunk) else memoryview(chunk)[lo:hi])
+        at += len(chunk)
+    return b"".join(pieces)
 
 
 def view_source(

@@ -6,14 +6,15 @@ tar itself:
 
 - ``"zstd"``: the Zstandard seekable format (frames of a fixed plain size, a seek table at the
   end; ``zstd -d``, ``tar --zstd`` and ``pyzstd.SeekableZstdFile`` read it). Each frame is
-  compressed once when the tape is recorded, to learn its size and digest; a frame is compressed
+  compressed once when the tape is recorded, to learn its size and tag; a frame is compressed
   again when it is played and sent only if it is the very frame recorded. Another zstd build
   that compresses differently is refused (:class:`~atartape.ViewError`), never sent.
 - ``"age"``: the age v1 format (``age -d``, rage, pyrage read it), sealed for the recipients
   named when recording. Its header, made once, is kept in the index; the file key is kept in a
   file of its own beside the index (``<index>.key``, mode 0600), never in the index. A chunk is
-  sealed again only once the 1 MiB block it lies in proved to hold the bytes recorded (a keyed
-  digest per block): a nonce is never used with other plaintext.
+  sealed again in memory with the other chunks of its 1 MiB block, and sent only when their
+  tags give the digest recorded for that block: a nonce is never used in the open with other
+  plaintext.
 - ``"zstd+age"``: the compressed view, sealed.
 
 The recording identity covers the views; each view has an identity of its own (its ETag).

@@ -416,16 +416,59 @@ def test_open_bytes_detects_truncation_and_reordering() -> None:
         age.open_bytes(swapped + full[header + 2 * S :], [IDENTITY])
 
 
-def test_block_digest_is_keyed() -> None:
+@pytest.mark.parametrize("size", [0, 1, C, C + 1, age.BLOCK_SIZE - 1, age.BLOCK_SIZE])
+def test_a_sealed_block_is_its_chunks_and_the_keyed_digest_of_their_tags(size: int) -> None:
     nonce = bytes(16)
-    key = age.block_digest_key(FILE_KEY, nonce)
-    other = age.block_digest_key(bytes(16), nonce)
-    block = b"x" * 1000
-    assert age.block_digest(key, block) != age.block_digest(other, block)
-    assert age.block_digest(key, block) == hashlib.blake2b(block, digest_size=16, key=key).digest()
-    assert len(age.block_digest(key, block)) == 16
+    key = age.payload_key(FILE_KEY, nonce)
+    digest_key = age.block_digest_key(FILE_KEY, nonce)
+    plain = plain_of(size)
+    chunks, digest = age.seal_block(key, digest_key, 3 if size else 0, plain, final=True)
+    first = 3 * (age.BLOCK_SIZE // C) if size else 0
+    count = max(1, -(-size // C))
+    expected = [
+        age.seal_chunk(key, first + i, plain[i * C : (i + 1) * C], i == count - 1)
+        for i in range(count)
+    ]
+    assert chunks == expected
+    tags = b"".join(chunk[-16:] for chunk in chunks)
+    assert digest == hashlib.blake2b(tags, digest_size=16, key=digest_key).digest()
+    other_key = age.block_digest_key(bytes(16), nonce)
+    assert age.seal_block(key, other_key, 3 if size else 0, plain, final=True)[1] != digest
+
+
+def test_one_changed_byte_changes_the_block_digest() -> None:
+    nonce = bytes(16)
+    key = age.payload_key(FILE_KEY, nonce)
+    digest_key = age.block_digest_key(FILE_KEY, nonce)
+    plain = plain_of(age.BLOCK_SIZE)
+    digest = age.seal_block(key, digest_key, 0, plain, final=False)[1]
+    for at in (0, C - 1, C, age.BLOCK_SIZE - 1):
+        changed = plain[:at] + bytes([plain[at] ^ 1]) + plain[at + 1 :]
+        assert age.seal_block(key, digest_key, 0, changed, final=False)[1] != digest
+    # The same bytes as the final block are other chunks (the last flag is in the nonce).
+    assert age.seal_block(key, digest_key, 0, plain, final=True)[1] != digest
+
+
+def test_block_lengths_are_checked() -> None:
+    key = age.payload_key(FILE_KEY, bytes(16))
+    digest_key = age.block_digest_key(FILE_KEY, bytes(16))
     with pytest.raises(SealError):
-        age.block_digest(key, bytes(age.BLOCK_SIZE + 1))
+        age.seal_block(key, digest_key, 0, bytes(age.BLOCK_SIZE + 1), final=True)
+    with pytest.raises(SealError):
+        age.seal_block(key, digest_key, 0, bytes(10), final=False)
+    with pytest.raises(SealError):
+        age.seal_block(key, digest_key, 1, b"", final=True)
+    with pytest.raises(SealError):
+        age.seal_block(key, digest_key[:16], 0, bytes(10), final=True)
+
+
+def test_block_ranges() -> None:
+    layout = age.SealedLayout(100, 2 * age.BLOCK_SIZE + 5)
+    assert layout.block_count == 3
+    per_block = age.BLOCK_SIZE // C
+    assert layout.block_sealed_range(0) == (100, 100 + per_block * S)
+    assert layout.block_sealed_range(2) == (100 + 2 * per_block * S, layout.size)
+    assert age.SealedLayout(100, 0).block_sealed_range(0) == (100, 116)
 
 
 # --------------------------------------------------------------------------- Bech32 and keys

@@ -517,3 +517,20 @@ def test_footer_constants() -> None:
     assert zs.seek_table_size(3, True) == 17 + 36
     with pytest.raises(SeekableError):
         zs.seek_table_size(1 << 32, False)
+
+
+def test_frame_tags_are_per_key_and_per_frame() -> None:
+    pytest.importorskip("cryptography")
+    key, other = bytes(range(32)), bytes(32)
+    frame = zs.compress_frame(b"tape bytes " * 1000, zs.FrameParams.current(3))
+    tag = zs.frame_tag(key, 7, frame)
+    assert len(tag) == 16
+    assert zs.frame_tag(key, 7, frame) == tag
+    assert zs.frame_tag(key, 8, frame) != tag
+    assert zs.frame_tag(other, 7, frame) != tag
+    for at in (0, len(frame) // 2, len(frame) - 1):
+        changed = frame[:at] + bytes([frame[at] ^ 1]) + frame[at + 1 :]
+        assert zs.frame_tag(key, 7, changed) != tag
+    assert zs.frame_tag(key, 7, frame + b"\0") != tag
+    with pytest.raises(zs.FrameError):
+        zs.frame_tag(key[:16], 7, frame)

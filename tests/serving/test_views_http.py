@@ -317,13 +317,13 @@ async def test_a_view_that_cannot_give_its_bytes(
     """Another zstd build: refused before the response when the first frame differs (500),
     cut short of Content-Length when a later one does; one log line each."""
     compressed = await recorded(tmp_path, "zstd")
-    real = transforms._compress_as_recorded
+    real = zstd_seekable.compress_frame
 
     def other_build(chunk: bytes, params: Any) -> bytes:
         made = real(chunk, params)
         return made if len(chunk) == 65536 else made[:-5] + b"\0" + made[-4:]  # the last frame
 
-    monkeypatch.setattr(transforms, "_compress_as_recorded", other_build)
+    monkeypatch.setattr(zstd_seekable, "compress_frame", other_build)
     caplog.set_level(logging.ERROR, "atartape.http")
     sent = await asgi_get(compressed.app(), compressed.path)
     assert sent[0]["status"] == 200

@@ -69,7 +69,6 @@ __all__ = [
     "X25519Recipient",
     "bech32_decode",
     "bech32_encode",
-    "block_digest",
     "block_digest_key",
     "check_file_key",
     "chunk_count",
@@ -85,6 +84,7 @@ __all__ = [
     "parse_recipient",
     "payload_key",
     "plain_size_of",
+    "seal_block",
     "seal_bytes",
     "seal_chunk",
     "seal_window",
@@ -106,7 +106,7 @@ DEFAULT_WORK_FACTOR = 18
 DEFAULT_MAX_WORK_FACTOR = 22
 """The highest scrypt work factor :func:`open_header` accepts unless told otherwise (age's own)."""
 BLOCK_SIZE = 1 << 20
-"""Plain bytes per digest block (16 chunks) for the nonce-reuse guard, see :func:`block_digest`."""
+"""Plain bytes per digest block (16 chunks) for the nonce-reuse guard, see :func:`seal_block`."""
 
 _VERSION_LINE = b"age-encryption.org/v1"
 _X25519_INFO = b"age-encryption.org/v1/X25519"
@@ -884,13 +884,25 @@ class SealedLayout:
         per_block = BLOCK_SIZE // CHUNK_SIZE
         return range(chunks[0] // per_block, chunks[-1] // per_block + 1)
 
+    @property
+    def block_count(self) -> int:
+        """Digest blocks: ``max(1, ceil(N / BLOCK_SIZE))``."""
+        return max(1, -(-self.plain_size // BLOCK_SIZE))
+
     def block_plain_range(self, block: int) -> tuple[int, int]:
         """Plain bytes of digest block ``block``: ``[k*B, min((k+1)*B, N))``."""
-        blocks = max(1, -(-self.plain_size // BLOCK_SIZE))
-        if not 0 <= block < blocks:
-            raise SealError(f"block {block} is outside 0..{blocks - 1}")
+        if not 0 <= block < self.block_count:
+            raise SealError(f"block {block} is outside 0..{self.block_count - 1}")
         start = block * BLOCK_SIZE
         return start, min(start + BLOCK_SIZE, self.plain_size)
+
+    def block_sealed_range(self, block: int) -> tuple[int, int]:
+        """Sealed bytes of digest block ``block``: its chunks, from the first one's start to the
+        last one's end."""
+        lo, hi = self.block_plain_range(block)
+        chunks = max(1, -(-(hi - lo) // CHUNK_SIZE))
+        start = self.header_size + block * (BLOCK_SIZE // CHUNK_SIZE) * SEALED_CHUNK_SIZE
+        return start, start + (hi - lo) + chunks * TAG_SIZE
 
 
 def seal_window(
@@ -1003,7 +1015,7 @@ def open_bytes(
 
 
 def block_digest_key(file_key: bytes, payload_nonce: bytes) -> bytes:
-    """The key of :func:`block_digest` for one sealed tape.
+    """The key of the block digests of one sealed tape (see :func:`seal_block`).
 
     HKDF-SHA-256(ikm=file_key, salt=payload_nonce, info="atartape/v1 sealed block digest"): the
     digests say nothing about the plaintext to whoever lacks the file key.
@@ -1014,15 +1026,38 @@ def block_digest_key(file_key: bytes, payload_nonce: bytes) -> bytes:
     return _hkdf(file_key, payload_nonce, _BLOCK_DIGEST_INFO)
 
 
-def block_digest(digest_key: bytes, block: bytes) -> bytes:
-    """Keyed BLAKE2b-128 of one block of plain bytes (see ``BLOCK_SIZE``), recorded when a tape is
-    sealed and compared before any chunk of that block is sealed again.
+def seal_block(
+    key: PayloadKey, digest_key: bytes, block: int, plain: bytes, final: bool
+) -> tuple[list[bytes], bytes]:
+    """Seal digest block ``block`` whole: its sealed chunks, and the block's digest, keyed
+    BLAKE2b-128 of their tags.
 
-    Raises :class:`SealError` when the key is not 32 bytes or the block is longer than
-    ``BLOCK_SIZE``.
+    The digest is recorded when a tape is sealed; a block sealed again (a resume, a range) is
+    sent only if its digest is the recorded one. Chunks sealed from other plaintext under the
+    same nonces have other tags, so they are dropped unseen: a nonce is only ever used in the
+    open with the plaintext it was recorded with. The tags are Poly1305 values under one-time
+    keys and say nothing of the plaintext; checking them costs no pass of its own.
+
+    ``plain`` holds ``BLOCK_SIZE`` bytes, fewer only when ``final`` (the block that ends the
+    payload; empty only for an empty payload). Raises :class:`SealError` when a length breaks
+    that rule, the key is not 32 bytes or the block index is out of range.
     """
+    size = len(plain)
     if len(digest_key) != 32:
         raise SealError("a block digest key has 32 bytes")
-    if len(block) > BLOCK_SIZE:
-        raise SealError(f"a digest block holds at most {BLOCK_SIZE} bytes, not {len(block)}")
-    return hashlib.blake2b(block, digest_size=16, key=digest_key).digest()
+    if size > BLOCK_SIZE or (not final and size != BLOCK_SIZE) or (size == 0 and block != 0):
+        raise SealError(f"block {block}: {size} bytes (final={final}) breaks the block size rule")
+    first = block * (BLOCK_SIZE // CHUNK_SIZE)
+    count = max(1, -(-size // CHUNK_SIZE))
+    view = memoryview(plain)
+    tags = hashlib.blake2b(digest_size=16, key=digest_key)
+    chunks = []
+    for i in range(count):
+        sealed = key._aead.encrypt(
+            _chunk_nonce(first + i, final and i == count - 1),
+            view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE],
+            None,
+        )
+        tags.update(sealed[-TAG_SIZE:])
+        chunks.append(sealed)
+    return chunks, tags.digest()

@@ -283,10 +283,12 @@ def views_group(tools: Tools, tree: ViewTree, digests: bool = True) -> list[Cont
         out += [
             floor(
                 "floor-seal-digest",
-                "floor: ChaCha20-Poly1305 + BLAKE2b per 1 MiB",
+                "floor: ChaCha20-Poly1305 + digest of the tags per 1 MiB",
                 "--seal",
                 "--digest",
             ),
-            floor("floor-zstd-digest", "floor: zstd frames + BLAKE2b per frame", *zstd, "--digest"),
+            floor(
+                "floor-zstd-digest", "floor: zstd frames + Poly1305 per frame", *zstd, "--digest"
+            ),
         ]
     return out

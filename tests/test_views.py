@@ -73,6 +73,34 @@ async def test_views_of_a_recording(tapes: dict[str, atartape.Tape]) -> None:
         atartape.TapePlayer(tapes["age"]).play()
 
 
+async def test_an_unchanged_folder_recorded_again_keeps_its_compressed_identity(
+    tapes: dict[str, atartape.Tape], tmp_path: Path
+) -> None:
+    """The compressed view is a function of the tape: same ETag, same recording URL."""
+    first = tapes["zstd"]
+    again = await atartape.record(
+        tmp_path / "data",
+        index_path=tmp_path / "z.db",
+        compress="zstd",
+        frame_size=FRAME,
+        overwrite=True,
+    )
+    assert again.identity == first.identity
+    assert atartape.TapePlayer(again).identity == atartape.TapePlayer(first).identity
+    other = await atartape.record(
+        tmp_path / "data", index_path=tmp_path / "z2.db", compress="zstd", frame_size="128KiB"
+    )
+    assert atartape.TapePlayer(other).identity != atartape.TapePlayer(first).identity
+
+
+async def test_an_empty_window_in_the_age_header_is_empty(
+    tapes: dict[str, atartape.Tape],
+) -> None:
+    player = atartape.TapePlayer(tapes["age"])
+    assert [c async for c in player.chunks(5, 5)] == []
+    assert b"".join([c async for c in player.chunks(5, 6)]) == (await full(player))[5:6]
+
+
 @pytest.mark.parametrize("view", ["zstd", "age", "zstd+age"])
 async def test_any_window_is_a_slice(tapes: dict[str, atartape.Tape], view: str) -> None:
     player = atartape.TapePlayer(tapes[view])

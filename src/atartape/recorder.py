@@ -174,7 +174,7 @@ async def _record_views(
     them and the identity that covers them. Returns the seal's file key, if any."""
     plain_tape = Tape.from_meta(temp_path, meta)
     player = TapePlayer(plain_tape, view="plain", md5=False)
-    made = await record_views(player.chunks, meta["total_size"], options)
+    made = await record_views(player.chunks, meta["total_size"], options, meta["fingerprint"])
     meta["views"] = made.meta
     promises = index.meta_promises(meta, [data for _, data in embedded])
     meta["identity"] = await anyio.to_thread.run_sync(lambda: identity(entries, promises=promises))

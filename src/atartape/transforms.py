@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from ._engine.index import Index
-from .errors import TarIntegrityError, ViewError
+from .errors import TapeFormatError, TarIntegrityError, ViewError
 from .format import age, zstd_seekable
 from .format.units import parse_size
 from .views import DEFAULT_FRAME_SIZE, key_path
@@ -103,21 +103,25 @@ class RecordedViews:
     file_key: bytes | None
 
 
-async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions) -> RecordedViews:
+async def record_views(
+    plain: ByteSource, plain_size: int, options: ViewOptions, fingerprint: str
+) -> RecordedViews:
     """Make the views of a tape of ``plain_size`` bytes whose bytes ``plain`` gives, reading
-    the whole tape once."""
+    the whole tape once. Everything but the seal is a function of the tape (``fingerprint``
+    names it): an unchanged folder recorded again gets the same compressed view."""
     frame_size = parse_size(options.frame_size, what="frame size")
     views: dict[str, Any] = {}
     frames: list[tuple[int, int, int, int | None, bytes]] = []
     blocks: list[tuple[int, bytes]] = []
     step = frame_size if options.compress else age.BLOCK_SIZE
     params = zstd_seekable.FrameParams.current(options.level) if options.compress else None
-    tag_key = os.urandom(32)
+    tag_key = zstd_seekable.frame_tag_key(fingerprint)
     digester: _BlockSealer | None = None
     file_key = prefix = None
     if options.sealed:
         file_key = age.generate_file_key()
-        prefix = age.make_header(file_key, options.recipients())
+        # scrypt (a passphrase) takes seconds of one thread: never on the event loop
+        prefix = await anyio.to_thread.run_sync(age.make_header, file_key, options.recipients())
         digester = _BlockSealer(file_key, prefix)
     offset = 0
     count = zstd_seekable.frame_count(plain_size, step)
@@ -126,9 +130,10 @@ async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions)
             start, end = zstd_seekable.frame_plain_range(index, plain_size, step)
             data = await _next_piece(pieces, end - start)
             if params is not None:
-                frame = await anyio.to_thread.run_sync(zstd_seekable.compress_frame, data, params)
+                frame, digest = await anyio.to_thread.run_sync(
+                    _compress_and_tag, index, data, params, tag_key
+                )
                 checksum = zstd_seekable.frame_checksum(frame) if params.checksum else None
-                digest = zstd_seekable.frame_tag(tag_key, index, frame)
                 frames.append((index, offset, len(frame), checksum, digest))
                 offset += len(frame)
                 data = frame
@@ -142,14 +147,14 @@ async def record_views(plain: ByteSource, plain_size: int, options: ViewOptions)
             "frame_size": frame_size,
             "frames": count,
             "checksums": params.checksum,
-            "tag_key": tag_key.hex(),  # frame tags (see zstd_seekable.frame_tag); not a secret
+            "tag_key": tag_key.hex(),  # frame tags (see zstd_seekable.frame_tag_key)
             "size": offset + len(table),
             "digest": _rows_digest(frames),
         }
         if digester is not None:
-            digester.feed(table)
+            await anyio.to_thread.run_sync(digester.feed, table)
     if digester is not None and prefix is not None and file_key is not None:
-        blocks = digester.finish()
+        blocks = await anyio.to_thread.run_sync(digester.finish)
         inner = views["zstd"]["size"] if "zstd" in views else plain_size
         views["age"] = {
             "prefix": prefix.hex(),
@@ -300,6 +305,8 @@ async def zstd_chunks(
                 if not rows or rows[0][0] != expected:
                     raise ViewError(f"the index {index.where} lacks frame {expected}")
                 for frame, at, size, checksum, digest in rows:
+                    if frame != expected:
+                        raise ViewError(f"the index {index.where} lacks frame {expected}")
                     if at >= stop:
                         break
                     lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
@@ -362,6 +369,13 @@ async def _next_piece(pieces: AsyncGenerator[bytes, None], size: int) -> bytes:
     return piece
 
 
+def _compress_and_tag(
+    index: int, data: bytes, params: zstd_seekable.FrameParams, tag_key: bytes
+) -> tuple[bytes, bytes]:
+    frame = zstd_seekable.compress_frame(data, params)
+    return frame, zstd_seekable.frame_tag(tag_key, index, frame)
+
+
 def _compress_as_recorded(
     index: int, data: bytes, params: zstd_seekable.FrameParams, tag_key: bytes | None
 ) -> tuple[bytes, bytes]:
@@ -397,7 +411,7 @@ async def age_chunks(
     digest_key = age.block_digest_key(file_key, prefix[-age.NONCE_SIZE :])
     inner_size = age.plain_size_of(len(prefix), av["size"])
     layout = age.SealedLayout(len(prefix), inner_size)
-    if start < len(prefix):
+    if start < min(end, len(prefix)):
         yield prefix[start : min(end, len(prefix))]
     if end <= len(prefix):
         return
@@ -416,6 +430,10 @@ async def age_chunks(
             for block in range(first, stop):
                 lo, hi = layout.block_plain_range(block)
                 data = await _next_piece(pieces, hi - lo)
+                if block not in digests:
+                    raise TapeFormatError(
+                        f"the index {index.where} lacks the digest of sealed block {block}"
+                    )
                 sealed_lo, sealed_hi = layout.block_sealed_range(block)
                 w0, w1 = max(start, sealed_lo), min(end, sealed_hi)
                 window = await anyio.to_thread.run_sync(
@@ -427,7 +445,7 @@ async def age_chunks(
                     data,
                     w0 - sealed_lo,
                     w1 - sealed_lo,
-                    digests.get(block),
+                    digests[block],
                 )
                 if window is None:
                     raise TarIntegrityError(
@@ -448,14 +466,14 @@ def _sealed_window(
     plain: bytes,
     start: int,
     end: int,
-    recorded: bytes | None,
+    recorded: bytes,
 ) -> bytes | None:
     """Bytes ``[start, end)`` of sealed block ``block``, or ``None`` when the block does not
     seal to its recorded digest (nothing of it may leave)."""
     chunks, digest = age.seal_block(
         key, digest_key, block, plain, final=block == layout.block_count - 1
     )
-    if recorded is None or not hmac.compare_digest(digest, recorded):
+    if not hmac.compare_digest(digest, recorded):
         return None
     pieces: list[bytes | memoryview] = []
     at = 0

@@ -69,22 +69,32 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--backend trio needs trio: pip install 'atartape[trio]'")
     if args.blocking:
         return int(args.handler(args))
-    import anyio
-
-    return int(anyio.run(_until_interrupted, args, backend=args.backend))
-
-
-async def _until_interrupted(args: argparse.Namespace) -> int:
-    """Run the command; a first SIGINT cancels it (every task unwinds at its next checkpoint,
-    on either backend), then comes out as ``KeyboardInterrupt``. A second SIGINT, while the
-    command is still unwinding, interrupts as Python would."""
     import signal
     import threading
 
     import anyio
 
-    if threading.current_thread() is not threading.main_thread():
-        return int(await args.handler(args))  # signals reach only the main thread
+    # Whether SIGINT is ours to handle: asked before the loop starts (trio then puts its own
+    # handler in place of Python's). Signals reach only the main thread; a SIGINT ignored by
+    # whoever started us (`atartape ... &` in a script) stays ignored.
+    listen = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    return int(anyio.run(_until_interrupted, args, listen, backend=args.backend))
+
+
+async def _until_interrupted(args: argparse.Namespace, listen: bool) -> int:
+    """Run the command. When ``listen``, a first SIGINT cancels it (every task unwinds at its
+    next checkpoint, on either backend), then comes out as ``KeyboardInterrupt``, whatever the
+    unwinding raised; a second SIGINT meanwhile is the backend's again (it interrupts where the
+    backend lets it)."""
+    import signal
+
+    import anyio
+
+    if not listen:
+        return int(await args.handler(args))
     interrupted = False
     result = EXIT_FAILURE
 
@@ -93,13 +103,17 @@ async def _until_interrupted(args: argparse.Namespace) -> int:
         result = int(await args.handler(args))
         cancel.cancel()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(run, group.cancel_scope)
-        with anyio.open_signal_receiver(signal.SIGINT) as signals:
-            async for _ in signals:
-                interrupted = True
-                group.cancel_scope.cancel()
-                break
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, group.cancel_scope)
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    group.cancel_scope.cancel()
+                    break
+    except BaseException:
+        if not interrupted:
+            raise
     if interrupted:
         raise KeyboardInterrupt
     return result

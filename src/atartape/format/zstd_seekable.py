@@ -72,6 +72,7 @@ __all__ = [
     "frame_digest",
     "frame_plain_range",
     "frame_tag",
+    "frame_tag_key",
     "parse_seek_table",
     "read_plain_range",
     "seek_table_field",
@@ -673,14 +674,24 @@ def frame_digest(frame: bytes) -> bytes:
     return hashlib.blake2b(frame, digest_size=16).digest()
 
 
+def frame_tag_key(fingerprint: str) -> bytes:
+    """The key of a tape's frame tags, made from its fingerprint: the same folder recorded again
+    gets the same tags, so the same recording identity."""
+    return hashlib.blake2b(fingerprint.encode(), digest_size=32, person=b"atartape zstd").digest()
+
+
 def frame_tag(tag_key: bytes, index: int, frame: bytes) -> bytes:
     """Poly1305 of compressed frame ``index``, under a key of its own made from the tape's
-    ``tag_key`` (32 random bytes kept in the index): recorded per frame, compared before a frame
-    goes out.
+    ``tag_key`` (see :func:`frame_tag_key`): recorded per frame, compared before a frame made
+    again goes out.
 
-    A frame compressed by another zstd build or from other bytes matches its recorded tag with a
-    chance below 2**-90 (Poly1305's bound for a key its inputs know nothing of); it costs a tenth
-    of a cryptographic hash. Raises :class:`FrameError` when the key is not 32 bytes.
+    What it tells apart: any frame that differs without knowledge of the key (another zstd
+    build, bytes of a file changed since the recording) has the recorded tag with a chance of
+    at most ``8 * ceil(L / 16) / 2**106`` for ``L`` bytes (below ``2**-78`` for the largest
+    frames). The key is no secret (it is in the index), so a frame crafted by someone who reads
+    the index and rewrites the source is not told apart; such a person can make a plain tar
+    (GNU tar's too) carry their bytes anyway. It costs a tenth of a cryptographic hash. Raises
+    :class:`FrameError` when the key is not 32 bytes.
     """
     from cryptography.hazmat.primitives.poly1305 import Poly1305
 

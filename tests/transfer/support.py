@@ -236,12 +236,21 @@ class FaultProxy:
 
 async def make_partial(tape: atartape.Tape, out: Path, cut: int, **options: Any) -> int:
     """Leave ``OUT.part`` as a receiver that was stopped after about ``cut`` bytes does."""
+    second_segment = anyio.Event()
+
+    def progress(position: int, total: int) -> None:
+        # Frames are handled in order: a byte of the second segment is held only once the
+        # first segment's digest was checked and its checkpoint written.
+        if position > SEGMENT:
+            second_segment.set()
+
     async with anyio.create_task_group() as tg:
-        receiving = await Receiving.start(tg, out, **options)
+        receiving = await Receiving.start(tg, out, progress=progress, **options)
         proxy = FaultProxy(receiving.port, [Fault(cut=cut)])
         port = await tg.start(proxy.run)
         with pytest.raises(TransferError, match="gave up"):
             await send_to(tape, port, retries=0, **options)
+        await second_segment.wait()  # the receiver may still be reading what came before the cut
         tg.cancel_scope.cancel()
     assert receiving.result is None and receiving.error is None  # it was only stopped
     state = json.loads(await anyio.Path(f"{out}.part.state").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import anyio.lowlevel
@@ -56,3 +57,10 @@ def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
         else:
             found[rel] = ("file", path.read_bytes(), st.st_mode & 0o777)
     return found
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 a moment ago (a server may still race for it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -131,7 +131,7 @@ async def record_views(
             data = await _next_piece(pieces, end - start)
             if params is not None:
                 frame, digest = await anyio.to_thread.run_sync(
-                    _compress_and_tag, index, data, params, tag_key
+                    _made_frame, index, data, params, tag_key
                 )
                 checksum = zstd_seekable.frame_checksum(frame) if params.checksum else None
                 frames.append((index, offset, len(frame), checksum, digest))
@@ -312,7 +312,7 @@ async def zstd_chunks(
                     lo, hi = zstd_seekable.frame_plain_range(frame, plain_size, frame_size)
                     data = await _next_piece(frames, hi - lo)
                     made, tag = await anyio.to_thread.run_sync(
-                        _compress_as_recorded, frame, data, params, tag_key
+                        _made_frame, frame, data, params, tag_key
                     )
                     if len(made) != size or not hmac.compare_digest(tag, bytes(digest)):
                         if checksum is not None and zstd_seekable.frame_checksum(made) != checksum:
@@ -369,19 +369,12 @@ async def _next_piece(pieces: AsyncGenerator[bytes, None], size: int) -> bytes:
     return piece
 
 
-def _compress_and_tag(
-    index: int, data: bytes, params: zstd_seekable.FrameParams, tag_key: bytes
-) -> tuple[bytes, bytes]:
-    frame = zstd_seekable.compress_frame(data, params)
-    return frame, zstd_seekable.frame_tag(tag_key, index, frame)
-
-
-def _compress_as_recorded(
+def _made_frame(
     index: int, data: bytes, params: zstd_seekable.FrameParams, tag_key: bytes | None
 ) -> tuple[bytes, bytes]:
-    """Frame ``index`` with the recorded level and flags, by whatever zstd build runs now, and
-    its tag (which decides whether the bytes are the recorded ones; a BLAKE2b digest for tapes
-    recorded before tags)."""
+    """Frame ``index`` with the level and flags of ``params``, by whatever zstd build runs now,
+    and its tag (what decides, when a tape plays, whether the bytes are the recorded ones; a
+    BLAKE2b digest for tapes recorded before tags)."""
     now = zstd_seekable.FrameParams.current(params.level, checksum=params.checksum)
     made = zstd_seekable.compress_frame(data, now)
     if tag_key is None:

@@ -3,20 +3,12 @@ body bytes each response sent: what a reader really fetched, counted by the serv
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).exists()), None
-)
+from tests.nginx import running_nginx
 
 CONFIG = """
 daemon off;
@@ -59,44 +51,8 @@ class Served:
         return len(self.log.read_text().splitlines()) if self.log.exists() else 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def nginx(root: Path, tmp: Path) -> Iterator[Served]:
     """nginx serving ``root`` until the block ends (skips the test when nginx is missing)."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed (Debian: apt install nginx)")
-    for _ in range(3):  # a port taken between the probe and the bind: try another
-        port = _free_port()
-        (tmp / "nginx.conf").write_text(CONFIG.format(tmp=tmp, port=port, root=root))
-        with open(tmp / "stderr.log", "wb") as err:
-            proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
-        if proc.poll() is None:
-            break
-    else:
-        pytest.fail(f"nginx did not start: {(tmp / 'stderr.log').read_text()}")
-    try:
+    with running_nginx(CONFIG, root, tmp) as port:
         yield Served(f"http://127.0.0.1:{port}", tmp / "access.log")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,10 +24,8 @@ import pytest
 import atartape
 from atartape.asgi import TapeApp
 from tests.helpers import write
+from tests.nginx import NGINX, running_nginx
 
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).exists()), None
-)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt install nginx)")
 
 CONFIG = """
@@ -66,50 +60,15 @@ class Reference:
     url: str
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
-    assert NGINX is not None
     tmp = tmp_path_factory.mktemp("nginx")
     root = tmp / "www"
     write(root / "ds.tar", bytes(range(256)) * 40)
     modified = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc).timestamp()
     os.utime(root / "ds.tar", (modified, modified))
-    for _ in range(3):  # a port taken between the probe and the bind: try another
-        port = free_port()
-        (tmp / "nginx.conf").write_text(CONFIG.format(tmp=tmp, port=port, root=root))
-        with open(tmp / "stderr.log", "wb") as err:
-            proc = subprocess.Popen(
-                [NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.02)
-        if proc.poll() is None:
-            break
-    else:
-        pytest.fail(f"nginx did not start: {(tmp / 'stderr.log').read_text()}")
-    try:
+    with running_nginx(CONFIG, root, tmp) as port:
         yield Reference(f"http://127.0.0.1:{port}/ds.tar")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def shifted(date: str, seconds: int) -> str:

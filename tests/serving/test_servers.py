@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 import atartape
-from tests.helpers import write
+from tests.helpers import free_port, write
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG = 32 << 20
@@ -83,13 +83,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     write(root / "z_late.txt", "last\n")
     tape, full, offsets = anyio.run(_record_and_play, root)
     return Served(root, tape, full, offsets)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for_port(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bool:

@@ -269,12 +269,6 @@ def stop_reading(stream: ByteStream) -> None:
         transport.pause_reading()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def dead_pid() -> int:
     """A process id no process has (above the kernel's largest)."""
     try:

@@ -26,13 +26,13 @@ from atartape.transfer.security import (
     receiver_credentials,
     sender_credentials,
 )
+from tests.helpers import free_port
 from tests.transfer.support import (
     CODE,
     DEADLINE,
     WRONG_CODE,
     Receiving,
     file_mode,
-    free_port,
     full_play,
     make_partial,
     make_tree,

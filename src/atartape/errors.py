@@ -214,7 +214,18 @@ class TransferRefusedError(TransferError):
 
     The receiver holds part of another tape, its partial file cannot be trusted, the output
     file already exists, or the sender could not prove it may write here.
+
+    ``reason`` names why, as the refusal on the wire does (``"wrong-code"``,
+    ``"damaged-partial"``, ``"another-recording"``, ``"another-tape"``, ``"busy"``,
+    ``"completed"``, ``"other"``; see :class:`atartape.format.wire.Refusal`), or is ``""`` for
+    a refusal that concerns no peer (an existing output file, the other mode); ``offset`` is the
+    byte where a damaged partial file stops matching what was checked, when it is known.
     """
+
+    def __init__(self, *args: object, reason: str = "", offset: int | None = None) -> None:
+        super().__init__(*args)
+        self.reason = reason
+        self.offset = offset
 
 
 class TransferIntegrityError(TransferError):

@@ -194,36 +194,6 @@ async def test_other_tape_refused_and_kept_then_forced(tree: Path, tmp_path: Pat
     assert await read_bytes(out) == await full_play(other)
 
 
-async def test_damaged_partial_file_is_caught(tree: Path, tmp_path: Path) -> None:
-    tape = await atartape.record(tree)
-    out = tmp_path / "tree.tar"
-    with anyio.fail_after(DEADLINE):
-        await make_partial(tape, out, cut=500_000)
-        part = Path(f"{out}.part")
-        data = bytearray(await read_bytes(part))
-        data[1000] ^= 1
-        await anyio.Path(part).write_bytes(bytes(data))
-        async with anyio.create_task_group() as tg:
-            receiving = await Receiving.start(tg, out)
-            with pytest.raises(TransferError):
-                await send_to(tape, receiving.port, retries=1, backoff=0.01)
-            await receiving.ended.wait()
-        assert isinstance(receiving.error, TransferIntegrityError)
-        assert "--force" in str(receiving.error)
-        assert await anyio.Path(f"{out}.part.state.bad").exists()
-        # Without its state the file is not trusted: refused, unless forced.
-        async with anyio.create_task_group() as tg:
-            receiving = await Receiving.start(tg, out)
-        assert isinstance(receiving.error, TransferRefusedError)
-        assert "no state file" in str(receiving.error)
-        async with anyio.create_task_group() as tg:
-            receiving = await Receiving.start(tg, out, force=True)
-            await send_to(tape, receiving.port)
-            await receiving.ended.wait()
-    assert receiving.error is None
-    assert await read_bytes(out) == await full_play(tape)
-
-
 async def test_changed_source_stops_both_sides(tree: Path, tmp_path: Path) -> None:
     tape = await atartape.record(tree)
     await anyio.Path(tree / "sub" / "mid.bin").write_bytes(b"shorter")

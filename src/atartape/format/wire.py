@@ -19,6 +19,14 @@ whose kind is unknown or whose length is over :data:`MAX_PAYLOAD` is a
 frame is kept. ``DATA`` payloads are the stream offset of their first byte (8 bytes, big-endian)
 followed by the bytes; ``PING`` is empty; every other kind carries a small UTF-8 JSON object.
 
+A **refusal** is an ``ERROR`` frame whose ``code`` is ``"refused"``; it also names its
+``reason`` (one of :class:`Refusal`) and, for a damaged partial file, the ``offset`` where it
+stops matching (:func:`encode_refusal`, :func:`decode_refusal`). The fields were added to the
+``ERROR`` frame of protocol 2 rather than given a frame kind of their own, so that both
+generations read each other: a peer that predates them still stops on a refusal and shows its
+one-line text, and a refusal without a reason (or with one this version does not know) is read
+as :attr:`Refusal.OTHER` with the peer's text.
+
 The proofs of the code (``AUTH``, ``WELCOME``) are HMAC-SHA256 under a key stretched from the
 code with scrypt, over the SHA-256 of the receiver's TLS certificate and one fresh nonce from
 each side (:func:`code_key`, :func:`auth_proof`); :mod:`atartape.transfer.security` says why.
@@ -26,6 +34,7 @@ each side (:func:`code_key`, :func:`auth_proof`); :mod:`atartape.transfer.securi
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -52,6 +61,8 @@ __all__ = [
     "PROOF_SIZE",
     "PROTOCOL",
     "Kind",
+    "PeerRefusal",
+    "Refusal",
     "SegmentHasher",
     "auth_proof",
     "chain_next",
@@ -62,9 +73,11 @@ __all__ = [
     "decode_data",
     "decode_head",
     "decode_message",
+    "decode_refusal",
     "encode_data",
     "encode_frame",
     "encode_message",
+    "encode_refusal",
     "format_code",
     "get_hex",
     "get_int",
@@ -104,6 +117,57 @@ class Kind(enum.IntEnum):
     BYE = 12  # sender -> receiver: FINISHED arrived; the receiver may stop listening
     AUTH = 13  # sender -> receiver: nonce, proof that the sender knows the code
     WELCOME = 14  # receiver -> sender: proof that the receiver knows the code
+
+
+class Refusal(enum.Enum):
+    """Why a receiver refuses a sender: the ``reason`` of a refusal."""
+
+    WRONG_CODE = "wrong-code"  # the sender's proof of the code is wrong (before the key check)
+    DAMAGED_PARTIAL = "damaged-partial"  # OUT.part no longer holds what its state recorded
+    ANOTHER_RECORDING = "another-recording"  # OUT.part holds another recording of the tape
+    ANOTHER_TAPE = "another-tape"  # OUT.part holds part of another tape
+    BUSY = "busy"  # this receiver is receiving another tape from another sender
+    COMPLETED = "completed"  # OUT was just completed with another tape
+    OTHER = "other"  # no reason given, or one this version does not know
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerRefusal:
+    """A refusal as it travels: its reason, one line of text, and where a partial is damaged."""
+
+    reason: Refusal
+    text: str
+    offset: int | None = None
+
+
+def encode_refusal(refusal: PeerRefusal) -> bytes:
+    """The ``ERROR`` frame that says ``refusal`` (``code`` ``"refused"``, read by any version)."""
+    fields: dict[str, Any] = {"code": "refused", "reason": refusal.reason.value}
+    fields["message"] = " ".join(refusal.text.split())  # one line, whatever it was given
+    if refusal.offset is not None:
+        fields["offset"] = refusal.offset
+    return encode_message(Kind.ERROR, **fields)
+
+
+def decode_refusal(message: dict[str, Any]) -> PeerRefusal | None:
+    """The refusal an ``ERROR`` message says, or ``None`` if it is not a refusal.
+
+    Lenient on purpose (the session stops either way): a missing or unknown reason reads as
+    :attr:`Refusal.OTHER`, a text that is not one line is made one, an offset that is not a
+    non-negative integer is dropped.
+    """
+    if message.get("code") != "refused":
+        return None
+    try:
+        reason = Refusal(message.get("reason"))
+    except ValueError:
+        reason = Refusal.OTHER
+    text = message.get("message")
+    text = " ".join(text.split())[:1000] if isinstance(text, str) else ""
+    offset = message.get("offset")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        offset = None
+    return PeerRefusal(reason, text or "no reason given", offset)
 
 
 # The preamble ---------------------------------------------------------------------------------

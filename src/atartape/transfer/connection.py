@@ -31,11 +31,14 @@ from ..format.wire import (
     CRC_SIZE,
     HEAD_SIZE,
     Kind,
+    PeerRefusal,
     check_frame,
     decode_head,
     decode_message,
+    decode_refusal,
     encode_frame,
     encode_message,
+    encode_refusal,
 )
 
 __all__ = [
@@ -139,12 +142,21 @@ class PeerFailedError(PeerStopped, TransferError):
 
 
 def peer_error(message: dict[str, Any], peer: str) -> TransferError:
-    """The error to raise for the peer's ``ERROR`` frame (never one that is retried)."""
+    """The error to raise for the peer's ``ERROR`` frame (never one that is retried).
+
+    A refusal becomes a :class:`TransferRefusedError` whose ``reason`` and ``offset`` are the
+    peer's, and whose one line is ``the <peer> refused: <its text>``.
+    """
+    refusal = decode_refusal(message)
+    if refusal is not None:
+        return PeerRefusedError(
+            f"the {peer} refused: {refusal.text}",
+            reason=refusal.reason.value,
+            offset=refusal.offset,
+        )
     code = message.get("code")
     reason = message.get("message", "no reason given")
     text = f"the {peer} stopped the transfer: {reason}"
-    if code == "refused":
-        return PeerRefusedError(f"the {peer} refused: {reason}")
     if code == "integrity":
         return PeerIntegrityError(text)
     return PeerFailedError(text)
@@ -242,8 +254,15 @@ class Connection:
         Then read (and drop) what the peer still sends until it closes, for a few seconds at
         most, so that the ``ERROR`` frame reaches it before this side's close resets the line.
         """
+        await self._say_and_linger(encode_message(Kind.ERROR, code=code, message=message))
+
+    async def send_refusal(self, refusal: PeerRefusal) -> None:
+        """Tell the peer that it is refused, and why; as :meth:`send_error` (best effort)."""
+        await self._say_and_linger(encode_refusal(refusal))
+
+    async def _say_and_linger(self, frame: bytes) -> None:
         with anyio.move_on_after(ERROR_GRACE, shield=True), suppress(*DROPS):
-            await self.stream.send(encode_message(Kind.ERROR, code=code, message=message))
+            await self.stream.send(frame)
         with anyio.move_on_after(min(ERROR_GRACE, self.idle_timeout)), suppress(*DROPS):
             while True:
                 await self.stream.receive()

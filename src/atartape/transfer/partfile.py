@@ -8,20 +8,42 @@ verified and the chain value over them. It is replaced atomically at each checkp
 fsync, rename), and the temporary files of a receiver that was killed meanwhile are removed
 when the next one starts. Bytes past the last checkpoint are never trusted: a receiver that
 starts again continues at the checkpoint, and one that cannot write cuts the file back to it.
+
+Beside them, ``OUT.part.digests`` holds the SHA-256 of each verified segment (32 bytes each, in
+order), written before the checkpoint that counts it. It is only a hint, never trusted alone: it
+is believed only where its digests give the chain value of the state (:meth:`known_digests`),
+and then it tells a receiver that re-reads its file *where* the file stopped matching (the
+first segment whose digest differs) rather than only that it did.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from typing import Any
 
-from .._engine.files import fsync_folder, remove_stale, unlink_quietly, write_atomically
+from .._engine.files import (
+    fsync_folder,
+    pread_exact,
+    remove_stale,
+    unlink_quietly,
+    write_atomically,
+)
 from ..errors import TransferIntegrityError, TransferProtocolError, TransferRefusedError
-from ..format.wire import SegmentHasher, chain_next, chain_seed, segment_count, segment_end
+from ..format.wire import (
+    SegmentHasher,
+    chain_next,
+    chain_of,
+    chain_seed,
+    segment_count,
+    segment_end,
+)
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "PartFile", "load_partial"]
+_DIGEST = 32  # bytes of one segment's SHA-256 in OUT.part.digests
+
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "PartFile", "PartialProblem", "load_partial"]
 
 STATE_FORMAT = "atartape-transfer-state"
 STATE_VERSION = 2
@@ -44,6 +66,7 @@ class PartFile:
         self.out_path = out_path
         self.part_path = out_path + ".part"
         self.state_path = out_path + ".part.state"
+        self.digests_path = out_path + ".part.digests"
         self.fingerprint = fingerprint
         self.identity = identity
         self.total_size = total_size
@@ -54,6 +77,7 @@ class PartFile:
         self.hasher = SegmentHasher(total_size, segment_size, segments)
         self.received: bytes | None = None  # digest of the segment just completed
         self.fd: int | None = None
+        self.digests_fd: int | None = None
 
     @property
     def tape(self) -> tuple[str, str, int]:
@@ -79,6 +103,7 @@ class PartFile:
         """Start afresh: the state first (so a stray part file always has one), then the file."""
         self._write_state(self.segments, self.chain)
         self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.digests_fd = os.open(self.digests_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def reopen(self) -> None:
         """Open the file of an earlier run, to continue at its last checkpoint.
@@ -88,7 +113,20 @@ class PartFile:
         changes nothing).
         """
         self.fd = os.open(self.part_path, os.O_RDWR)
+        self.digests_fd = os.open(self.digests_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.length = self.verified
+
+    def known_digests(self) -> list[bytes] | None:
+        """The digests of the verified segments, from ``OUT.part.digests``, if they give the
+        chain value of the state (else ``None``: a receiver of an older version, a torn write)."""
+        assert self.digests_fd is not None
+        data = pread_exact(self.digests_fd, self.segments * _DIGEST, 0)
+        digests = [data[i : i + _DIGEST] for i in range(0, len(data), _DIGEST)]
+        if len(digests) != self.segments:
+            return None
+        if chain_of(digests, self.total_size, self.segment_size) != self.chain:
+            return None
+        return digests
 
     def append(self, data: memoryview) -> None:
         """Write ``data`` at the end of what is held and hash it.
@@ -139,6 +177,8 @@ class PartFile:
         chain = chain_next(self.chain, digest)
         try:
             os.fsync(self.fd)
+            if self.digests_fd is not None:  # a hint: no fsync of its own (see the module)
+                os.pwrite(self.digests_fd, digest, index * _DIGEST)
             self._write_state(self.segments + 1, chain)
         except OSError:
             self.rewind()  # the state on disk still names the previous checkpoint
@@ -154,14 +194,16 @@ class PartFile:
         self.close()
         os.replace(self.part_path, self.out_path)
         fsync_folder(os.path.dirname(os.path.abspath(self.out_path)))
-        unlink_quietly(self.state_path)
+        unlink_quietly(self.state_path, self.digests_path)
 
     def discard(self) -> None:
         self.close()
-        unlink_quietly(self.part_path)
-        unlink_quietly(self.state_path)
+        unlink_quietly(self.part_path, self.state_path, self.digests_path)
 
     def close(self) -> None:
+        if self.digests_fd is not None:
+            fd, self.digests_fd = self.digests_fd, None
+            os.close(fd)
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
@@ -183,14 +225,25 @@ class PartFile:
         write_atomically(self.state_path, json.dumps(state).encode())
 
 
-def load_partial(out_path: str, force: bool) -> PartFile | None:
+@dataclasses.dataclass(frozen=True)
+class PartialProblem:
+    """Why ``OUT.part`` cannot be resumed: ``what`` names the file and what is wrong with it
+    (``"OUT.part is damaged at byte N: ..."``), ``offset`` the byte where it stops matching
+    what was checked, when that is known."""
+
+    what: str
+    offset: int | None = None
+
+
+def load_partial(out_path: str, force: bool) -> PartFile | PartialProblem | None:
     """In a worker thread: what an earlier run left, opened to continue at its last checkpoint.
 
     First removes the temporary files that receivers no longer running left beside the state
-    and code files. Raises :class:`TransferRefusedError` when ``OUT`` exists, when its folder
-    does not, or when ``OUT.part`` cannot be trusted (no or unreadable state, shorter than its
-    state says), unless ``force``: then ``OUT.part`` is discarded (and ``OUT`` will be
-    replaced).
+    and code files. Raises :class:`TransferRefusedError` when ``OUT`` exists, or when its
+    folder does not, unless ``force``. Returns ``None`` if there is nothing to resume, and a
+    :class:`PartialProblem` (changing nothing) when ``OUT.part`` cannot be trusted (no or
+    unreadable state, shorter than its state says); with ``force`` such a file is discarded
+    instead (and ``OUT`` will be replaced).
     """
     part_path, state_path = out_path + ".part", out_path + ".part.state"
     if os.path.exists(out_path) and not force:
@@ -204,36 +257,37 @@ def load_partial(out_path: str, force: bool) -> PartFile | None:
         held = os.path.getsize(part_path)
     except FileNotFoundError:
         held = -1
-    problem: str | None = None
+    problem: PartialProblem | None = None
     partial: PartFile | None = None
     try:
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
     except FileNotFoundError:
         if held > 0:
-            problem = f"{part_path} holds {held} bytes but has no state file ({state_path})"
+            problem = PartialProblem(
+                f"{part_path} holds {held} bytes but has no state file ({state_path})"
+            )
     except (OSError, ValueError) as exc:
-        problem = f"the state file {state_path} is unreadable ({exc})"
+        problem = PartialProblem(f"{part_path} has an unreadable state file ({exc})")
     else:
         try:
             partial = _partial_from_state(out_path, state)
         except (KeyError, TypeError, ValueError) as exc:
-            problem = f"the state file {state_path} is invalid ({exc})"
+            problem = PartialProblem(f"{part_path} has an invalid state file ({exc})")
         else:
             if held < partial.verified:
-                problem = (
-                    f"{part_path} holds {max(held, 0)} bytes but its state file promises "
-                    f"{partial.verified}"
+                held = max(held, 0)
+                problem = PartialProblem(
+                    f"{part_path} is damaged at byte {held}: it ends there, but its state "
+                    f"file promises {partial.verified} checked bytes",
+                    held,
                 )
     if problem is not None:
         if not force:
-            raise TransferRefusedError(
-                f"{problem}; it cannot be resumed. Pass force (--force) to discard it"
-            )
+            return problem
         partial = None
     if partial is None:
-        unlink_quietly(part_path)
-        unlink_quietly(state_path)
+        unlink_quietly(part_path, state_path, out_path + ".part.digests")
         return None
     partial.reopen()
     return partial

@@ -24,6 +24,8 @@ from ..format.wire import (
     PROOF_SIZE,
     PROTOCOL,
     Kind,
+    PeerRefusal,
+    Refusal,
     SegmentHasher,
     chain_of,
     decode_data,
@@ -32,6 +34,7 @@ from ..format.wire import (
     get_int,
     get_str,
     normalize_code,
+    segment_end,
 )
 from .connection import (
     DEFAULT_SEGMENT_SIZE,
@@ -45,7 +48,7 @@ from .connection import (
     log,
     peer_error,
 )
-from .partfile import PartFile, load_partial
+from .partfile import PartFile, PartialProblem, load_partial
 from .security import (
     Credentials,
     accept_channel,
@@ -59,12 +62,23 @@ __all__ = ["receive"]
 
 _T = TypeVar("_T")
 
+_KEPT_HERE = "nothing was changed; pass force (--force) to discard it"
+_KEPT_THERE = "nothing was changed (the receiver's --force discards it)"
+
 Claim = tuple[str, str, int]
 """What a sender offers, and what a partial file belongs to: fingerprint, identity, size."""
 
 
 def _short(value: str) -> str:
     return f"{value[:16]}..."
+
+
+class _SegmentDiffers(Exception):
+    """A segment re-read from ``OUT.part`` is not the one that was checked: stop re-reading."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class _Receiver:
@@ -105,7 +119,9 @@ class _Receiver:
         self.task_group: TaskGroup | None = None
         self.rehash_done = anyio.Event()
         self.rehash_scope: anyio.CancelScope | None = None
-        self.state_is_bad = False
+        # Why OUT.part cannot be resumed, once known (when it is loaded, or re-read): the
+        # first authenticated sender of its tape is told, then this receiver stops.
+        self.damage: PartialProblem | None = None
         self.resumed_from = 0
         self.bytes_received = 0
         self.connections = 0
@@ -127,8 +143,34 @@ class _Receiver:
             self.fatal = exc
         self.finished.set()
 
+    def _damaged(self, problem: PartialProblem) -> None:
+        self.damage = problem
+        log.warning(
+            "%s; it cannot be resumed: the first sender will be told (--force discards it)",
+            problem.what,
+        )
+
+    async def _refuse(
+        self,
+        connection: Connection,
+        reason: Refusal,
+        text: str,
+        *,
+        offset: int | None = None,
+        stop: str | None = None,
+    ) -> None:
+        """Tell the sender why it is refused; then, if ``stop`` (this side's own one line),
+        stop this receiver with a :class:`TransferRefusedError` saying it."""
+        await connection.send_refusal(PeerRefusal(reason, text, offset))
+        if stop is not None:
+            self._fail(TransferRefusedError(stop, reason=reason.value, offset=offset))
+
     async def run(self) -> ReceiveResult:
-        self.file = await anyio.to_thread.run_sync(load_partial, self.out_path, self.force)
+        loaded = await anyio.to_thread.run_sync(load_partial, self.out_path, self.force)
+        if isinstance(loaded, PartialProblem):
+            self._damaged(loaded)
+        else:
+            self.file = loaded
         if self.file is not None:
             self.resumed_from = self.file.length
             log.info("resuming %s.part at byte %d", self.out_path, self.file.length)
@@ -162,37 +204,56 @@ class _Receiver:
             with anyio.CancelScope(shield=True):
                 if self.file is not None:
                     await anyio.to_thread.run_sync(self.file.close)
-                if self.state_is_bad and self.file is not None:
-                    state = self.file.state_path
-                    await anyio.to_thread.run_sync(os.replace, state, state + ".bad")
         if self.fatal is not None:
             raise self.fatal
         assert self.result is not None
         return self.result
 
     async def _rehash(self, partial: PartFile) -> None:
-        """Re-read the verified prefix held from an earlier run and check it against its chain."""
+        """Re-read the verified prefix held from an earlier run and check it against its state.
+
+        Each segment is compared with its digest in ``OUT.part.digests`` where that file can be
+        believed (so the first damaged segment is named), else the whole prefix with the chain
+        value of the state. Damage changes nothing on disk: it is kept in ``self.damage``.
+        """
         size, total = partial.segment_size, partial.total_size
         digests: list[bytes] = []
+
+        def record(index: int, digest: bytes) -> None:
+            digests.append(digest)
+            if known is not None and known[index] != digest:
+                raise _SegmentDiffers(index)
+
         with anyio.CancelScope() as self.rehash_scope:
             try:
+                known = await anyio.to_thread.run_sync(partial.known_digests)
                 fd = await anyio.to_thread.run_sync(open_for_reading, partial.part_path)
                 try:
                     hasher = SegmentHasher(total, size)
                     async with aclosing(file_chunks(fd, 0, partial.verified)) as chunks:
-                        await hash_segments(chunks, hasher, lambda _i, d: digests.append(d))
+                        await hash_segments(chunks, hasher, record)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(os.close, fd)
                 if chain_of(digests, total, size) != partial.chain:
-                    self.state_is_bad = True
-                    self._fail(
-                        TransferIntegrityError(
-                            f"{partial.part_path} no longer holds the bytes its state file "
-                            "recorded (changed on disk?); its state was set aside as .bad: "
-                            "pass force (--force) to discard the file and start over"
+                    self._damaged(
+                        PartialProblem(
+                            f"{partial.part_path} is damaged before byte {partial.verified}: "
+                            "its checked bytes no longer give the digest recorded when they "
+                            "were received"
                         )
                     )
+            except _SegmentDiffers as differs:
+                start = differs.index * size
+                end = segment_end(differs.index, total, size)
+                self._damaged(
+                    PartialProblem(
+                        f"{partial.part_path} is damaged at byte {start}: segment "
+                        f"{differs.index} (bytes {start} to {end}) no longer holds what was "
+                        "checked when it was received",
+                        start,
+                    )
+                )
             except OSError as exc:
                 if not self.rehash_scope.cancel_called:  # else: the file is being discarded
                     self._fail(TransferError(f"cannot re-read {partial.part_path}: {exc}"))
@@ -243,12 +304,14 @@ class _Receiver:
             except TransferProtocolError:
                 nonces, given = (nonce, b""), b""
             if not credentials.check("sender", credentials.certificate, nonces, given):
+                # Before the code is proven, the sender is anyone: it learns that its code is
+                # wrong and nothing else (not what this receiver holds, nor why).
                 message = (
                     "wrong code: it is not the code this receiver printed (or was given); "
                     "nothing was written"
                 )
-                await connection.send_error("refused", message)
-                raise TransferRefusedError(message)
+                await connection.send_refusal(PeerRefusal(Refusal.WRONG_CODE, message))
+                raise TransferRefusedError(message, reason=Refusal.WRONG_CODE.value)
             proof = credentials.proof("receiver", credentials.certificate, nonces).hex()
         await connection.send_message(Kind.WELCOME, proof=proof)
         offer = await connection.expect(Kind.OFFER)
@@ -269,18 +332,21 @@ class _Receiver:
             return
         held = self.claim or (self.file.tape if self.file is not None else None)
         if held is not None and claim != held:
-            what = self._difference(held, claim, name)
+            reason, what = self._difference(held, claim, name)
             if self.claim is not None:
                 # This run already took a sender of the tape it holds: a stray sender of
                 # another one is turned away, and the transfer in progress goes on.
                 message = f"this receiver is receiving another tape: {what}"
                 log.info("refused a sender from %s: %s", peer, message)
-                await connection.send_error("refused", message)
+                await self._refuse(connection, Refusal.BUSY, message)
                 return
             if not self.force:
-                message = f"{what}; nothing was changed. Pass force (--force) to discard it"
-                await connection.send_error("refused", message)
-                self._fail(TransferRefusedError(message))
+                await self._refuse(
+                    connection,
+                    reason,
+                    f"its partial file {what}; {_KEPT_THERE}",
+                    stop=f"{what}; {_KEPT_HERE}; the sender at {peer} was told",
+                )
                 return
         # This sender takes over from a previous connection, if any.
         self.claim = claim
@@ -294,7 +360,7 @@ class _Receiver:
                     return
                 self.connections += 1
                 try:
-                    await self._session(connection, claim)
+                    await self._session(connection, claim, peer)
                 except DROPS as exc:
                     log.info("connection lost (%s); waiting for the sender", describe(exc))
                 except PeerStopped as exc:
@@ -305,16 +371,16 @@ class _Receiver:
         if self.active is scope:
             self.active = None
 
-    def _difference(self, held: Claim, offered: Claim, name: object) -> str:
+    def _difference(self, held: Claim, offered: Claim, name: object) -> tuple[Refusal, str]:
         part = f"{self.out_path}.part"
         length = self.file.length if self.file is not None else 0
         if held[0] == offered[0] and held[2] == offered[2]:
-            return (
+            return Refusal.ANOTHER_RECORDING, (
                 f"{part} holds {length} bytes of another recording of {name!r} (identity "
                 f"{_short(held[1])}, the sender's is {_short(offered[1])}: the folder was "
                 "recorded again since)"
             )
-        return (
+        return Refusal.ANOTHER_TAPE, (
             f"{part} holds {length} bytes of another tape (fingerprint {_short(held[0])}), "
             f"but the sender offers {name!r} (fingerprint {_short(offered[0])})"
         )
@@ -323,7 +389,7 @@ class _Receiver:
         with anyio.CancelScope(shield=True):
             old, self.file = self.file, None
             if old is not None:
-                log.info("discarding %s: it holds part of another tape", old.part_path)
+                log.info("discarding %s (force): it cannot be resumed", old.part_path)
                 if self.rehash_scope is not None:
                     # Stop re-reading the old file, and wait until it has let go of it.
                     self.rehash_scope.cancel()
@@ -337,9 +403,24 @@ class _Receiver:
             self.rehash_done.set()
         return partial
 
-    async def _session(self, connection: Connection, claim: Claim) -> None:
+    async def _session(self, connection: Connection, claim: Claim, peer: str) -> None:
         partial = self.file
-        if partial is None or partial.tape != claim:
+        if partial is not None and partial.tape == claim:
+            # The proof of what OUT.part holds settles before any new byte is appended to it:
+            # a damaged file is refused unchanged, never written past (PINGs meanwhile).
+            await connection.wait_pinging(self.rehash_done)
+        damage = self.damage
+        if damage is not None and not self.force:
+            await self._refuse(
+                connection,
+                Refusal.DAMAGED_PARTIAL,
+                f"its partial file {damage.what}; {_KEPT_THERE}",
+                offset=damage.offset,
+                stop=f"{damage.what}; {_KEPT_HERE}; the sender at {peer} was told",
+            )
+            return
+        if damage is not None or partial is None or partial.tape != claim:
+            self.damage = None  # with force: a damaged file is discarded, as another tape's
             partial = await self._adopt(claim)
         total = partial.total_size
         await connection.send_message(
@@ -439,7 +520,7 @@ class _Receiver:
         assert result is not None
         if claim != (result.fingerprint, result.identity, result.total_size):
             message = f"{self.out_path} was just completed with another tape"
-            await connection.send_error("refused", message)
+            await self._refuse(connection, Refusal.COMPLETED, message)
             return
         await self._say_finished(connection)
 

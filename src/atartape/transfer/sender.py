@@ -24,6 +24,7 @@ from ..format.wire import (
     PROOF_SIZE,
     PROTOCOL,
     Kind,
+    Refusal,
     SegmentHasher,
     chain_next,
     chain_of,
@@ -41,6 +42,7 @@ from .connection import (
     FRAME_DATA,
     Connection,
     Inbox,
+    PeerRefusedError,
     PeerStopped,
     ProgressCallback,
     SendResult,
@@ -249,7 +251,17 @@ class _Sender:
         nonces = (get_hex(hello, "nonce", NONCE_SIZE), secrets.token_bytes(NONCE_SIZE))
         proof = credentials.proof("sender", certificate, nonces)
         await connection.send_message(Kind.AUTH, nonce=nonces[1].hex(), proof=proof.hex())
-        welcome = await connection.expect(Kind.WELCOME)
+        try:
+            welcome = await connection.expect(Kind.WELCOME)
+        except PeerStopped:
+            # Until it proves the code, the peer is anyone (a receiver cannot prove anything to
+            # a sender whose code is wrong): its words are not shown, and no reason but the
+            # only one a receiver has at this point is reported.
+            raise PeerRefusedError(
+                f"the receiver at {self.where} refused: wrong code (it is not the code that "
+                "receiver printed, or was given); nothing was sent",
+                reason=Refusal.WRONG_CODE.value,
+            ) from None
         try:
             given = get_hex(welcome, "proof", PROOF_SIZE)
         except TransferProtocolError:
@@ -263,6 +275,8 @@ class _Sender:
     async def _stream_and_finish(
         self, connection: Connection, inbox: Inbox, offset: int, segment: int
     ) -> SendResult:
+        if self.verify_prefix and segment:
+            await self._settle_prefix(connection, segment)
         await self._stream(connection, offset, segment)
         await connection.send_frame(Kind.END)
         done = await inbox.expect(Kind.DONE)
@@ -294,6 +308,32 @@ class _Sender:
             digest=digest,
             identity=self.identity,
         )
+
+    async def _settle_prefix(self, connection: Connection, segment: int) -> None:
+        """Prove, before any new byte goes, that the receiver's checked prefix is this tape's.
+
+        The segments ``[0, segment)`` the receiver holds are hashed from the source (by this
+        sender when it streamed them, else now, in the background job started for them) and
+        their chain compared with the one the receiver stated in ``START``: so the receiver
+        never appends to a prefix that was not proven, and a source that broke its promise in
+        the prefix stops the transfer before anything more leaves. ``PING`` frames keep the
+        receiver waiting meanwhile. Raises :class:`TransferIntegrityError` if they differ.
+        """
+        for job in list(self.hash_jobs):
+            await connection.wait_pinging(job)
+        if self.hash_error is not None:
+            raise self.hash_error
+        total, size = self.size, self.segment_size
+        digests = [self.digests.get(i) for i in range(segment)]
+        if any(digest is None for digest in digests):  # pragma: no cover - started in _session
+            raise TransferError("could not hash the segments the receiver holds")
+        ours = chain_of([d for d in digests if d is not None], total, size)
+        if ours != self.trusted[segment]:
+            end = segment_end(segment - 1, total, size)
+            raise TransferIntegrityError(
+                f"the receiver at {self.where} holds {end} checked bytes that are not those of "
+                f"tape {self.tape.name!r} (their digest chain differs); nothing more was sent"
+            )
 
     def _check_start(self, start: dict[str, Any]) -> tuple[int, int]:
         total = self.size

@@ -20,7 +20,6 @@ from anyio.abc import SocketAttribute
 import atartape
 from atartape.transfer import (
     TransferError,
-    TransferIntegrityError,
     TransferRefusedError,
     receive,
 )

@@ -21,7 +21,8 @@ Resuming
     connection the sender offers its tape: fingerprint, recording identity (``tape.identity``) and
     total size, and the state file records the ones the partial file belongs to. If the receiver
     holds part of another tape, or of another recording of it (the folder was recorded again), the
-    first such offer is refused (:class:`TransferRefusedError` on both sides) and nothing changes,
+    first such offer is refused (:class:`TransferRefusedError` on both sides, see Refusals) and
+    nothing changes,
     unless the receiver was started with ``force=True``, which discards the partial file. Once a
     receiver has taken a sender, it keeps to that tape: a sender of another one is refused and the
     transfer in progress goes on. Otherwise the receiver answers with the offset to continue from,
@@ -40,6 +41,38 @@ Framing
     and the receiver, still running, continues at the exact byte it holds. A peer that is not an
     atartape receiver, a refused code or tape, a source that changed, a receiver that cannot write
     (its ``ERROR`` frame stops the sender at once): none of these is retried.
+
+Refusals
+    A receiver that refuses a sender tells it why before it closes: a refusal is an ``ERROR``
+    frame with a reason and one line of text (:func:`atartape.format.wire.encode_refusal`),
+    and the sender stops at once, without retrying, with a :class:`TransferRefusedError`
+    whose ``reason`` is the receiver's and whose message is ``the receiver refused: <text>``
+    (the CLI: that line, exit 2). The reasons:
+
+    - ``wrong-code``: the sender's proof of the code is wrong. The receiver says nothing else
+      (not what it holds), and goes on waiting for the right sender. This refusal comes before
+      the receiver has proven anything (it cannot, to a sender whose code differs), so the
+      sender believes no other reason at that point and shows its own words, never the peer's:
+      a man in the middle can make it stop (as he can by cutting the line), not make it say
+      what he wants, nor succeed.
+    - ``damaged-partial``: ``OUT.part`` cannot be resumed: it no longer holds what was checked
+      (``offset``: the first byte of the first segment that differs, or where the file ends
+      short of its checkpoint), or its state file is missing or unreadable. Found when the
+      receiver starts (it listens anyway, and logs it) or while it re-reads the file; the
+      first sender of that tape is told, then the receiver stops with the same reason.
+    - ``another-recording`` / ``another-tape``: ``OUT.part`` holds part of another recording
+      of the tape, or of another tape; the receiver stops too.
+    - ``busy``: this receiver took a sender of another tape; ``completed``: ``OUT`` was just
+      completed with another tape. The receiver goes on.
+
+    Every refusal but ``wrong-code`` comes after both sides proved the code, inside TLS: it
+    cannot be forged, nor changed into anything else. Nothing on disk changes on a refusal
+    (``OUT.part``, its state and digests stay byte for byte); ``force=True`` (``--force``)
+    discards what is in the way instead. The receiver stops with a
+    :class:`TransferRefusedError` of the same ``reason`` (the CLI: exit 2, one line ending
+    "the sender at HOST:PORT was told"). A peer of an older version reads these refusals as
+    plain ``ERROR`` refusals (it shows the text and exits 2); a refusal from one without a
+    reason reads as ``other``.
 
 Segments, checkpoints and the end-to-end digest
     The stream is cut into segments of ``segment_size`` bytes (64 MiB by default; chosen by the
@@ -61,18 +94,24 @@ Segments, checkpoints and the end-to-end digest
     any order and at any time, which makes resuming cheap on both sides:
 
     - The receiver hashes what it appends, and keeps the chain of its verified segments in its
-      state. When it restarts it re-reads and re-hashes the prefix it already holds, in worker
-      threads, in the background while new bytes arrive (``verify_existing``): if the file no
-      longer matches its state it stops, and sets the state file aside (``.bad``) so that only
-      ``force`` can discard the file.
+      state (and each segment's digest in ``OUT.part.digests``, a hint checked against that
+      chain). When it restarts it re-reads and re-hashes the prefix it already holds, in worker
+      threads, as soon as it starts (``verify_existing``), and a sender of that tape gets its
+      ``START`` only once that check is done (``PING`` frames meanwhile): nothing is appended
+      to a file that was not proven. If the file no longer matches its state, the sender is
+      refused with the first damaged byte (see Refusals) and nothing changes on disk.
     - The sender hashes every segment it streams. After a reconnect it plays from the start of
       the receiver's current segment (at most one segment, read locally again) so that it can
       hash the whole segment while sending only the missing bytes. A sender that starts while
       the receiver already holds a prefix (a new sender process) did not stream that prefix:
-      with ``verify_prefix`` (the default) it reads and hashes the prefix from the source in a
-      background task while the rest of the tape streams; with ``verify_prefix=False`` it
-      takes the receiver's chain value for the prefix on trust (the receiver checked each of
-      those segments against a sender's digest when it received them).
+      with ``verify_prefix`` (the default) it reads and hashes the prefix from the source, and
+      compares its chain with the one the receiver stated in ``START``, before it sends any
+      new byte (``PING`` frames meanwhile): a prefix that is not this tape's (or a source that
+      broke its promise in it) stops the transfer with nothing more sent. The price: a resumed
+      send reads the prefix before it streams, instead of while it streams. With
+      ``verify_prefix=False`` it takes the receiver's chain value for the prefix on trust (the
+      receiver checked each of those segments against a sender's digest when it received them)
+      and streams at once.
 
     At the end the sender sends ``END``; the receiver answers ``DONE`` with its size and chain;
     the sender compares both with its own and answers ``VERDICT``; the receiver compares the

@@ -557,10 +557,15 @@ async def receive(
     file is in place it returns as soon as the sender acknowledges; if that goodbye is lost it
     keeps answering a reconnecting sender for up to ``linger`` seconds, then returns.
 
+    A refused sender is told why (see "Refusals" in :mod:`atartape.transfer`).
+
     Raises :class:`ValueError` for a malformed code or options; :class:`TransferRefusedError`
-    before listening if ``out_path`` exists or ``OUT.part`` cannot be trusted, and when the
-    first sender offers another tape or recording than the one ``OUT.part`` holds (nothing is
-    changed; ``force=True`` discards what is in the way instead);
+    before listening if ``out_path`` exists (``reason`` ``""``); and, once the first
+    authenticated sender of the tape was told so, when ``OUT.part`` cannot be trusted
+    (``reason`` ``"damaged-partial"``, ``offset`` where it is damaged if known: found when it is
+    loaded, or re-read before anything is appended) or that sender offers another tape or
+    recording than the one ``OUT.part`` holds (``"another-tape"``, ``"another-recording"``);
+    nothing is changed, and ``force=True`` discards what is in the way instead;
     :class:`TransferIntegrityError` when received bytes do not match the sender's digests (only
     checked bytes are kept); :class:`TransferError` when the sender stops or the disk fails
     (the sender is told); and :class:`OSError` when the address cannot be bound.

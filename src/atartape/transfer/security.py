@@ -26,9 +26,17 @@ How a connection is opened
        ``AUTH`` with its own nonce ``Ns`` and ``Ps = HMAC(K, "sender" | sha256(cert) | Nr |
        Ns)``, ``cert`` being the certificate the sender saw in the handshake.
     4. The receiver computes the same over its own certificate. A wrong or missing proof is
-       refused (``ERROR refused``, :class:`~atartape.TransferRefusedError` on the sender, CLI
+       refused (a refusal of reason ``wrong-code`` and nothing else: not what the receiver
+       holds, nor any other reason; :class:`~atartape.TransferRefusedError` on the sender, CLI
        exit 2): the receiver logs it and goes on waiting for the right sender; it has read
        nothing but the preamble and ``AUTH``, written nothing, and changed nothing on disk.
+       That refusal is the one message a sender cannot authenticate (a receiver cannot prove
+       anything to a sender whose code differs), so the sender reads any ``ERROR`` in place of
+       ``WELCOME`` as "wrong code", in its own words (any other frame is a protocol error,
+       and only a valid proof lets it go on): a forged refusal can stop a sender,
+       as cutting the line can, but it can neither put words on the sender's screen ("run
+       receive --force") nor pass for success. Every later refusal travels inside the
+       authenticated TLS session.
        Otherwise it answers ``WELCOME`` with ``Pr = HMAC(K, "receiver" | sha256(cert) | Nr |
        Ns)``, which the sender checks over the certificate it saw, before it sends its offer.
 

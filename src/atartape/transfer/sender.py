@@ -486,9 +486,11 @@ async def send(
     into place.
 
     Raises :class:`ValueError` for a malformed code or options, or a view the tape lacks;
-    :class:`TransferRefusedError` when the receiver refuses the code or the tape (it holds part
-    of another tape or recording), or cannot prove it knows the code, or uses the other mode
-    (TLS or plain); :class:`TransferProtocolError` at once when the peer is not an atartape
+    :class:`TransferRefusedError` when the receiver refuses this sender, with the receiver's
+    ``reason`` (``"wrong-code"``, ``"damaged-partial"`` and its ``offset``,
+    ``"another-recording"``, ``"another-tape"``, ``"busy"``, ``"completed"``; see "Refusals" in
+    :mod:`atartape.transfer`) and its text (``the receiver refused: ...``), or when it cannot
+    prove it knows the code, or uses the other mode (TLS or plain; ``reason`` ``""``); :class:`TransferProtocolError` at once when the peer is not an atartape
     receiver; :class:`TransferError` when the receiver stays unreachable or stops (its disk is
     full); :class:`TransferIntegrityError` when a digest differs; and, from the source,
     :class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError` or

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import pty
 import re
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from atartape.cli.transfer import _send_command
+from atartape.transfer.partfile import PartFile
 from tests.transfer.support import make_tree
 
 TIMEOUT = 60
@@ -186,3 +189,69 @@ def test_a_full_disk_ends_both_sides_with_status_1(folder: Path, tmp_path: Path)
         assert status == 1 and "No space left on device" in stderr.splitlines()[-1]
     finally:
         subprocess.run(["umount", str(tiny)], check=False)
+
+
+def forge_partial(out: Path, folder: Path, segments: int, identity: str | None = None) -> None:
+    """Leave ``OUT.part`` as a receiver stopped after ``segments`` checked segments of 64 KiB
+    leaves it (the receiver's own code writes it; ``identity``: of another recording)."""
+    info = json.loads(run("info", folder, "--json").stdout)
+    data = run("play", folder).stdout
+    partial = PartFile(
+        str(out), info["fingerprint"], identity or info["identity"], info["total_size"], 65536
+    )
+    partial.create()
+    for index in range(segments):
+        segment = data[index * 65536 : (index + 1) * 65536]
+        partial.append(memoryview(segment))
+        partial.seal(index, hashlib.sha256(segment).digest())
+    partial.close()
+
+
+def held(out: Path) -> list[bytes]:
+    return [Path(f"{out}{suffix}").read_bytes() for suffix in (".part", ".part.state")]
+
+
+@pytest.mark.parametrize("case", ["damaged", "another recording", "wrong code"])
+def test_a_refused_sender_exits_2_with_the_receivers_reason(
+    folder: Path, tmp_path: Path, case: str
+) -> None:
+    out = tmp_path / "tree.tar"
+    forge_partial(out, folder, 3, identity="0" * 64 if case == "another recording" else None)
+    if case == "damaged":
+        with open(f"{out}.part", "r+b") as part:
+            part.seek(65536 + 99)
+            byte = part.read(1)
+            part.seek(65536 + 99)
+            part.write(bytes([byte[0] ^ 1]))
+    before = held(out)
+    receiver = Receiver(out, "--host", "127.0.0.1", "--port", "0", "--segment-size", "64KiB")
+    try:
+        where = f"127.0.0.1:{receiver.port}"
+        code = "t3st-c0de-0000-0001" if case == "wrong code" else receiver.code
+        # A refusal is not retried: with a long backoff, a retry would outlast the timeout.
+        sent = run("send", folder, where, "--code", code, "--backoff", "1000")
+        err = one_line_error(sent, 2)
+        if case == "wrong code":
+            assert f"the receiver at {where} refused: wrong code" in err
+            assert receiver.proc.poll() is None  # it waits for the right sender
+            receiver.stop()
+            status, stderr = None, ""
+        else:
+            status, _, stderr = receiver.finish()
+    finally:
+        receiver.stop()
+    part = f"{out}.part"
+    if case == "damaged":
+        assert f"the receiver refused: its partial file {part} is damaged at byte 65536: " in err
+        assert "--force" in err
+    elif case == "another recording":
+        assert (
+            f"the receiver refused: its partial file {part} holds 196608 bytes of another " in err
+        )
+        assert "recording of 'tree'" in err
+    if status is not None:
+        assert status == 2, stderr
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("atartape receive: ") and "the sender at 127.0.0.1:" in last, stderr
+        assert "pass force (--force) to discard it" in last
+    assert held(out) == before

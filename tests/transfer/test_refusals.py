@@ -79,9 +79,7 @@ async def refused_once(tape: atartape.Tape, out: Path, **options: object) -> Tra
     return caught.value
 
 
-async def test_a_damaged_partial_is_refused_with_the_byte_where(
-    tree: Path, tmp_path: Path
-) -> None:
+async def test_a_damaged_partial_is_refused_with_the_byte_where(tree: Path, tmp_path: Path) -> None:
     tape = await atartape.record(tree)
     out = tmp_path / "tree.tar"
     with anyio.fail_after(DEADLINE):

@@ -130,3 +130,41 @@ def test_segment_hasher_matches_hashlib(total: int, size: int, seed: int) -> Non
     assert got == expected and hasher.position == total and hasher.room == 0
     with pytest.raises(ValueError, match="go past"):
         hasher.feed(b"x")
+
+
+def frame_message(frame: bytes) -> dict[str, object]:
+    kind, length = wire.decode_head(frame[: wire.HEAD_SIZE])
+    payload = frame[wire.HEAD_SIZE : wire.HEAD_SIZE + length]
+    wire.check_frame(kind, frame[: wire.HEAD_SIZE], payload, frame[wire.HEAD_SIZE + length :])
+    assert kind is wire.Kind.ERROR
+    return wire.decode_message(kind, payload)
+
+
+def test_refusals_round_trip_and_read_as_any_version_writes_them() -> None:
+    refusal = wire.PeerRefusal(wire.Refusal.DAMAGED_PARTIAL, "OUT.part is damaged\nat byte 9", 9)
+    message = frame_message(wire.encode_refusal(refusal))
+    # What a peer of protocol 2 before refusal reasons reads: an ERROR refusal and one line.
+    assert message["code"] == "refused" and message["message"] == "OUT.part is damaged at byte 9"
+    assert wire.decode_refusal(message) == wire.PeerRefusal(
+        wire.Refusal.DAMAGED_PARTIAL, "OUT.part is damaged at byte 9", 9
+    )
+    # What such an older peer sends; and a reason or offset this version does not know.
+    older = {"code": "refused", "message": "wrong code"}
+    assert wire.decode_refusal(older) == wire.PeerRefusal(wire.Refusal.OTHER, "wrong code")
+    newer = {"code": "refused", "reason": "moon-phase", "message": 7, "offset": -1}
+    assert wire.decode_refusal(newer) == wire.PeerRefusal(wire.Refusal.OTHER, "no reason given")
+    assert wire.decode_refusal({"code": "refused", "offset": True}) is not None
+    assert wire.decode_refusal({"code": "failed", "message": "disk full"}) is None
+
+
+def test_a_peers_refusal_becomes_a_refused_error_with_its_reason() -> None:
+    from atartape.transfer.connection import peer_error
+
+    message = frame_message(
+        wire.encode_refusal(wire.PeerRefusal(wire.Refusal.ANOTHER_TAPE, "it holds another", 0))
+    )
+    error = peer_error(message, "receiver")
+    assert isinstance(error, atartape.TransferRefusedError)
+    assert (error.reason, error.offset) == ("another-tape", 0)
+    assert str(error) == "the receiver refused: it holds another"
+    assert not isinstance(peer_error({"code": "failed"}, "sender"), atartape.TransferRefusedError)

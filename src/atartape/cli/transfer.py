@@ -2,9 +2,13 @@
 
 ``receive`` listens on every address (port 8273) by default and prints the command the sender
 should run, with the code it must give (TLS; see :mod:`atartape.transfer.security`). Exit
-status: 0 done; 1 the transfer failed (a digest differs, the peer stopped or stayed
-unreachable, a disk is full); 2 refused (a wrong code, another tape, an existing OUT, the
-other side in the other mode) or bad usage.
+status: 0 done; 1 the transfer failed (a digest differs, the receiver's checked prefix is not
+the tape's, the peer stopped or stayed unreachable, a disk is full); 2 refused (a wrong code, a
+damaged OUT.part, another recording or tape, an existing OUT, the other side in the other mode)
+or bad usage. A refusal is one line on both sides: ``send`` prints the receiver's reason
+(``the receiver refused: its partial file OUT.part is damaged at byte N: ...``), ``receive``
+the same case in its own words, ending ``the sender at HOST:PORT was told`` (a wrong code is
+only logged: the receiver goes on waiting for the right sender).
 """
 
 from __future__ import annotations

@@ -115,6 +115,25 @@ async def test_a_damaged_partial_is_refused_with_the_byte_where(tree: Path, tmp_
     assert not any([await anyio.Path(f"{out}{suffix}").exists() for suffix in SIDECARS])
 
 
+async def test_a_damaged_partial_without_its_digests_is_refused_all_the_same(
+    tree: Path, tmp_path: Path
+) -> None:
+    """A receiver of an earlier version kept no digests: the chain of its state still catches
+    the damage, only not where it is."""
+    tape = await atartape.record(tree)
+    out = tmp_path / "tree.tar"
+    with anyio.fail_after(DEADLINE):
+        verified = await make_partial(tape, out, cut=300_000)
+        await anyio.Path(f"{out}.part.digests").unlink()
+        part = anyio.Path(f"{out}.part")
+        data = bytearray(await part.read_bytes())
+        data[10] ^= 1
+        await part.write_bytes(bytes(data))
+        error = await refused_once(tape, out)
+    assert error.reason == "damaged-partial" and error.offset is None
+    assert f"{out}.part is damaged before byte {verified}: " in str(error)
+
+
 async def test_a_damaged_partial_found_on_resume_is_discarded_with_force(
     tree: Path, tmp_path: Path
 ) -> None:

@@ -113,13 +113,17 @@ class PartFile:
         changes nothing).
         """
         self.fd = os.open(self.part_path, os.O_RDWR)
-        self.digests_fd = os.open(self.digests_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # a receiver of an earlier version left none: then there is no hint to keep
+            self.digests_fd = os.open(self.digests_path, os.O_RDWR)
+        except FileNotFoundError:
+            self.digests_fd = None
         self.length = self.verified
 
     def known_digests(self) -> list[bytes] | None:
         """The digests of the verified segments, from ``OUT.part.digests``, if they give the
         chain value of the state (else ``None``: a receiver of an older version, a torn write)."""
-        assert self.digests_fd is not None
+        if self.digests_fd is None:
+            return None
         data = pread_exact(self.digests_fd, self.segments * _DIGEST, 0)
         digests = [data[i : i + _DIGEST] for i in range(0, len(data), _DIGEST)]
         if len(digests) != self.segments:

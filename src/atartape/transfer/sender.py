@@ -490,9 +490,11 @@ async def send(
     ``reason`` (``"wrong-code"``, ``"damaged-partial"`` and its ``offset``,
     ``"another-recording"``, ``"another-tape"``, ``"busy"``, ``"completed"``; see "Refusals" in
     :mod:`atartape.transfer`) and its text (``the receiver refused: ...``), or when it cannot
-    prove it knows the code, or uses the other mode (TLS or plain; ``reason`` ``""``); :class:`TransferProtocolError` at once when the peer is not an atartape
-    receiver; :class:`TransferError` when the receiver stays unreachable or stops (its disk is
-    full); :class:`TransferIntegrityError` when a digest differs; and, from the source,
+    prove it knows the code, or uses the other mode (TLS or plain; ``reason`` ``""``);
+    :class:`TransferProtocolError` at once when the peer is not an atartape receiver;
+    :class:`TransferError` when the receiver stays unreachable or stops (its disk is full);
+    :class:`TransferIntegrityError` when a digest differs, or when the checked prefix the
+    receiver holds is not this tape's (found before any new byte is sent); and, from the source,
     :class:`~atartape.TarIntegrityError`, :class:`~atartape.SourceNotFoundError` or
     :class:`~atartape.TapeChangedError` (the index was recorded again since ``tape`` was
     opened). None of these is retried.

@@ -306,8 +306,10 @@ class Archive:
             offset = reader.offset
             want = reader.want()
             data = await fetcher.read(offset, offset + want) if want else b""
-            if len(data) < want and previous is not None:
-                self._check_data(previous)  # a stream: it ended here, or before
+            if len(data) < want:  # the archive ends here: its size is known now
+                if previous is not None:
+                    self._check_data(previous)  # a stream: it ended here, or before
+                self._check_end(offset, previous)
             try:
                 got = reader.feed(data)
             except ArchiveFormatError:
@@ -336,6 +338,25 @@ class Archive:
             previous = got
             if until is not None and got.header_offset >= until:
                 return
+
+    def _check_end(self, offset: int, previous: Member | None) -> None:
+        """Refuse an archive that ends before ``offset``, where the next header would be: inside
+        the padding of the member (or extension header) before it, as GNU tar does
+        ("Unexpected EOF in archive")."""
+        size = self.size
+        if size is None or size >= offset:
+            return
+        if previous is not None and previous.next_offset == offset:
+            raise ArchiveFormatError(
+                f"archive is truncated: it ends at {size}, inside the padding of "
+                f"{shown(previous.name)} (which ends at {offset})",
+                offset=previous.header_offset,
+            )
+        raise ArchiveFormatError(
+            f"archive is truncated: it ends at {size}, inside the padding of the extension "
+            f"header before {offset}",
+            offset=size,
+        )
 
     def _check_data(self, member: Member) -> None:
         """Refuse a member whose data runs past the end of the archive (when it is known)."""

@@ -199,8 +199,9 @@ class ArchiveEnd:
     """Where the members of an archive end (``offset``), and how.
 
     ``marker`` is true when a zero block was found there (the end-of-archive marker, or the
-    first of its blocks); false when the archive simply ended at a header boundary (or in a
-    block of zeros cut short), so it may have been truncated at that point.
+    first of its blocks); false when the archive simply ended at a header boundary, so it may
+    have been truncated at that point. (An archive that ends inside a block is no end: the
+    reader raises.)
     """
 
     offset: int
@@ -446,16 +447,19 @@ class HeaderReader:
 
     def _header(self, block: bytes) -> Member | ArchiveEnd | None:
         offset = self.offset
-        if len(block) < BLOCK_SIZE and not block.strip(b"\0"):
+        if not block:
+            if offset == 0:
+                raise ArchiveFormatError("the archive is empty: 0 bytes, no header", offset=0)
             if self.pending:
                 raise ArchiveFormatError(
                     "archive ends after an extension header, without its member", offset=offset
                 )
             self.end = ArchiveEnd(offset, marker=False)  # the archive ends here, maybe cut
             return self.end
-        if len(block) != BLOCK_SIZE:
+        if len(block) != BLOCK_SIZE:  # zeros too: an end marker cut short is a cut
             raise ArchiveFormatError(
-                f"archive is truncated: {len(block)} bytes where a header was expected",
+                f"archive is truncated inside a header block: {len(block)} of "
+                f"{BLOCK_SIZE} bytes",
                 offset=offset,
             )
         if block == ZERO_BLOCK:

@@ -110,7 +110,7 @@ async def check_boundaries(layer: str, tmp_path: Path) -> None:
     # file). pyzstd writes an empty seekable file as a lone seek table, which is no zstd
     # frame: 17 bytes of no tar.
     async with opened(layer, b"", tmp_path) as archive:
-        with pytest.raises(ArchiveFormatError, match="empty|truncated"):
+        with pytest.raises(ArchiveFormatError, match=r"empty|truncated"):
             _ = [m async for m in archive.members()]
 
 

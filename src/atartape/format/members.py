@@ -14,9 +14,10 @@ malformed extensions are resolved (see ``tests/data/archives/NOTES.md`` for the 
 
 - several ``x`` headers before one member: the last one counts, whole (GNU tar, Go);
   several ``L`` or ``K``: the last one;
-- ``g`` records hold for every later member until another ``g`` record sets the same key; an
-  empty value deletes the key (POSIX); a local record with an empty value falls back to the
-  header's field;
+- ``g`` records hold for every later member until the next ``g`` header, which replaces the
+  whole global set (GNU tar; POSIX would accumulate them per key, tarfile does); an empty
+  ``path`` or ``linkpath`` value, local or global, is used as is (GNU tar and tarfile: an empty
+  name), and an empty ``size`` is malformed;
 - a malformed ``mtime`` record is ignored (the header's mtime stays); a malformed or negative
   ``size`` is fatal; a NUL in a record key, or in a ``path``, ``linkpath`` or
   ``GNU.sparse.name`` value, is fatal; a record without its final newline is fatal when it sets
@@ -458,8 +459,7 @@ class HeaderReader:
             return self.end
         if len(block) != BLOCK_SIZE:  # zeros too: an end marker cut short is a cut
             raise ArchiveFormatError(
-                f"archive is truncated inside a header block: {len(block)} of "
-                f"{BLOCK_SIZE} bytes",
+                f"archive is truncated inside a header block: {len(block)} of {BLOCK_SIZE} bytes",
                 offset=offset,
             )
         if block == ZERO_BLOCK:
@@ -499,11 +499,7 @@ class HeaderReader:
             except ValueError as exc:
                 raise ArchiveFormatError(f"bad PAX header: {exc}", offset=at) from None
             if flag == PAX_GLOBAL:
-                for key, value in records:
-                    if value:
-                        self._global[key] = value
-                    else:
-                        self._global.pop(key, None)
+                self._global = dict(records)  # the whole set, as GNU tar reads it
             else:
                 self._local = records  # the last 'x' header counts, whole
         self._expect(_State.HEADER, next_header, BLOCK_SIZE)
@@ -512,18 +508,20 @@ class HeaderReader:
         local = dict(self._local or ())
 
         def record(key: str) -> bytes | None:
-            """A PAX value: the local record (an empty one hides the global), else global."""
+            """A PAX value (empty ones too): the local record, else the global one."""
             value = local[key] if key in local else self._global.get(key)
             if value and key in _NUL_FREE_KEYS and b"\0" in value:
                 raise ArchiveFormatError(
                     f"PAX {key} value contains a NUL byte", offset=self._first_offset or offset
                 )
-            return value or None
+            return value
 
         name = self._long_name if self._long_name is not None else raw.name
-        name = record("path") or name
+        path_record = record("path")
+        name = name if path_record is None else path_record
         linkname = self._long_link if self._long_link is not None else raw.linkname
-        linkname = record("linkpath") or linkname
+        link_record = record("linkpath")
+        linkname = linkname if link_record is None else link_record
         size = raw.size
         size_record = record("size")
         if size_record is not None:

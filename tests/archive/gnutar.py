@@ -41,17 +41,9 @@ _ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92
 Entry = tuple[str, MemberType, int | None]  # name, type, size (files only)
 
 
-# What GNU tar says when it gives up on (part of) an archive, rather than warning about a
-# field it ignores (a malformed mtime, an unknown keyword): then it has no listing to match.
-_GAVE_UP = (
-    "Unexpected EOF",
-    "does not look like a tar archive",
-    "Skipping to next header",
-    "not recoverable",
-    "Damaged tar archive",
-    "rmtlseek not stopped",
-    "out of range",
-)
+# What GNU tar says when the archive ends before its blocks do: it has no listing to match
+# then (atartape must refuse too: an archive ends where its blocks say).
+_CUT = ("Unexpected EOF",)
 
 
 @dataclass(frozen=True)
@@ -62,6 +54,7 @@ class Listing:
     ok: bool
     entries: tuple[Entry, ...]
     error: str = ""
+    marker: bool = False  # atartape's: the members ended at a zero block
 
 
 def gnu_tar() -> str:
@@ -143,21 +136,24 @@ async def our_listing(data: bytes) -> Listing:
                 async for member in archive.members():
                     size = member.size if member.is_file else None
                     entries.append((member.name, member.type, size))
+            marker = archive.possibly_truncated is False
     except ArchiveFormatError as exc:
         return Listing(False, tuple(entries), str(exc))
-    return Listing(True, tuple(entries))
+    return Listing(True, tuple(entries), marker=marker)
 
 
 async def third_answer(data: bytes) -> str | None:
     """Why atartape's answer is neither GNU tar's nor a refusal; ``None`` when it is one of
-    them. GNU tar's answer is its listing when it read the archive through (a warning about a
-    field it ignores aside), and "broken" when it gave up on part of it."""
+    them. GNU tar's answer is its listing (whatever it warned about on the way: it may skip to
+    the next header and find the same members), and "cut" when the archive ends early."""
     ours = await our_listing(data)
     if not ours.ok:
         return None  # refused: always an allowed answer
     gnu = await gnu_listing(data)
-    if any(message in gnu.error for message in _GAVE_UP):
-        return f"GNU tar gives up ({gnu.error!r}) where atartape lists {ours.entries}"
+    # After a lone zero block GNU tar reads the next header to warn about it, and may run out
+    # of bytes in its extension data: past the end, which is not a cut of the members.
+    if not ours.marker and any(message in gnu.error for message in _CUT):
+        return f"GNU tar finds the archive cut ({gnu.error!r}); atartape lists {ours.entries}"
     if ours.entries != gnu.entries:
         return f"atartape lists {ours.entries}, GNU tar {gnu.entries}"
     return None

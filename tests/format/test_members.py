@@ -215,7 +215,8 @@ def test_format_errors_carry_the_offset() -> None:
     deep = next(m for m in members if len(m.name) > 255)
     first = long_name[deep.header_offset : deep.header_offset + 512]
     assert reader.feed(first) is None and reader.pending
-    assert reader.want() == parse_number(first[124:136])
+    size = parse_number(first[124:136])
+    assert reader.want() == size + (-size % 512)  # a GNU long name: read in whole blocks
     assert reader.feed(bytes(reader.want())) is None  # an empty name: padding
     with pytest.raises(ArchiveFormatError, match="without its member"):
         reader.feed(bytes(512))

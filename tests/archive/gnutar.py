@@ -34,7 +34,7 @@ _KINDS = {
     "p": MemberType.FIFO,
 }
 _LINE = re.compile(
-    r'^(?P<kind>\S)\S{9}\s+\S+\s+(?P<size>\S+)\s+\S+ \S+\s+"(?P<name>(?:[^"\\]|\\.)*)"'
+    r'^(?P<kind>\S)\S{9}\s+\S+\s+(?P<size>\S+)\s+[^"]*?\s"(?P<name>(?:[^"\\]|\\.)*)"'
 )
 _ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34}
 

@@ -86,6 +86,8 @@ async def test_a_cut_inside_any_block_is_an_error(layer: str, tmp_path: Path) ->
             with pytest.raises(ArchiveFormatError, match="truncated"):
                 await archive.extract_all(dest)
             assert (dest / "a").read_bytes() == b"AAAA", label
+            with pytest.raises(ArchiveFormatError, match="truncated"):
+                await archive.check()  # what refuses it before anything is written
     assert "padding of 'b'" in messages["inside b's padding"]
     assert "padding of 'b'" in messages["one byte short of b's end"]
     assert "header block" in messages["inside b's header"]
@@ -99,6 +101,7 @@ async def check_boundaries(layer: str, tmp_path: Path) -> None:
         async with opened(layer, FULL[:cut], tmp_path) as archive:
             assert [m.name async for m in archive.members()] == names
             assert archive.possibly_truncated is True
+            assert await archive.check() is True
             dest = tmp_path / f"dest-{cut}"
             await archive.extract_all(dest)
             assert sorted(os.listdir(dest)) == names
@@ -106,6 +109,7 @@ async def check_boundaries(layer: str, tmp_path: Path) -> None:
         async with opened(layer, FULL[: 2560 + 512 * end], tmp_path) as archive:
             assert [m.name async for m in archive.members()] == ["a", "b"]
             assert archive.possibly_truncated is False
+            assert await archive.check() is False
     # An empty archive: GNU tar says "This does not look like a tar archive" (for a plain
     # file). pyzstd writes an empty seekable file as a lone seek table, which is no zstd
     # frame: 17 bytes of no tar.

@@ -247,6 +247,22 @@ class Archive:
         files without a word); ``None`` until a pass has reached the end."""
         return None if self._end is None else not self._end.marker
 
+    async def check(self) -> bool:
+        """Read every header to the end of the archive (once: lookups reuse the listing) and
+        say how it ends: ``True`` when it ends on a block boundary after a member without its
+        zero blocks (:attr:`possibly_truncated`), ``False`` when its end-of-archive marker is
+        there.
+
+        Raises the :class:`ArchiveFormatError` that stopped the listing: a cut inside a block,
+        a member or its padding, a corrupt header, a stream whose checksums fail. Lookups read
+        the members before such a fault (as ``tar -x`` leaves them); call this first to refuse
+        a damaged archive before anything is written.
+        """
+        catalog = await self._full_catalog()
+        if catalog.error is not None:
+            raise catalog.error
+        return self.possibly_truncated is True
+
     # ------------------------------------------------------------------ raw reads
 
     async def _read_upto(self, start: int, end: int) -> bytes:

@@ -127,11 +127,16 @@ async def test_corpus_archive(name: str, tmp_path: Path) -> None:
                 assert sha256(await archive.read(expected[index]["name"])) == digests[index]
 
         # Extraction, member by member: files hold the expected bytes (sparse ones as sparse
-        # files), links their targets; only devices, FIFOs and impossible names are refused.
+        # files), links their targets; only devices, FIFOs, empty and impossible names are
+        # refused.
         dest = tmp_path / "out"
         for ours, theirs in zip(members, expected):
             if theirs["type"] in ("chardev", "blockdev", "fifo"):
                 with pytest.raises(UnsafeMemberError, match=r"device|FIFO"):
+                    await archive.extract(ours, dest)
+                continue
+            if theirs["name"] == "" and theirs["type"] != "dir":  # GNU tar: "." (refused)
+                with pytest.raises(UnsafeMemberError, match="destination folder itself"):
                     await archive.extract(ours, dest)
                 continue
             if theirs["name"] is None:  # Go's 1 MiB name: no file system holds it

@@ -134,7 +134,13 @@ CASES: list[tuple[str, list[tuple[str, bytes, str, bytes]], str, str, Prepare]] 
     ("char device", [special("null", tarfile.CHRTYPE)], "null", "character device", _nothing),
     ("block device", [special("sda", tarfile.BLKTYPE)], "sda", "block device", _nothing),
     ("fifo", [special("pipe", tarfile.FIFOTYPE)], "pipe", "FIFO", _nothing),
-    ("the destination itself", [file("./")], ".", "destination folder itself", _nothing),
+    (
+        "the destination itself",
+        [symlink("./", "elsewhere")],
+        ".",
+        "destination folder itself",
+        _nothing,
+    ),
 ]
 
 

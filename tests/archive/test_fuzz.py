@@ -6,6 +6,10 @@ never anything else; nothing is written outside the destination (a sentinel fold
 stays as it was, and every symlink made resolves inside); nothing hangs (a deadline).
 ``--fuzz`` (see conftest.py) runs 20,000 examples instead of 60 per event loop.
 
+The differential mode (``--fuzz`` or ``ATARTAPE_FUZZ`` only: it runs GNU tar on every example)
+lists each mutated archive with atartape and with GNU tar, and fails on any third answer: a
+listing that is neither GNU tar's nor a refusal (see :mod:`tests.archive.gnutar`).
+
 The same mutations also go through the compressed and sealed paths: the mutated tar is
 compressed (gzip, bzip2, xz, zstd, seekable zstd) or sealed (age, age over seekable zstd), then
 the compressed or sealed bytes may be damaged too (bit flips, truncation).
@@ -35,6 +39,7 @@ from atartape.format import age
 from atartape.format.embedded import build_index_csv, index_row
 from tests.archive import tarbuild as tb
 from tests.archive.fuzzing import examples
+from tests.archive.gnutar import third_answer
 from tests.archive.test_attacks import escapes
 from tests.helpers import MemorySource
 
@@ -249,6 +254,24 @@ def test_the_seeds_are_valid() -> None:
 @given(recipe=RECIPES)
 async def test_fuzz_mutated_archives(recipe: tuple[int, list[tuple[object, ...]]]) -> None:
     await fuzz_one(mutate(recipe))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ATARTAPE_FUZZ"),
+    reason="the differential run against GNU tar: --fuzz or ATARTAPE_FUZZ",
+)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(recipe=RECIPES)
+async def test_fuzz_differential_against_gnu_tar(
+    recipe: tuple[int, list[tuple[object, ...]]],
+) -> None:
+    data = mutate(recipe)
+    with anyio.fail_after(60):
+        assert await third_answer(data) is None
 
 
 IDENTITY = age.X25519Identity.generate()

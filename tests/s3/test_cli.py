@@ -156,3 +156,23 @@ def test_ctrl_c_prints_one_line(
             proc.kill()
     assert proc.returncode == 130, rest
     assert rest.strip() == "atartape upload: interrupted"
+
+
+def test_restore_without_an_index_reads_the_archive_to_its_real_end(
+    env: dict[str, str], client: Any, bucket: str, key: str, url: str, tmp_path: Path
+) -> None:
+    """Issue 20, item 5: an archive from outside is cut inside a member's padding (GNU tar:
+    "Unexpected EOF in archive"): exit 1, one line, nothing written; one that ends after a
+    member without its zero blocks restores, with a one-line warning."""
+    from tests.archive import tarbuild as tb
+
+    archive = tb.file("a.txt", b"AAAA") + tb.file("b.txt", b"B" * 600)  # b's padding: to 2560
+    client.put_object(Bucket=bucket, Key=key, Body=archive[:2148])
+    line = fails(1, "restore", url, "a.txt", tmp_path / "cut.txt", env=env)
+    assert "truncated" in line and "padding of 'b.txt'" in line
+    assert not (tmp_path / "cut.txt").exists()
+    client.put_object(Bucket=bucket, Key=key, Body=archive)
+    done = ok("restore", url, "a.txt", tmp_path / "a.txt", env=env)
+    assert (tmp_path / "a.txt").read_bytes() == b"AAAA"
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "may be truncated" in warnings[0]

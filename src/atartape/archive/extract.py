@@ -24,7 +24,9 @@ member's permission bits without setuid, setgid and sticky bits; files and links
 Folders get theirs when
 :meth:`Extractor.finish` runs (also after a refusal part-way): deepest first, keeping the sticky
 bit, and **a folder that would be world-writable without the sticky bit loses its world-write
-bit** (``0777`` becomes ``0775``; ``1777`` stays ``1777``).
+bit** (``0777`` becomes ``0775``; ``1777`` stays ``1777``). **The destination folder itself is
+never changed**: a member naming it (``.``, ``./``) sets neither its mode nor its mtime (nothing
+here changes an owner), as only what extraction creates is the archive's to set.
 
 Symlink chains
 --------------
@@ -527,24 +529,25 @@ class Extractor:
 
     def make_dir(self, member: Member, parts: list[str], *, defer: bool) -> str:
         """Create a folder (or keep an existing one); its mode and mtime are set now or at
-        :meth:`finish` (``defer``), once its content is written."""
+        :meth:`finish` (``defer``), once its content is written.
+
+        A member that names the destination itself (``.``, ``./``) changes nothing: the
+        destination is not the archive's to set (its mode, mtime and owner stay as they were).
+        """
         if not parts:
-            path = self.dest
-        else:
-            with _member_errors(member):
-                parent = self._parent(member, parts)
-                path = os.path.join(parent, parts[-1])
-                try:
-                    st = os.lstat(path)
-                except FileNotFoundError:
-                    os.mkdir(path, 0o700)
-                else:
-                    if stat.S_ISLNK(st.st_mode):
-                        raise _unsafe(
-                            member, f"it would be written through the symlink {shown(path)}"
-                        )
-                    if not stat.S_ISDIR(st.st_mode):
-                        raise _unsafe(member, f"{shown(path)} is in the way and is not a folder")
+            return self.dest
+        with _member_errors(member):
+            parent = self._parent(member, parts)
+            path = os.path.join(parent, parts[-1])
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                os.mkdir(path, 0o700)
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    raise _unsafe(member, f"it would be written through the symlink {shown(path)}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise _unsafe(member, f"{shown(path)} is in the way and is not a folder")
         self._folders.append((path, member.mode, member.mtime))
         if not defer:
             self.finish()

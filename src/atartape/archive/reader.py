@@ -247,6 +247,22 @@ class Archive:
         files without a word); ``None`` until a pass has reached the end."""
         return None if self._end is None else not self._end.marker
 
+    async def check(self) -> bool:
+        """Read every header to the end of the archive (once: lookups reuse the listing) and
+        say how it ends: ``True`` when it ends on a block boundary after a member without its
+        zero blocks (:attr:`possibly_truncated`), ``False`` when its end-of-archive marker is
+        there.
+
+        Raises the :class:`ArchiveFormatError` that stopped the listing: a cut inside a block,
+        a member or its padding, a corrupt header, a stream whose checksums fail. Lookups read
+        the members before such a fault (as ``tar -x`` leaves them); call this first to refuse
+        a damaged archive before anything is written.
+        """
+        catalog = await self._full_catalog()
+        if catalog.error is not None:
+            raise catalog.error
+        return self.possibly_truncated is True
+
     # ------------------------------------------------------------------ raw reads
 
     async def _read_upto(self, start: int, end: int) -> bytes:
@@ -306,8 +322,10 @@ class Archive:
             offset = reader.offset
             want = reader.want()
             data = await fetcher.read(offset, offset + want) if want else b""
-            if len(data) < want and previous is not None:
-                self._check_data(previous)  # a stream: it ended here, or before
+            if len(data) < want:  # the archive ends here: its size is known now
+                if previous is not None:
+                    self._check_data(previous)  # a stream: it ended here, or before
+                self._check_end(offset, previous)
             try:
                 got = reader.feed(data)
             except ArchiveFormatError:
@@ -336,6 +354,25 @@ class Archive:
             previous = got
             if until is not None and got.header_offset >= until:
                 return
+
+    def _check_end(self, offset: int, previous: Member | None) -> None:
+        """Refuse an archive that ends before ``offset``, where the next header would be: inside
+        the padding of the member (or extension header) before it, as GNU tar does
+        ("Unexpected EOF in archive")."""
+        size = self.size
+        if size is None or size >= offset:
+            return
+        if previous is not None and previous.next_offset == offset:
+            raise ArchiveFormatError(
+                f"archive is truncated: it ends at {size}, inside the padding of "
+                f"{shown(previous.name)} (which ends at {offset})",
+                offset=previous.header_offset,
+            )
+        raise ArchiveFormatError(
+            f"archive is truncated: it ends at {size}, inside the padding of the extension "
+            f"header before {offset}",
+            offset=size,
+        )
 
     def _check_data(self, member: Member) -> None:
         """Refuse a member whose data runs past the end of the archive (when it is known)."""

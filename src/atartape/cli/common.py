@@ -35,6 +35,7 @@ __all__ = [
     "open_tape",
     "printable",
     "read_age_identity",
+    "warning",
     "with_progress",
     "write_stdout",
 ]
@@ -63,6 +64,11 @@ def message(args: argparse.Namespace, text: str) -> None:
     """A message for the user on stderr, unless ``--quiet``."""
     if not args.quiet:
         print(f"{PROG}: {printable(text)}", file=sys.stderr, flush=True)
+
+
+def warning(text: str) -> None:
+    """A one-line warning on stderr (also with ``--quiet``: it is not progress)."""
+    print(f"{PROG}: warning: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def folder_problem(path: str) -> SourceNotFoundError | None:

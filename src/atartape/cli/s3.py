@@ -26,6 +26,7 @@ from .common import (
     message,
     open_tape,
     read_age_identity,
+    warning,
 )
 from .parser import Commands, count, size
 from .progress import Bar, progress_bar
@@ -236,6 +237,7 @@ async def restore(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             endpoint_url=args.endpoint_url,
             age_identity=await read_age_identity(args.age_identity_file),
+            warn=warning,
         )
     except Exception as exc:
         raise _usage(exc) from None

@@ -13,20 +13,30 @@ and ``g`` records; the GNU sparse encodings 0.0, 0.1 and 1.0) and star. How conf
 malformed extensions are resolved (see ``tests/data/archives/NOTES.md`` for the evidence):
 
 - several ``x`` headers before one member: the last one counts, whole (GNU tar, Go);
-  several ``L`` or ``K``: the last one;
-- ``g`` records hold for every later member until another ``g`` record sets the same key; an
-  empty value deletes the key (POSIX); a local record with an empty value falls back to the
-  header's field;
+  several ``L`` or ``K``: the last one, read up to its first NUL in whole blocks (GNU tar: a
+  size field that ends before the NUL does not cut the name);
+- ``g`` records hold for every later member until the next ``g`` header, which replaces the
+  whole global set (GNU tar; POSIX would accumulate them per key, tarfile does); an empty
+  ``path`` or ``linkpath`` value, local or global, is used as is (GNU tar and tarfile: an empty
+  name), and an empty ``size`` is malformed;
+- ``GNU.sparse.name`` names the member (local or global, any type), over ``path`` (GNU tar);
 - a malformed ``mtime`` record is ignored (the header's mtime stays); a malformed or negative
   ``size`` is fatal; a NUL in a record key, or in a ``path``, ``linkpath`` or
   ``GNU.sparse.name`` value, is fatal; a record without its final newline is fatal when it sets
   one of those keys, and ignored otherwise;
-- header-only types (directories, links, devices, FIFOs) carry no data whatever their size
-  field says; a GNU dump directory (``D``) and headers of other types (Solaris ACLs ``A``,
-  volume labels ``V``, multi-volume continuations ``M``...) are skipped by their size;
+- an ``S`` header without the old-GNU magic is a plain file (GNU tar ignores its map);
+- a GNU sparse member whose real size no record gives is refused (GNU tar lists its stored
+  size but extracts it to the end of its map: no answer to match);
+- a file (``0`` or NUL type) whose name ends with a slash is a directory whose data, if any,
+  is skipped (GNU tar);
+- directories and hard links carry no data whatever their size field says; symlinks,
+  devices and FIFOs have no content, but a size field is skipped as data (both as GNU tar
+  reads them; tarfile skips nothing for these); a GNU dump directory (``D``) and headers of
+  other types (Solaris ACLs ``A``, volume labels ``V``, multi-volume continuations ``M``...)
+  are skipped by their size;
 - the prefix field is joined to the name only with the POSIX magic (``ustar\\0``; 131 bytes of
-  it for star headers), or in an old-GNU header whose atime/ctime fields do not parse (a bug of
-  Go's writer before 1.8, read as Go reads it).
+  it for star headers), never in an old-GNU header, as GNU tar reads them (Go and tarfile join
+  it there when the atime/ctime fields do not parse, for a bug of Go's writer before 1.8).
 
 Malformed input raises :class:`~atartape.ArchiveFormatError` carrying the offset of the offending
 header.
@@ -50,7 +60,6 @@ from .sparse import (
     oldgnu_entries,
     pax00_entries,
     pax01_entries,
-    real_size_default,
 )
 
 __all__ = [
@@ -105,16 +114,11 @@ _TYPES = {
     b"D": MemberType.DIRECTORY,  # GNU dump directory: its data lists the folder, skipped
     b"6": MemberType.FIFO,
 }
-# Header-only types: no data, whatever the size field says.
-_NO_DATA = frozenset(
-    {
-        MemberType.DIRECTORY,
-        MemberType.SYMLINK,
-        MemberType.HARDLINK,
-        MemberType.CHAR_DEVICE,
-        MemberType.BLOCK_DEVICE,
-        MemberType.FIFO,
-    }
+# Header-only types: no data, whatever the size field says (GNU tar). Symlinks, devices and
+# FIFOs have no content either, but GNU tar skips as many bytes as their size field says.
+_NO_DATA = frozenset({MemberType.DIRECTORY, MemberType.HARDLINK})
+_NO_CONTENT = frozenset(
+    {MemberType.SYMLINK, MemberType.CHAR_DEVICE, MemberType.BLOCK_DEVICE, MemberType.FIFO}
 )
 
 GNU_LONGNAME = b"L"
@@ -199,8 +203,9 @@ class ArchiveEnd:
     """Where the members of an archive end (``offset``), and how.
 
     ``marker`` is true when a zero block was found there (the end-of-archive marker, or the
-    first of its blocks); false when the archive simply ended at a header boundary (or in a
-    block of zeros cut short), so it may have been truncated at that point.
+    first of its blocks); false when the archive simply ended at a header boundary, so it may
+    have been truncated at that point. (An archive that ends inside a block is no end: the
+    reader raises.)
     """
 
     offset: int
@@ -322,6 +327,7 @@ class _Raw:
     typeflag: bytes
     linkname: bytes
     gnu: bool  # old-GNU magic: the sparse fields mean something
+    posix: bool  # POSIX magic: PAX sparse records describe it as GNU tar reads them
 
 
 def _decode(block: bytes, offset: int) -> _Raw:
@@ -344,14 +350,6 @@ def _decode(block: bytes, offset: int) -> _Raw:
     if magic[:6] == _POSIX_MAGIC:
         star = block[508:512] == _STAR_TRAILER
         prefix = _cstring(block[345 : 476 if star else 500])
-    elif magic == _GNU_MAGIC and block[156:157] != GNU_SPARSE:
-        try:  # atime and ctime; if they are no numbers, a pre-1.8 Go writer put a prefix here
-            parse_number(block[345:357])
-            parse_number(block[357:369])
-        except ValueError:
-            candidate = _cstring(block[345:500])
-            if candidate.isascii():
-                prefix = candidate
     if prefix:
         name = prefix + b"/" + name
     return _Raw(
@@ -362,6 +360,7 @@ def _decode(block: bytes, offset: int) -> _Raw:
         typeflag=block[156:157],
         linkname=_cstring(block[157:257]),
         gnu=magic == _GNU_MAGIC,
+        posix=magic[:6] == _POSIX_MAGIC,
     )
 
 
@@ -446,16 +445,18 @@ class HeaderReader:
 
     def _header(self, block: bytes) -> Member | ArchiveEnd | None:
         offset = self.offset
-        if len(block) < BLOCK_SIZE and not block.strip(b"\0"):
+        if not block:
+            if offset == 0:
+                raise ArchiveFormatError("the archive is empty: 0 bytes, no header", offset=0)
             if self.pending:
                 raise ArchiveFormatError(
                     "archive ends after an extension header, without its member", offset=offset
                 )
             self.end = ArchiveEnd(offset, marker=False)  # the archive ends here, maybe cut
             return self.end
-        if len(block) != BLOCK_SIZE:
+        if len(block) != BLOCK_SIZE:  # zeros too: an end marker cut short is a cut
             raise ArchiveFormatError(
-                f"archive is truncated: {len(block)} bytes where a header was expected",
+                f"archive is truncated inside a header block: {len(block)} of {BLOCK_SIZE} bytes",
                 offset=offset,
             )
         if block == ZERO_BLOCK:
@@ -475,7 +476,10 @@ class HeaderReader:
             if self._first_offset is None and raw.typeflag != PAX_GLOBAL:
                 self._first_offset = offset
             self._ext_flag, self._ext_at = raw.typeflag, offset
-            self._expect(_State.PAYLOAD, offset + BLOCK_SIZE, raw.size)
+            size = raw.size
+            if raw.typeflag in (GNU_LONGNAME, GNU_LONGLINK):
+                size += padding(size)  # GNU tar reads the name to its first NUL, blocks whole
+            self._expect(_State.PAYLOAD, offset + BLOCK_SIZE, size)
             return None
         return self._member(raw, block, offset)
 
@@ -495,11 +499,7 @@ class HeaderReader:
             except ValueError as exc:
                 raise ArchiveFormatError(f"bad PAX header: {exc}", offset=at) from None
             if flag == PAX_GLOBAL:
-                for key, value in records:
-                    if value:
-                        self._global[key] = value
-                    else:
-                        self._global.pop(key, None)
+                self._global = dict(records)  # the whole set, as GNU tar reads it
             else:
                 self._local = records  # the last 'x' header counts, whole
         self._expect(_State.HEADER, next_header, BLOCK_SIZE)
@@ -508,18 +508,23 @@ class HeaderReader:
         local = dict(self._local or ())
 
         def record(key: str) -> bytes | None:
-            """A PAX value: the local record (an empty one hides the global), else global."""
+            """A PAX value (empty ones too): the local record, else the global one."""
             value = local[key] if key in local else self._global.get(key)
             if value and key in _NUL_FREE_KEYS and b"\0" in value:
                 raise ArchiveFormatError(
                     f"PAX {key} value contains a NUL byte", offset=self._first_offset or offset
                 )
-            return value or None
+            return value
 
         name = self._long_name if self._long_name is not None else raw.name
-        name = record("path") or name
+        path_record = record("path")
+        name = name if path_record is None else path_record
+        sparse_name = record("GNU.sparse.name")
+        if sparse_name:  # GNU tar: it names the member, whatever its type, over ``path``
+            name = sparse_name
         linkname = self._long_link if self._long_link is not None else raw.linkname
-        linkname = record("linkpath") or linkname
+        link_record = record("linkpath")
+        linkname = linkname if link_record is None else link_record
         size = raw.size
         size_record = record("size")
         if size_record is not None:
@@ -537,8 +542,9 @@ class HeaderReader:
 
         text = paths.from_bytes(name)
         kind = _TYPES.get(raw.typeflag, MemberType.OTHER)
-        if raw.typeflag == b"\0" and text.endswith("/"):
-            kind = MemberType.DIRECTORY  # a v7 directory: a "file" whose name ends with a slash
+        slashed = raw.typeflag in (b"\0", b"0") and text.endswith("/")
+        if slashed:  # a v7 directory: a "file" whose name ends with a slash (GNU tar: '0' too)
+            kind = MemberType.DIRECTORY
         fields: dict[str, object] = {
             "name": normalize_name(text),
             "type": kind,
@@ -551,14 +557,16 @@ class HeaderReader:
             "data_offset": offset + BLOCK_SIZE,
             "typeflag": raw.typeflag.decode("latin-1"),
         }
-        sparse_keys = kind is MemberType.FILE and any(k.startswith("GNU.sparse.") for k in local)
+        sparse_keys = kind is MemberType.FILE and any(
+            k.startswith("GNU.sparse.") and k != "GNU.sparse.name" for k in local
+        )
         records = self._local or []
         self._local = None
         self._long_name = self._long_link = None
         self._first_offset = None
-        if raw.typeflag == GNU_SPARSE or sparse_keys:
+        if (raw.typeflag == GNU_SPARSE and raw.gnu) or sparse_keys:
             return self._sparse(raw, block, offset, fields, records, size)
-        if raw.typeflag == b"D" or kind is MemberType.OTHER:
+        if raw.typeflag == b"D" or slashed or kind is MemberType.OTHER or kind in _NO_CONTENT:
             fields.update(size=0, stored_size=size)  # data skipped: no content
         elif kind in _NO_DATA:
             fields.update(size=0, stored_size=0)
@@ -597,6 +605,8 @@ class HeaderReader:
                     self._expect(_State.GNU_SPARSE_EXT, offset + BLOCK_SIZE, BLOCK_SIZE)
                     return None
                 return self._finish_sparse(pending, "oldgnu")
+            if not raw.posix:  # GNU tar loses its place there: no answer to match
+                raise SparseError("PAX sparse records before a header without the POSIX magic")
             name = local.get("GNU.sparse.name")
             if name:
                 fields["name"] = normalize_name(paths.from_bytes(name))
@@ -664,8 +674,8 @@ class HeaderReader:
         at = int(fields["header_offset"])  # type: ignore[call-overload]
         stored = int(fields["stored_size"])  # type: ignore[call-overload]
         real = pending.real_size
-        if real < 0:
-            real = real_size_default(pending.entries)
+        if real < 0:  # GNU tar lists the stored size, and extracts to the map's end: refuse
+            raise self._sparse_error(SparseError("no record gives its real size"), at)
         map_size = pending.map_reader.map_size if pending.map_reader is not None else 0
         try:
             sparse = check_map(fmt, pending.entries, real, stored, map_size)

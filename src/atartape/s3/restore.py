@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,7 @@ async def restore(
     endpoint_url: str | None = None,
     client: Any = None,
     age_identity: str | bytes | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Bring back the file or folder ``arc_path`` of the tape stored at ``url``, fetching only
     its bytes; returns the path written.
@@ -250,8 +251,12 @@ async def restore(
     read from it. ``None``: no index; the object is read as any tar (its embedded index, if it
     has one, else a scan of its headers). ``arc_path`` may omit the tape's root folder. A file
     goes to ``dest`` (or into the folder ``dest``, under its name); a folder goes under
-    ``dest`` by its name. Raises :class:`~atartape.EntryNotFoundError` for an unknown path,
-    :class:`S3IntegrityError` when the object is not this tape or changed while read,
+    ``dest`` by its name. Without an index the object must end where its blocks say: a cut
+    inside a block, a member or its padding raises :class:`~atartape.ArchiveFormatError`
+    before anything is written; one that ends without its end-of-archive blocks is read, and
+    ``warn`` (if given) is called with a line saying it may be truncated. Raises
+    :class:`~atartape.EntryNotFoundError` for an unknown path, :class:`S3IntegrityError` when
+    the object is not this tape or changed while read,
     :class:`~atartape.TarIntegrityError` when fetched bytes differ from the recorded digest,
     :class:`FileExistsError` for an existing file ``dest`` without ``overwrite``, and
     :class:`S3Error` for a failed request.
@@ -259,7 +264,7 @@ async def restore(
     async with S3Source(url, client=client, endpoint_url=endpoint_url) as source:
         if index_or_tape is None:
             plain = await decoded(source, age_identity=age_identity)
-            return await _restore_from_archive(plain, source.url, arc_path, dest, overwrite)
+            return await _restore_from_archive(plain, source.url, arc_path, dest, overwrite, warn)
         tape = index_or_tape if isinstance(index_or_tape, Tape) else await Tape.open(index_or_tape)
         stored = source.tape
         if stored is None:
@@ -311,7 +316,12 @@ async def _plain_view(
 
 
 async def _restore_from_archive(
-    source: RangeSource, url: S3Url, arc_path: str, dest: str | os.PathLike[str], overwrite: bool
+    source: RangeSource,
+    url: S3Url,
+    arc_path: str,
+    dest: str | os.PathLike[str],
+    overwrite: bool,
+    warn: Callable[[str], None] | None,
 ) -> Path:
     """Without an index: find the member(s) in the object as in any tar, then fetch them."""
     from ..archive import extract as _extract
@@ -323,6 +333,8 @@ async def _restore_from_archive(
             member = await archive.member(name)
         except EntryNotFoundError:
             member = None
+        if await archive.check() and warn is not None:  # a cut archive raises: nothing written
+            warn(f"{url}: the archive ends without its end-of-archive blocks: it may be truncated")
         if member is not None and member.is_file:
             location = Location(
                 arc_path=member.name,

@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from .._extras import require
 from ..errors import ArchiveFormatError, RangeSourceError, SourceNotFoundError
 from ..format import age, zstd_seekable
 from ..format.header import BLOCK_SIZE, header_checksums
@@ -436,13 +437,7 @@ class Layers:
 
 
 def _require(module: str, extra: str, what: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise ArchiveFormatError(
-            f"the archive is {what}: reading it needs the {module} package "
-            f"(pip install 'atartape[{extra}]')"
-        ) from None
+    require(module, extra, f"reading an archive {what}")
 
 
 async def _identity_text(given: AgeIdentity) -> str | bytes | Sequence[age.Identity]:
@@ -514,7 +509,7 @@ async def unwrap(
     if kind in _FOREIGN:
         raise ArchiveFormatError(f"the archive is {_FOREIGN[kind]}")
     if kind == "zstd":
-        _require("zstandard", "zstd", "zstd-compressed")
+        _require("zstandard", "zstd", "compressed with zstd")
         seekable = SeekableZstdSource(source)
         try:
             await seekable.prepare()

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
+from .._extras import require
 from ..errors import ArchiveFormatError, RangeSourceError
 from .sources import RangeSource
 
@@ -211,10 +212,7 @@ class _ZstdDecoder:
     """One zstd frame (or skippable frame), with bz2's decoder interface and bounded output."""
 
     def __init__(self, max_window: int) -> None:
-        try:
-            import zstandard
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise _StreamError(_NO_ZSTANDARD) from None
+        zstandard = require("zstandard", "zstd", _READING_ZSTD)
         self._errors: tuple[type[BaseException], ...] = (zstandard.ZstdError,)
         window = min(max_window, _ZSTD_WINDOW_MAX)
         self._obj: Any = zstandard.ZstdDecompressor(max_window_size=window).decompressobj()
@@ -249,7 +247,7 @@ class _ZstdDecoder:
         return out
 
 
-_NO_ZSTANDARD = "reading a zstd stream needs the zstandard package: pip install 'atartape[zstd]'"
+_READING_ZSTD = "reading a zstd-compressed archive"
 
 
 def _starts_stream(kind: str, buf: bytes) -> bool | None:
@@ -405,11 +403,7 @@ class StreamedSource:
         if prepare is not None:
             await prepare()
         if self.kind == "zstd":
-            try:
-                import zstandard  # noqa: F401
-            except ImportError:  # pragma: no cover - depends on the environment
-                message = f"the archive is zstd-compressed: {_NO_ZSTANDARD}"
-                raise ArchiveFormatError(message) from None
+            require("zstandard", "zstd", _READING_ZSTD)
         self._csize = self.inner.size
 
     async def read_upto(self, start: int, end: int) -> bytes:

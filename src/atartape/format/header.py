@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import ArchiveFormatError
 from . import paths
 
 __all__ = [
@@ -102,7 +103,7 @@ _TYPEFLAGS = {EntryKind.FILE: b"0", EntryKind.DIRECTORY: b"5", EntryKind.SYMLINK
 _RAW_TYPEFLAGS = {kind.value: flag for kind, flag in _TYPEFLAGS.items()}
 
 
-class HeaderError(ValueError):
+class HeaderError(ArchiveFormatError, ValueError):
     """A block is not a valid TAR header (bad checksum, bad number field)."""
 
 

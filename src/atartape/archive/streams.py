@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from .._extras import require
-from ..errors import ArchiveFormatError, RangeSourceError
+from ..errors import ArchiveFormatError, InvalidArgumentError, RangeSourceError
 from .sources import RangeSource
 
 __all__ = [
@@ -365,9 +365,9 @@ class StreamedSource:
         max_decoder_memory: int = MAX_DECODER_MEMORY,
     ) -> None:
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if window < 1:
-            raise ValueError("window must be positive")
+            raise InvalidArgumentError("window must be positive")
         self.inner = inner
         self.kind = kind
         self.window = window
@@ -410,7 +410,7 @@ class StreamedSource:
         """The plain bytes ``[start, end)``; fewer only where the stream ends (then
         :attr:`size` is known)."""
         if not 0 <= start <= end:
-            raise ValueError(f"bad range {start}-{end}")
+            raise InvalidArgumentError(f"bad range {start}-{end}")
         await self.prepare()
         async with self._lock:
             if start == end or (self._size is not None and start >= self._size):

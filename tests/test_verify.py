@@ -93,8 +93,11 @@ async def test_content_check_sees_what_size_and_mtime_hide(dataset: Path) -> Non
 
 async def test_content_needs_recorded_digests(dataset: Path) -> None:
     tape = await atartape.record(dataset)
-    with pytest.raises(ValueError, match="recorded without checksums"):
+    with pytest.raises(atartape.ChecksumsNotRecordedError, match="recorded without checksums"):
         await atartape.TapePlayer(tape).verify(content=True)
+    # One of atartape's errors (the command line's exit 2), still a ValueError as it was.
+    assert issubclass(atartape.ChecksumsNotRecordedError, atartape.InvalidArgumentError)
+    assert issubclass(atartape.InvalidArgumentError, (atartape.TarTapeError, ValueError))
 
 
 async def test_canary_check(dataset: Path) -> None:
@@ -113,7 +116,7 @@ async def test_canary_check(dataset: Path) -> None:
     write(dataset / "sub" / "big.bin", "shrunk")
     report = await player.verify(deep=False, sample=0)
     assert reasons(report) == {"dataset/sub/big.bin": "size"}
-    with pytest.raises(ValueError, match="sample"):
+    with pytest.raises(atartape.InvalidArgumentError, match="sample"):
         await player.verify(deep=False, sample=-1)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeAlias
 
-from .errors import TapeChangedError
+from .errors import InvalidArgumentError, TapeChangedError
 from .format import http
 from .oneshot import TarTape
 from .player import TapePlayer
@@ -148,15 +148,19 @@ def check_servable(
     ]
     if isinstance(tape, TapePlayer):
         if given:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{', '.join(given)}: a TapePlayer was made with its own (pass the Tape instead)"
             )
         return tape
     if isinstance(tape, TarTape):
         if view not in (None, "plain"):
-            raise ValueError(f"a one-shot tape has no {view!r} view: only its tar ('plain')")
+            raise InvalidArgumentError(
+                f"a one-shot tape has no {view!r} view: only its tar ('plain')"
+            )
         if source_root is not None or age_identity is not None:
-            raise ValueError("source_root and age_identity are for a recorded Tape, not a TarTape")
+            raise InvalidArgumentError(
+                "source_root and age_identity are for a recorded Tape, not a TarTape"
+            )
         return tape
     raise TypeError(f"cannot serve a {type(tape).__name__}: a Tape, TapePlayer or TarTape")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import aclosing
 
-from aiohttp import web
-
+from ._extras import require
 from ._serving import (
     ClientGone,
     Progress,
@@ -24,6 +23,9 @@ from ._serving import (
 from .errors import TarTapeError
 from .format import http
 from .oneshot import TarTape
+
+require("aiohttp", "aiohttp", "atartape.aiohttp")  # says what to install when it is missing
+from aiohttp import web  # noqa: E402
 
 __all__ = ["tape_response"]
 

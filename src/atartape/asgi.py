@@ -31,7 +31,7 @@ from ._serving import (
     send_body,
     served,
 )
-from .errors import TapeChangedError, TarTapeError
+from .errors import InvalidArgumentError, TapeChangedError, TarTapeError
 from .format import http
 from .player import TapePlayer
 from .tape import Tape, default_index_path
@@ -225,7 +225,9 @@ class TapeApp:
         age_identity: str | bytes | None = None,
     ) -> None:
         if view is not None and view not in views.VIEWS:
-            raise ValueError(f"view must be one of {', '.join(views.VIEWS)}, not {view!r}")
+            raise InvalidArgumentError(
+                f"view must be one of {', '.join(views.VIEWS)}, not {view!r}"
+            )
         self.source = os.fspath(source)
         self.index_path = (
             os.fspath(index_path) if index_path is not None else default_index_path(self.source)
@@ -318,7 +320,7 @@ class TapeApp:
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1003})
         else:
-            raise ValueError(f"TapeApp cannot handle a {scope['type']!r} scope")
+            raise InvalidArgumentError(f"TapeApp cannot handle a {scope['type']!r} scope")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]

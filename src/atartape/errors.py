@@ -23,6 +23,9 @@ Where a built-in exception means the same thing, the error also subclasses it, s
     ├── UnsafeMemberError                               extracting it would escape, or a device
     ├── NotAFileError                                   a member without content was read
     ├── RangeSourceError           (OSError)            a range source answered wrongly
+    ├── MissingDependencyError     (ImportError)        an optional dependency is not installed
+    ├── InvalidArgumentError       (ValueError)         an argument out of its domain
+    │   └── ChecksumsNotRecordedError                   a content check of a tape without digests
     └── TransferError                                   a send or receive failed
         ├── TransferRefusedError                        refused before any byte moved
         ├── TransferIntegrityError                      received bytes differ from the sent
@@ -38,10 +41,13 @@ from collections.abc import Sequence
 __all__ = [
     "AmbiguousLayoutError",
     "ArchiveFormatError",
+    "ChecksumsNotRecordedError",
     "DuplicateEntryError",
     "EntryNotFoundError",
+    "InvalidArgumentError",
     "InvalidOffsetError",
     "LayoutNotFoundError",
+    "MissingDependencyError",
     "NotAFileError",
     "PathConstraintError",
     "RangeSourceError",
@@ -203,6 +209,27 @@ class NotAFileError(TarTapeError):
 
 class RangeSourceError(TarTapeError, OSError):
     """A range source (an HTTP server, an object store) answered a range request wrongly."""
+
+
+class MissingDependencyError(TarTapeError, ImportError):
+    """What was asked needs an optional dependency that is not installed. The message names the
+    extra that installs it (``pip install 'atartape[zstd]'``); ``name`` is the module that could
+    not be imported and ``extra`` that extra."""
+
+    def __init__(self, message: str, *, name: str | None = None, extra: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.extra = extra
+
+
+class InvalidArgumentError(TarTapeError, ValueError):
+    """An argument is outside its domain (a negative count, an unknown name, a bad key), or
+    two arguments contradict each other; nothing was done. The message names the argument."""
+
+
+class ChecksumsNotRecordedError(InvalidArgumentError):
+    """A check of content was asked of a tape recorded without digests of its files: there is
+    nothing to compare with (record with ``checksum="sha256"``, ``record --checksum sha256``)."""
 
 
 class TransferError(TarTapeError):

@@ -40,6 +40,7 @@ from ._engine.store import IndexStore, open_store
 from ._engine.tartape_catalog import TartapeCatalog
 from .errors import (
     AmbiguousLayoutError,
+    InvalidArgumentError,
     LayoutNotFoundError,
     ReadOnlyIndexError,
     TapeChangedError,
@@ -186,7 +187,7 @@ def find_layout(
     """
     if isinstance(spec, Layout):
         if spec.total_size != total_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the layout {spec.tag!r} cuts a tape of {spec.total_size} bytes; "
                 f"this one has {total_size}"
             )
@@ -202,7 +203,9 @@ def find_layout(
     except ValueError as exc:
         if not layouts or not isinstance(spec, str):
             raise
-        raise ValueError(f"{exc} (nor is it a layout tag: {_unknown_tag(spec, layouts)})") from None
+        raise InvalidArgumentError(
+            f"{exc} (nor is it a layout tag: {_unknown_tag(spec, layouts)})"
+        ) from None
     same = [layout for layout in layouts if layout.volume_size == size]
     if same:
         return next((layout for layout in same if layout.is_default), same[0])

@@ -43,6 +43,7 @@ from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, Sink
 from ._engine.source import ListedFolders, StrictFolders, mismatch
 from .errors import (
     DuplicateEntryError,
+    InvalidArgumentError,
     InvalidOffsetError,
     PathConstraintError,
     SourceNotFoundError,
@@ -157,7 +158,7 @@ class TarTape:
         recorded_at: datetime | None = None,
     ) -> None:
         if chunk_size < BLOCK_SIZE:
-            raise ValueError(f"chunk_size must be at least {BLOCK_SIZE}")
+            raise InvalidArgumentError(f"chunk_size must be at least {BLOCK_SIZE}")
         self.md5 = md5
         self.chunk_size = chunk_size
         self.embed_index = embed_index
@@ -249,9 +250,9 @@ class TarTape:
         self._check_open()
         _check_size(size)
         if isinstance(mtime, bool) or not isinstance(mtime, int):
-            raise ValueError(f"mtime must be an int of seconds, not {mtime!r}")
+            raise InvalidArgumentError(f"mtime must be an int of seconds, not {mtime!r}")
         if not callable(read_range):
-            raise ValueError(f"read_range must be an async callable, not {read_range!r}")
+            raise InvalidArgumentError(f"read_range must be an async callable, not {read_range!r}")
         _check_path(arc_path)
         self._sources.append(_Remote(arc_path, size, read_range, mode, mtime, version))
 
@@ -603,7 +604,7 @@ async def _remote_entry(
 
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be a non-negative int, not {size!r}")
+        raise InvalidArgumentError(f"size must be a non-negative int, not {size!r}")
 
 
 def _check_path(arc_path: str) -> None:

@@ -15,6 +15,7 @@ from ._engine.index import FORMAT, Index, open_index
 from ._engine.producer import CHUNK_SIZE, READ_AHEAD, Producer
 from ._engine.session import Recording, open_recorded
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, FdSink
+from .errors import InvalidArgumentError
 from .format.events import Progress, TarEvent
 from .format.layout import Window, check_window
 from .format.windows import Layout, volume_name
@@ -58,7 +59,7 @@ class TapePlayer:
         age_identity: str | bytes | None = None,
     ) -> None:
         if chunk_size < 512 or read_ahead < 1:
-            raise ValueError("chunk_size must be at least 512 and read_ahead positive")
+            raise InvalidArgumentError("chunk_size must be at least 512 and read_ahead positive")
         self.tape = tape
         self.source_root = os.fspath(source_root) if source_root is not None else tape.source_root
         self.md5 = md5
@@ -66,7 +67,9 @@ class TapePlayer:
         self.read_ahead = read_ahead
         self.view = view or tape.view
         if self.view not in views.VIEWS:
-            raise ValueError(f"view must be one of {', '.join(views.VIEWS)}, not {view!r}")
+            raise InvalidArgumentError(
+                f"view must be one of {', '.join(views.VIEWS)}, not {view!r}"
+            )
         self.size = tape.view_size(self.view)  # raises ValueError for a view the tape lacks
         self.age_identity = age_identity
         self._file_key: bytes | None = None
@@ -98,7 +101,7 @@ class TapePlayer:
         (``aclose()``, or leave an ``aclosing`` block) to release the open file at once.
         """
         if self.view != "plain":
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"events describe the tar: this player gives the {self.view!r} view (make one "
                 "with view='plain' for events)"
             )
@@ -241,7 +244,7 @@ class TapePlayer:
     def _layout(self, size: Layout | int | str | None, layout: Layout | str | None) -> Layout:
         tape = self.tape
         if size is not None and layout is not None:
-            raise ValueError("pass a size or a layout, not both")
+            raise InvalidArgumentError("pass a size or a layout, not both")
         if self.view != "plain":
             return self._view_layout(size, layout)
         if layout is not None:
@@ -315,8 +318,9 @@ class TapePlayer:
         recorded by ``record(..., checksum=...)``. Returns a :class:`VerifyReport`, truthy when
         all holds; differences are listed, never raised. ``progress`` (a
         :class:`~atartape.Progress`) counts the entries checked and the bytes re-hashed.
-        Raises :class:`SourceNotFoundError` without the source, :class:`ValueError` for
-        ``content`` on a tape without checksums, :class:`TapeChangedError` when the index was
+        Raises :class:`SourceNotFoundError` without the source,
+        :class:`~atartape.ChecksumsNotRecordedError` (a ``ValueError``) for ``content`` on a tape
+        without checksums, :class:`TapeChangedError` when the index was
         re-recorded and :class:`TapeFormatError` when it is damaged.
         """
         return await verify(

@@ -13,7 +13,13 @@ import anyio.to_thread
 from ._engine import files, index
 from ._engine.scan import ScanOptions, scan
 from ._engine.source import ListedFolders, relative_source
-from .errors import PathConstraintError, SourceNotFoundError, TapeExistsError, TarTapeError
+from .errors import (
+    InvalidArgumentError,
+    PathConstraintError,
+    SourceNotFoundError,
+    TapeExistsError,
+    TarTapeError,
+)
 from .format import age, paths, zstd_seekable
 from .format.embedded import index_member
 from .format.events import Progress
@@ -218,7 +224,7 @@ def _algorithm(checksum: str | bool | None) -> str | None:
         return "sha256"
     if isinstance(checksum, str) and checksum.lower().strip() in CHECKSUMS:
         return checksum.lower().strip()
-    raise ValueError(
+    raise InvalidArgumentError(
         f"checksum must be one of {', '.join(CHECKSUMS)}, True (sha256) or None, not {checksum!r}"
     )
 

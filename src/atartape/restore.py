@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from ._engine.files import AtomicFile
-from .errors import TarIntegrityError
+from .errors import InvalidArgumentError, TarIntegrityError
 from .format.header import EntryKind
 from .format.units import parse_size
 from .format.windows import Location
@@ -151,12 +151,12 @@ async def restore_file(
     location whose fragments do not add up to its size, and whatever ``fetch_range`` raises.
     """
     if location.kind is not EntryKind.FILE:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{location.arc_path!r} is a {location.kind.value}: only regular files are restored"
         )
     covered = sum(fragment.length for fragment in location.fragments)
     if covered != location.size:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the fragments of {location.arc_path!r} cover {covered} bytes, "
             f"its size is {location.size}"
         )

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 
-import starlette.requests
-import starlette.responses
-from starlette.types import Receive, Scope, Send
-
+from ._extras import require
 from ._serving import (
     ClientGone,
     Servable,
@@ -23,6 +20,11 @@ from .asgi import send_plan, send_tape
 from .errors import TarTapeError
 from .format import http
 from .oneshot import TarTape
+
+require("starlette", "starlette", "atartape.starlette")  # says what to install when it is missing
+import starlette.requests  # noqa: E402
+import starlette.responses  # noqa: E402
+from starlette.types import Receive, Scope, Send  # noqa: E402
 
 __all__ = ["TapeResponse"]
 

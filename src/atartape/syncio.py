@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .errors import InvalidOffsetError
+from .errors import InvalidArgumentError, InvalidOffsetError
 
 __all__ = ["ByteSource", "TapeReader"]
 
@@ -136,7 +136,7 @@ class TapeReader(io.RawIOBase):
         elif whence == os.SEEK_END:
             target = self._size + offset
         else:
-            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
+            raise InvalidArgumentError(f"whence must be 0, 1 or 2, not {whence!r}")
         if not 0 <= target <= self._size:
             raise InvalidOffsetError(
                 f"seek position {target} is outside the file (valid: 0 to {self._size})"
@@ -209,7 +209,7 @@ class TapeReader(io.RawIOBase):
 
     def _check_open(self) -> None:
         if self.closed:
-            raise ValueError(f"I/O operation on a closed tape reader ({self.name!r})")
+            raise InvalidArgumentError(f"I/O operation on a closed tape reader ({self.name!r})")
 
     def _call(self, func: Callable[..., Any], *args: Any) -> Any:
         if self._portal is None:

@@ -15,7 +15,7 @@ import anyio.to_thread
 from . import layouts
 from ._engine.index import FORMAT, open_index
 from ._engine.source import INDEX_DIR
-from .errors import EntryNotFoundError, ReadOnlyIndexError, TapeNotFoundError
+from .errors import EntryNotFoundError, InvalidArgumentError, ReadOnlyIndexError, TapeNotFoundError
 from .format import paths
 from .format.layout import Entry, check_window
 from .format.units import parse_size
@@ -216,7 +216,7 @@ class Tape:
         what :meth:`get_layout` raises, and :class:`ValueError` for a bad size.
         """
         if volume_size is not None and layout is not None:
-            raise ValueError("pass volume_size or layout, not both")
+            raise InvalidArgumentError("pass volume_size or layout, not both")
         if isinstance(volume_size, int):
             parse_size(volume_size, what="volume size")  # fail before the index is opened
         async with await open_index(self.index_path, expected=self.identity, shared=True) as index:

@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from ._engine.index import Index
-from .errors import TapeFormatError, TarIntegrityError, ViewError
+from .errors import InvalidArgumentError, TapeFormatError, TarIntegrityError, ViewError
 from .format import age, zstd_seekable
 from .format.units import parse_size
 from .views import DEFAULT_FRAME_SIZE, key_path
@@ -61,12 +61,14 @@ class ViewOptions:
 
     def __post_init__(self) -> None:
         if self.compress not in (None, "zstd"):
-            raise ValueError(f"compress must be 'zstd' or None, not {self.compress!r}")
+            raise InvalidArgumentError(f"compress must be 'zstd' or None, not {self.compress!r}")
         if self.seal and self.passphrase is not None:
-            raise ValueError("seal for recipients or with a passphrase, not both (age's rule)")
+            raise InvalidArgumentError(
+                "seal for recipients or with a passphrase, not both (age's rule)"
+            )
         size = parse_size(self.frame_size, what="frame size")
         if not 4096 <= size <= 256 * 1024 * 1024:
-            raise ValueError(f"frame size {size} is outside 4KiB to 256MiB")
+            raise InvalidArgumentError(f"frame size {size} is outside 4KiB to 256MiB")
 
     @property
     def sealed(self) -> bool:
@@ -86,7 +88,7 @@ class ViewOptions:
         try:
             return [age.parse_recipient(text) for text in self.seal]
         except age.SealError as exc:
-            raise ValueError(f"bad age recipient: {exc}") from None
+            raise InvalidArgumentError(f"bad age recipient: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- recording

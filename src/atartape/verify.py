@@ -31,7 +31,12 @@ from ._engine.source import (
     require_folder,
     source_locator,
 )
-from .errors import TapeFormatError, TarIntegrityError
+from .errors import (
+    ChecksumsNotRecordedError,
+    InvalidArgumentError,
+    TapeFormatError,
+    TarIntegrityError,
+)
 from .format import paths
 from .format.events import Progress
 from .format.header import FOOTER_SIZE
@@ -288,18 +293,20 @@ async def verify(
 
     See :meth:`TapePlayer.verify`, the public way to call it. A deep check also checks the
     index itself: its rows lie back to back and its fingerprint and identity are those its rows
-    give. Raises :class:`ValueError` when ``content`` is asked of a tape recorded without
-    checksums (there is nothing to compare with) or ``sample`` is negative,
+    give. Raises :class:`ChecksumsNotRecordedError` when ``content`` is asked of a tape recorded
+    without checksums (there is nothing to compare with), :class:`InvalidArgumentError` when
+    ``sample`` is negative (both are ``ValueError``),
     :class:`SourceNotFoundError` when the source folder is missing, :class:`TapeChangedError`
     when the index was re-recorded and :class:`TapeFormatError` when it is damaged.
     Differences of the source are never raised: they are listed in the returned report.
     """
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
-        raise ValueError(f"sample must be a non-negative int, not {sample!r}")
+        raise InvalidArgumentError(f"sample must be a non-negative int, not {sample!r}")
     if content and tape.checksum_algorithm is None:
-        raise ValueError(
+        raise ChecksumsNotRecordedError(
             f"tape {tape.name!r} was recorded without checksums, so content cannot be verified: "
-            "record it with checksum='sha256' (or 'md5'), or verify with content=False"
+            "record it with checksum='sha256' (atartape record --checksum sha256), "
+            "or verify with content=False"
         )
     root = os.fspath(source_root) if source_root is not None else tape.source_root
     await anyio.to_thread.run_sync(require_folder, root, tape.name)

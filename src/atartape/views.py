@@ -31,6 +31,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import InvalidArgumentError
+
 __all__ = [
     "DEFAULT_FRAME_SIZE",
     "VIEWS",
@@ -91,7 +93,7 @@ def available(meta: Mapping[str, Any]) -> tuple[str, ...]:
 def size_of(meta: Mapping[str, Any], view: str) -> int:
     """How many bytes ``view`` of the tape has; ``ValueError`` for a view it lacks."""
     if view not in available(meta):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the tape has no {view!r} view (it has {', '.join(available(meta))}): record it "
             "with compress='zstd' and/or seal= to make one"
         )

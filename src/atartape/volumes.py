@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from .errors import InvalidOffsetError
+from .errors import InvalidArgumentError, InvalidOffsetError
 from .syncio import ByteSource, TapeReader
 
 __all__ = ["ByteSource", "ChecksumKeeper", "Volume"]
@@ -156,12 +156,14 @@ class Volume:
         try:
             digest = hashlib.new(algorithm, usedforsecurity=False)
         except (ValueError, TypeError):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown hash algorithm {algorithm!r}; "
                 f"available: {', '.join(sorted(hashlib.algorithms_available))}"
             ) from None
         if digest.digest_size == 0 or algorithm.lower().startswith("shake"):
-            raise ValueError(f"{algorithm!r} has no fixed digest length; use e.g. 'sha256'")
+            raise InvalidArgumentError(
+                f"{algorithm!r} has no fixed digest length; use e.g. 'sha256'"
+            )
         async with aclosing(self._chunks()) as chunks:
             async for chunk in chunks:
                 digest.update(chunk)
@@ -182,7 +184,7 @@ class Volume:
 
     def _check_open(self) -> None:
         if not self._is_open:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"volume {self.name!r} is not open: use read() and seek() inside "
                 "`async with volume:`"
             )
@@ -209,7 +211,7 @@ class Volume:
         """
         self._check_open()
         if isinstance(offset, bool) or not isinstance(offset, int):
-            raise ValueError(f"seek offset must be an int, not {type(offset).__name__}")
+            raise InvalidArgumentError(f"seek offset must be an int, not {type(offset).__name__}")
         if whence == 0:
             target = offset
         elif whence == 1:
@@ -217,9 +219,9 @@ class Volume:
         elif whence == 2:
             target = self.size + offset
         else:
-            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
+            raise InvalidArgumentError(f"whence must be 0, 1 or 2, not {whence!r}")
         if target < 0:
-            raise ValueError(f"negative seek position {target}")
+            raise InvalidArgumentError(f"negative seek position {target}")
         if target != self._stream_position:
             await self._drop_stream()
         self._position = target

@@ -31,7 +31,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..errors import ArchiveFormatError, RangeSourceError, SourceNotFoundError
+from .._extras import require
+from ..errors import ArchiveFormatError, InvalidArgumentError, RangeSourceError, SourceNotFoundError
 from ..format import age, zstd_seekable
 from ..format.header import BLOCK_SIZE, header_checksums
 from ..format.members import parse_number
@@ -147,7 +148,9 @@ class SeekableZstdSource:
         table = self.table
         assert table is not None
         if not 0 <= start <= end <= table.plain_size:
-            raise ValueError(f"bytes {start}-{end} are outside the {table.plain_size} plain bytes")
+            raise InvalidArgumentError(
+                f"bytes {start}-{end} are outside the {table.plain_size} plain bytes"
+            )
         out: list[bytes] = []
         at = start
         while at < end:
@@ -223,7 +226,7 @@ class AgeSource:
         max_work_factor: int = age.DEFAULT_MAX_WORK_FACTOR,
     ) -> None:
         if (identities is None) == (file_key is None):
-            raise ValueError("give identities or file_key (one of them)")
+            raise InvalidArgumentError("give identities or file_key (one of them)")
         self.inner = inner
         self._identities = identities
         self._file_key = file_key
@@ -280,7 +283,9 @@ class AgeSource:
         assert layout is not None
         assert key is not None
         if not 0 <= start <= end <= layout.plain_size:
-            raise ValueError(f"bytes {start}-{end} are outside the {layout.plain_size} plain bytes")
+            raise InvalidArgumentError(
+                f"bytes {start}-{end} are outside the {layout.plain_size} plain bytes"
+            )
         out: list[bytes] = []
         at = start
         while at < end:
@@ -436,13 +441,7 @@ class Layers:
 
 
 def _require(module: str, extra: str, what: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise ArchiveFormatError(
-            f"the archive is {what}: reading it needs the {module} package "
-            f"(pip install 'atartape[{extra}]')"
-        ) from None
+    require(module, extra, f"reading an archive {what}")
 
 
 async def _identity_text(given: AgeIdentity) -> str | bytes | Sequence[age.Identity]:
@@ -514,7 +513,7 @@ async def unwrap(
     if kind in _FOREIGN:
         raise ArchiveFormatError(f"the archive is {_FOREIGN[kind]}")
     if kind == "zstd":
-        _require("zstandard", "zstd", "zstd-compressed")
+        _require("zstandard", "zstd", "compressed with zstd")
         seekable = SeekableZstdSource(source)
         try:
             await seekable.prepare()

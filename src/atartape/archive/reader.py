@@ -59,7 +59,13 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.to_thread
 
-from ..errors import ArchiveFormatError, EntryNotFoundError, NotAFileError, UnsafeMemberError
+from ..errors import (
+    ArchiveFormatError,
+    EntryNotFoundError,
+    InvalidArgumentError,
+    NotAFileError,
+    UnsafeMemberError,
+)
 from ..format.embedded import (
     NEED_MORE,
     IndexCandidate,
@@ -635,7 +641,7 @@ class Archive:
         The lookup happens at the first iteration, which raises as :meth:`read` does.
         """
         if chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
+            raise InvalidArgumentError("chunk_size must be positive")
         return self._member_chunks(name, chunk_size)
 
     async def _member_chunks(self, name: MemberRef, chunk_size: int) -> AsyncGenerator[bytes, None]:

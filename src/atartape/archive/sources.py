@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 
 from .._engine.files import pread_exact
+from .._extras import require
 from ..errors import ArchiveFormatError, RangeSourceError, SourceNotFoundError
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class HttpRangeSource:
         return {**self.headers, "Range": f"bytes={first}-{last}", "Accept-Encoding": "identity"}
 
     async def _get(self, first: int, last: int, *, probe: bool) -> tuple[int, bytes, str]:
+        require("httpx", "http", "HttpRangeSource")
         import httpx
 
         async def fetch(client: httpx.AsyncClient) -> tuple[int, bytes, str]:

@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 
-from ..errors import ArchiveFormatError, RangeSourceError
+from .._extras import require
+from ..errors import ArchiveFormatError, InvalidArgumentError, RangeSourceError
 from .sources import RangeSource
 
 __all__ = [
@@ -211,10 +212,7 @@ class _ZstdDecoder:
     """One zstd frame (or skippable frame), with bz2's decoder interface and bounded output."""
 
     def __init__(self, max_window: int) -> None:
-        try:
-            import zstandard
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise _StreamError(_NO_ZSTANDARD) from None
+        zstandard = require("zstandard", "zstd", _READING_ZSTD)
         self._errors: tuple[type[BaseException], ...] = (zstandard.ZstdError,)
         window = min(max_window, _ZSTD_WINDOW_MAX)
         self._obj: Any = zstandard.ZstdDecompressor(max_window_size=window).decompressobj()
@@ -249,7 +247,7 @@ class _ZstdDecoder:
         return out
 
 
-_NO_ZSTANDARD = "reading a zstd stream needs the zstandard package: pip install 'atartape[zstd]'"
+_READING_ZSTD = "reading a zstd-compressed archive"
 
 
 def _starts_stream(kind: str, buf: bytes) -> bool | None:
@@ -367,9 +365,9 @@ class StreamedSource:
         max_decoder_memory: int = MAX_DECODER_MEMORY,
     ) -> None:
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if window < 1:
-            raise ValueError("window must be positive")
+            raise InvalidArgumentError("window must be positive")
         self.inner = inner
         self.kind = kind
         self.window = window
@@ -405,18 +403,14 @@ class StreamedSource:
         if prepare is not None:
             await prepare()
         if self.kind == "zstd":
-            try:
-                import zstandard  # noqa: F401
-            except ImportError:  # pragma: no cover - depends on the environment
-                message = f"the archive is zstd-compressed: {_NO_ZSTANDARD}"
-                raise ArchiveFormatError(message) from None
+            require("zstandard", "zstd", _READING_ZSTD)
         self._csize = self.inner.size
 
     async def read_upto(self, start: int, end: int) -> bytes:
         """The plain bytes ``[start, end)``; fewer only where the stream ends (then
         :attr:`size` is known)."""
         if not 0 <= start <= end:
-            raise ValueError(f"bad range {start}-{end}")
+            raise InvalidArgumentError(f"bad range {start}-{end}")
         await self.prepare()
         async with self._lock:
             if start == end or (self._size is not None and start >= self._size):

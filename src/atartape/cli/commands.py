@@ -501,6 +501,12 @@ async def verify(args: argparse.Namespace) -> int:
     from ..player import TapePlayer
 
     tape = await open_tape(args)
+    if args.content and not tape.has_file_checksums:
+        raise UsageError(
+            f"tape {tape.name!r} was recorded without file digests, so --content has nothing "
+            "to compare with: record it with 'atartape record --checksum sha256' "
+            "(--overwrite to replace the index), or verify without --content"
+        )
     deep = args.sample is None
     report = await TapePlayer(tape).verify(deep=deep, content=args.content, sample=args.sample or 0)
     out = Stdout()

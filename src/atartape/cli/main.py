@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..errors import (
     EntryNotFoundError,
+    InvalidArgumentError,
     InvalidOffsetError,
+    MissingDependencyError,
     PathConstraintError,
     SourceNotFoundError,
     TapeExistsError,
@@ -39,7 +41,9 @@ __all__ = ["main"]
 EXIT_BROKEN_PIPE = 141
 
 _USAGE_ERRORS = (
+    InvalidArgumentError,
     InvalidOffsetError,
+    MissingDependencyError,
     PathConstraintError,
     SourceNotFoundError,
     TapeExistsError,
@@ -63,10 +67,10 @@ _USAGE_ERRNOS = {
 
 
 def _run(args: argparse.Namespace) -> int:
-    import importlib.util
+    if args.backend == "trio":
+        from .._extras import require
 
-    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
-        raise UsageError("--backend trio needs trio: pip install 'atartape[trio]'")
+        require("trio", "trio", "--backend trio")
     if args.blocking:
         return int(args.handler(args))
     import signal

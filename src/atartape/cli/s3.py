@@ -98,10 +98,8 @@ def _positive(text: str) -> int:
 
 
 def _s3() -> Any:
-    try:
-        from .. import s3
-    except ImportError as exc:  # pragma: no cover - atartape.s3 imports boto3 lazily
-        raise UsageError(f"{exc}: pip install 'atartape[s3]'") from None
+    from .. import s3  # it imports boto3 when it makes a client
+
     return s3
 
 

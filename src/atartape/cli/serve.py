@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._extras import require
 from .common import (
     EXIT_OK,
     PROG,
-    UsageError,
     add_view_argument,
     chosen_view,
     open_tape,
@@ -116,10 +116,8 @@ def _not_unfinished(record: logging.LogRecord) -> bool:
 
 
 def _uvicorn() -> Runner:
-    try:
-        import uvicorn
-    except ImportError:
-        raise UsageError("uvicorn is not installed (pip install 'atartape[serve]')") from None
+    require("uvicorn", "serve", "serve")
+    import uvicorn
 
     def run(app: Any, sock: socket.socket, quiet: bool) -> None:
         config = uvicorn.Config(app, log_level="error" if quiet else "warning", access_log=False)
@@ -139,14 +137,11 @@ def _uvicorn() -> Runner:
 
 
 def _hypercorn() -> Runner:
-    try:
-        import trio
-        from hypercorn.config import Config
-        from hypercorn.trio import serve
-    except ImportError:
-        raise UsageError(
-            "--backend trio needs hypercorn and trio (pip install 'atartape[serve]')"
-        ) from None
+    require("trio", "serve", "serve --backend trio")
+    require("hypercorn.trio", "serve", "serve --backend trio")
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
 
     def run(app: Any, sock: socket.socket, quiet: bool) -> None:
         config = Config()

@@ -42,6 +42,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .._extras import require
+from ..errors import ViewError
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -122,7 +125,7 @@ Rng = Callable[[int], bytes]
 """A source of random bytes: called with a length, returns that many bytes (``os.urandom``)."""
 
 
-class SealError(ValueError):
+class SealError(ViewError, ValueError):
     """Bad input to a sealing function: a malformed key, size, offset or chunk, or bad arguments."""
 
 
@@ -234,7 +237,12 @@ def _unb64(text: bytes, what: str) -> bytes:
     return data
 
 
+def _need_cryptography() -> None:
+    require("cryptography", "age", "an age-sealed view")
+
+
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    _need_cryptography()
     from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -242,6 +250,7 @@ def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 def _chacha(key: bytes) -> ChaCha20Poly1305:
+    _need_cryptography()
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     return ChaCha20Poly1305(key)
@@ -258,6 +267,7 @@ def _aead_open(key: bytes, body: bytes) -> bytes | None:
 
 
 def _x25519_public(secret: bytes) -> bytes:
+    _need_cryptography()
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
@@ -265,6 +275,7 @@ def _x25519_public(secret: bytes) -> bytes:
 
 def _x25519(secret: bytes, public: bytes, error: type[SealError]) -> bytes:
     """X25519(secret, public); raises ``error`` for an all-zero shared secret."""
+    _need_cryptography()
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
     try:
@@ -279,6 +290,7 @@ def _x25519(secret: bytes, public: bytes, error: type[SealError]) -> bytes:
 
 
 def _scrypt_key(passphrase: bytes, salt: bytes, work_factor: int) -> bytes:
+    _need_cryptography()
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
     return Scrypt(salt=_SCRYPT_SALT_LABEL + salt, length=32, n=1 << work_factor, r=8, p=1).derive(

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import ArchiveFormatError, InvalidArgumentError
 from . import paths
 
 __all__ = [
@@ -102,7 +103,7 @@ _TYPEFLAGS = {EntryKind.FILE: b"0", EntryKind.DIRECTORY: b"5", EntryKind.SYMLINK
 _RAW_TYPEFLAGS = {kind.value: flag for kind, flag in _TYPEFLAGS.items()}
 
 
-class HeaderError(ValueError):
+class HeaderError(ArchiveFormatError, ValueError):
     """A block is not a valid TAR header (bad checksum, bad number field)."""
 
 
@@ -123,7 +124,7 @@ def encode_number(value: int, width: int) -> bytes:
         return _octal(value, width)
     limit = 1 << (8 * (width - 1))
     if not -limit <= value < limit:
-        raise ValueError(f"{value} does not fit a {width}-byte numeric field")
+        raise InvalidArgumentError(f"{value} does not fit a {width}-byte numeric field")
     if value >= 0:
         return b"\x80" + value.to_bytes(width - 1, "big")
     # Negative values: two's complement over the whole field, whose first byte is then 0xff.
@@ -200,10 +201,10 @@ def encode_raw(
             else paths.header_name(path, is_dir=is_dir)
         )
         if split is None:
-            raise ValueError(f"path {path!r} does not fit a USTAR header")
+            raise InvalidArgumentError(f"path {path!r} does not fit a USTAR header")
         prefix, name = split
     if len(linkname) > paths.MAX_LINKNAME:
-        raise ValueError(f"symlink target {linkname!r} does not fit a USTAR header")
+        raise InvalidArgumentError(f"symlink target {linkname!r} does not fit a USTAR header")
     typeflag = _RAW_TYPEFLAGS[kind]
     mode_field = b"%07o\0" % (mode & 0o7777)
     size_field = b"%011o\0" % size if size < _OCTAL_LIMIT_12 else encode_number(size, 12)

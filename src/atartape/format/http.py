@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from typing import ClassVar, Final, Literal
 from urllib.parse import quote
 
+from ..errors import InvalidArgumentError
+
 __all__ = [
     "ALLOWED_METHODS",
     "ALLOW_HEADER",
@@ -423,7 +425,7 @@ class Representation:
         if recorded_at.tzinfo is None:
             recorded_at = recorded_at.replace(tzinfo=timezone.utc)
         if not content_type or not all(" " <= ch <= "~" for ch in content_type):
-            raise ValueError(f"{content_type!r} is not a media type a header can carry")
+            raise InvalidArgumentError(f"{content_type!r} is not a media type a header can carry")
         return cls(
             total_size=total_size,
             etag=etag(identity),
@@ -563,7 +565,7 @@ def plan_response(
     """
     request = request or Request()
     if boundary is not None and not _BOUNDARY.fullmatch(boundary):
-        raise ValueError(f"{boundary!r} is not a multipart boundary (RFC 2046)")
+        raise InvalidArgumentError(f"{boundary!r} is not a multipart boundary (RFC 2046)")
     total = rep.total_size
     method = request.method.upper()
     validators = (

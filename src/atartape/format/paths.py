@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
+from ..errors import InvalidArgumentError
+
 __all__ = [
     "MAX_COMPONENT",
     "MAX_LINKNAME",
@@ -154,7 +156,7 @@ def shorten(raw: bytes, *, is_dir: bool = False, attempt: int = 0) -> bytes:
     if len(candidate) <= MAX_PATH and header_name(candidate, is_dir=is_dir) is not None:
         return candidate
     if len(parts) < 2:
-        raise ValueError(f"{raw!r} cannot be shortened to fit a USTAR header")
+        raise InvalidArgumentError(f"{raw!r} cannot be shortened to fit a USTAR header")
     root, middle, leaf = parts[0], parts[1:-1], parts[-1]
     folder = raw.rsplit(b"/", 1)[0]
     marker = b"~" + hashlib.sha256(folder + b"\0" * attempt).hexdigest()[:16].encode()
@@ -167,7 +169,7 @@ def shorten(raw: bytes, *, is_dir: bool = False, attempt: int = 0) -> bytes:
         kept.insert(0, part)
         best = trial
     if header_name(best, is_dir=is_dir) is None:
-        raise ValueError(f"{raw!r} cannot be shortened to fit a USTAR header")
+        raise InvalidArgumentError(f"{raw!r} cannot be shortened to fit a USTAR header")
     return best
 
 
@@ -187,5 +189,5 @@ def relative_to_root(arc_path: str, arc_root: str) -> str:
         return arc_path
     prefix = arc_root + "/"
     if not arc_path.startswith(prefix):
-        raise ValueError(f"{arc_path!r} is not inside {arc_root!r}")
+        raise InvalidArgumentError(f"{arc_path!r} is not inside {arc_root!r}")
     return arc_path[len(prefix) :]

@@ -23,6 +23,8 @@ import bisect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from ..errors import ArchiveFormatError
+
 __all__ = [
     "MAX_REGIONS",
     "MapReader",
@@ -43,7 +45,7 @@ _NUMBER_WIDTH = 12  # an old-GNU map entry: offset (12 bytes), then numbytes (12
 _MAX_DIGITS = 20  # a decimal number of the PAX maps: up to 2**64
 
 
-class SparseError(ValueError):
+class SparseError(ArchiveFormatError, ValueError):
     """A sparse map is malformed (the reader turns this into an ``ArchiveFormatError``)."""
 
 

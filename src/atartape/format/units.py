@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["format_size", "parse_size"]
 
 _DECIMAL = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "PB": 1000**5}
@@ -44,36 +46,40 @@ def parse_size(value: int | str, *, what: str = "size") -> int:
     that is not a number with a unit. Every message quotes the value and says what is accepted.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{what} must be {_EXAMPLES}, not {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(
+            f"{what} must be {_EXAMPLES}, not {type(value).__name__} {value!r}"
+        )
     if isinstance(value, int):
         if value <= 0:
-            raise ValueError(f"{what} must be a positive number of bytes, not {value}")
+            raise InvalidArgumentError(f"{what} must be a positive number of bytes, not {value}")
         return value
     match = _PATTERN.fullmatch(value)
     if match is None and value.strip().startswith("-"):
-        raise ValueError(f"{what} must be a positive number of bytes, not {value!r}")
+        raise InvalidArgumentError(f"{what} must be a positive number of bytes, not {value!r}")
     if match is None:
-        raise ValueError(f"{what} {value!r} is not a size: expected {_EXAMPLES}")
+        raise InvalidArgumentError(f"{what} {value!r} is not a size: expected {_EXAMPLES}")
     number_text, unit_text = match.groups()
     unit = unit_text.upper() or "B"
     if unit not in _UNITS:
         hint = ""
         if unit in ("K", "M", "G", "T", "P"):
             hint = f" (ambiguous: write {unit}B for powers of 1000 or {unit}iB for powers of 1024)"
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{what} {value!r} has an unknown unit {unit_text!r}{hint}; "
             "known units: B, KB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB"
         )
     try:
         number = Decimal(number_text.replace("_", ""))
     except InvalidOperation:  # pragma: no cover - the pattern only lets digits through
-        raise ValueError(f"{what} {value!r} is not a size: expected {_EXAMPLES}") from None
+        raise InvalidArgumentError(
+            f"{what} {value!r} is not a size: expected {_EXAMPLES}"
+        ) from None
     exact = number * _UNITS[unit]
     if exact != exact.to_integral_value():
-        raise ValueError(f"{what} {value!r} is not a whole number of bytes ({exact})")
+        raise InvalidArgumentError(f"{what} {value!r} is not a whole number of bytes ({exact})")
     size = int(exact)
     if size <= 0:
-        raise ValueError(f"{what} must be a positive number of bytes, not {value!r}")
+        raise InvalidArgumentError(f"{what} must be a positive number of bytes, not {value!r}")
     return size
 
 
@@ -88,7 +94,7 @@ def format_size(size: int, *, exact: bool = True) -> str:
     :class:`ValueError` for a negative size or a non-int.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be a non-negative int of bytes, not {size!r}")
+        raise InvalidArgumentError(f"size must be a non-negative int of bytes, not {size!r}")
     if not exact:
         for unit in ("PIB", "TIB", "GIB", "MIB", "KIB"):
             if size >= _BINARY[unit]:

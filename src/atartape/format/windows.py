@@ -23,7 +23,7 @@ import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from ..errors import InvalidOffsetError, VolumeNotFoundError
+from ..errors import InvalidArgumentError, InvalidOffsetError, VolumeNotFoundError
 from .header import EntryKind
 from .layout import Entry
 from .units import format_size, parse_size
@@ -51,7 +51,7 @@ at least 3 digits) and ``fingerprint``."""
 
 def _check_total(total_size: int) -> None:
     if isinstance(total_size, bool) or not isinstance(total_size, int) or total_size < 0:
-        raise ValueError(f"total_size must be a non-negative int, not {total_size!r}")
+        raise InvalidArgumentError(f"total_size must be a non-negative int, not {total_size!r}")
 
 
 def volume_count(total_size: int, size: int | str) -> int:
@@ -93,7 +93,7 @@ def split_range(start: int, end: int, size: int) -> list[tuple[int, int, int]]:
     :class:`ValueError` for ``size < 1``, a negative ``start`` or ``end < start``.
     """
     if size < 1 or start < 0 or end < start:
-        raise ValueError(f"bad range [{start}, {end}) or volume size {size}")
+        raise InvalidArgumentError(f"bad range [{start}, {end}) or volume size {size}")
     pieces: list[tuple[int, int, int]] = []
     at = start
     while at < end:
@@ -131,7 +131,7 @@ def volume_name(
             suffix=suffix,
         )
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"bad volume name_template {template!r} ({exc!r}); it may use the fields "
             "{name}, {suffix}, {index}, {count}, {part}, {total}, {pindex} and {fingerprint}, "
             "as in '{name}.part{index:04d}'"
@@ -145,7 +145,7 @@ def range_header(first: int, length: int) -> dict[str, str]:
     Raises :class:`ValueError` for an empty or negative range, which HTTP cannot express.
     """
     if first < 0 or length < 1:
-        raise ValueError(f"no HTTP Range expresses {length} bytes at offset {first}")
+        raise InvalidArgumentError(f"no HTTP Range expresses {length} bytes at offset {first}")
     return {"Range": f"bytes={first}-{first + length - 1}"}
 
 
@@ -340,10 +340,12 @@ class Layout:
         count = volume_count(self.total_size, self.volume_size)
         if self.stored_names is not None and len(self.stored_names) != count:
             named = len(self.stored_names)
-            raise ValueError(f"layout {self.tag!r} names {named} of {count} volumes")
+            raise InvalidArgumentError(f"layout {self.tag!r} names {named} of {count} volumes")
         known = tuple(sorted(self.checksums))
         if any(not 0 <= index < count for index, _, _ in known):
-            raise ValueError(f"layout {self.tag!r} has a checksum of a volume it does not have")
+            raise InvalidArgumentError(
+                f"layout {self.tag!r} has a checksum of a volume it does not have"
+            )
         object.__setattr__(self, "checksums", known)
 
     @classmethod
@@ -374,7 +376,7 @@ class Layout:
         )
         tag = format_size(size) if tag is None else tag
         if not isinstance(tag, str) or not tag.strip():
-            raise ValueError(f"a layout tag must be a non-empty string, not {tag!r}")
+            raise InvalidArgumentError(f"a layout tag must be a non-empty string, not {tag!r}")
         return cls(
             tag,
             size,

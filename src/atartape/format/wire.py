@@ -44,7 +44,7 @@ import struct
 import zlib
 from typing import Any
 
-from ..errors import TransferProtocolError
+from ..errors import InvalidArgumentError, TransferProtocolError
 
 __all__ = [
     "CODE_ALPHABET",
@@ -180,7 +180,7 @@ MODES = ("tls", "plain")
 def preamble(mode: str) -> bytes:
     """The line a side opens a connection with: ``ATARTAPE-TRANSFER/2 <mode>`` and CRLF."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}")
+        raise InvalidArgumentError(f"unknown mode {mode!r}")
     return PREAMBLE_MAGIC + PROTOCOL.rpartition("/")[2].encode() + b" " + mode.encode() + b"\r\n"
 
 
@@ -317,7 +317,7 @@ _LOOKALIKES = str.maketrans({"i": "1", "l": "1", "o": "0"})
 def format_code(secret: bytes) -> str:
     """The code for ``secret`` (:data:`CODE_BYTES` random bytes), as four groups of four."""
     if len(secret) != CODE_BYTES:
-        raise ValueError(f"a code is made of {CODE_BYTES} bytes")
+        raise InvalidArgumentError(f"a code is made of {CODE_BYTES} bytes")
     number = int.from_bytes(secret, "big")
     symbols = [CODE_ALPHABET[(number >> (5 * i)) & 31] for i in reversed(range(CODE_LENGTH))]
     return "-".join("".join(symbols[i : i + 4]) for i in range(0, CODE_LENGTH, 4))
@@ -331,7 +331,7 @@ def normalize_code(text: str) -> str:
     """
     symbols = "".join(text.lower().split()).replace("-", "").translate(_LOOKALIKES)
     if len(symbols) != CODE_LENGTH or any(s not in CODE_ALPHABET for s in symbols):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"a transfer code is {CODE_LENGTH} letters and digits, such as "
             f"'{format_code(bytes(range(CODE_BYTES)))}' (as 'atartape receive' prints it)"
         )
@@ -361,7 +361,7 @@ def auth_proof(key: bytes, role: str, certificate: bytes, nonces: tuple[bytes, b
     certificate or one direction is worthless for any other.
     """
     if role not in ("sender", "receiver"):
-        raise ValueError(f"unknown role {role!r}")
+        raise InvalidArgumentError(f"unknown role {role!r}")
     message = b"\0".join(
         [PROTOCOL.encode(), role.encode(), hashlib.sha256(certificate).digest(), *nonces]
     )
@@ -395,7 +395,7 @@ class SegmentHasher:
 
     def __init__(self, total_size: int, segment_size: int, first: int = 0) -> None:
         if segment_size < 1:
-            raise ValueError("segment_size must be positive")
+            raise InvalidArgumentError("segment_size must be positive")
         self.total_size = total_size
         self.segment_size = segment_size
         self.index = first  # the segment being hashed
@@ -425,7 +425,9 @@ class SegmentHasher:
         """
         view = memoryview(data)
         if self.position + len(view) > self.total_size:
-            raise ValueError(f"{len(view)} bytes at {self.position} go past {self.total_size}")
+            raise InvalidArgumentError(
+                f"{len(view)} bytes at {self.position} go past {self.total_size}"
+            )
         done: list[tuple[int, bytes]] = []
         while view:
             take = min(len(view), self.room)

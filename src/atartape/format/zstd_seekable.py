@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
 
+from .._extras import require
+from ..errors import ViewError
+
 __all__ = [
     "DEFAULT_FRAME_SIZE",
     "DEFAULT_LEVEL",
@@ -106,7 +109,7 @@ _FOOTER = struct.Struct("<IBI")
 _SKIPPABLE = struct.Struct("<II")
 
 
-class SeekableError(ValueError):
+class SeekableError(ViewError, ValueError):
     """Bad input to the seekable-format functions: sizes, offsets, ranges or arguments."""
 
 
@@ -559,8 +562,9 @@ class FrameParams:
 
     @classmethod
     def current(cls, level: int = DEFAULT_LEVEL, *, checksum: bool = True) -> FrameParams:
-        """These parameters with the running build. Raises :class:`ZstdBuildError` when the
-        ``zstandard`` package is missing; :class:`SeekableError` for a level outside zstd's.
+        """These parameters with the running build. Raises
+        :class:`~atartape.MissingDependencyError` when the ``zstandard`` package is missing;
+        :class:`SeekableError` for a level outside zstd's.
         """
         zstandard = _zstandard()
         if not -(1 << 17) <= level <= zstandard.MAX_COMPRESSION_LEVEL or level == 0:
@@ -604,12 +608,9 @@ class FrameParams:
 
 
 def _zstandard() -> ModuleType:
-    """The ``zstandard`` module; raises :class:`ZstdBuildError` when it is not installed."""
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ZstdBuildError("the zstandard package is not installed") from None
-    return zstandard
+    """The ``zstandard`` module; raises :class:`~atartape.MissingDependencyError` when it is not
+    installed."""
+    return require("zstandard", "zstd", "a zstd view")
 
 
 def compress_frame(data: bytes, params: FrameParams) -> bytes:
@@ -693,6 +694,7 @@ def frame_tag(tag_key: bytes, index: int, frame: bytes) -> bytes:
     (GNU tar's too) carry their bytes anyway. It costs a tenth of a cryptographic hash. Raises
     :class:`FrameError` when the key is not 32 bytes.
     """
+    require("cryptography", "zstd", "a zstd view (its frame tags)")
     from cryptography.hazmat.primitives.poly1305 import Poly1305
 
     if len(tag_key) != 32:

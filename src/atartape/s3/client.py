@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from .._extras import require
 from .._version import __version__
 from .errors import S3Error, S3IntegrityError, S3PlanError
 
@@ -49,11 +50,7 @@ _LOADER: Any = None
 
 
 def _require_boto3() -> Any:
-    try:
-        import boto3  # type: ignore[import-untyped, unused-ignore]
-    except ImportError:
-        raise S3PlanError("atartape.s3 needs boto3: pip install 'atartape[s3]'") from None
-    return boto3
+    return require("boto3", "s3", "atartape.s3")
 
 
 def new_client(endpoint_url: str | None = None, *, max_pool_connections: int = 10) -> Any:

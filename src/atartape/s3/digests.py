@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from .._extras import require
 from .errors import S3PlanError
 
 __all__ = ["Checksum", "PartDigest", "new_checksum"]
@@ -34,9 +35,9 @@ def _crc32c_function() -> Callable[[bytes, int], int]:
         fn: Any = crc32c.crc32c
         return lambda data, value: int(fn(data, value))
     except ImportError:
-        raise S3PlanError(
-            "the crc32c checksum needs awscrt (or the crc32c package): pip install 'atartape[s3]'"
-        ) from None
+        pass
+    require("awscrt.checksums", "s3", "the crc32c checksum", hint="or the crc32c package")
+    raise AssertionError("unreachable: awscrt was imported above")  # pragma: no cover
 
 
 class Checksum:

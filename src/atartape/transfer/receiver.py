@@ -14,6 +14,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from .._engine.files import unlink_quietly
 from ..errors import (
+    InvalidArgumentError,
     TransferError,
     TransferIntegrityError,
     TransferProtocolError,
@@ -571,7 +572,7 @@ async def receive(
     (the sender is told); and :class:`OSError` when the address cannot be bound.
     """
     if (code is None) == (not insecure):
-        raise ValueError(
+        raise InvalidArgumentError(
             "receive needs a code (code=new_code()) or insecure=True, not both"
             if insecure
             else "receive needs a code (code=new_code()), or insecure=True on a trusted network"
@@ -579,9 +580,9 @@ async def receive(
     if code is not None:
         code = normalize_code(code)
     if segment_size < 1:
-        raise ValueError("segment_size must be positive")
+        raise InvalidArgumentError("segment_size must be positive")
     if idle_timeout <= 0 or linger < 0:
-        raise ValueError("idle_timeout must be positive and linger not negative")
+        raise InvalidArgumentError("idle_timeout must be positive and linger not negative")
     receiver = _Receiver(
         os.fspath(out_path),
         host,

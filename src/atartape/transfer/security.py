@@ -94,6 +94,7 @@ from anyio.abc import ByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from .._engine.files import write_atomically
+from .._extras import require
 from ..errors import TransferProtocolError, TransferRefusedError
 from ..format.wire import (
     CODE_BYTES,
@@ -185,13 +186,13 @@ def _self_signed() -> tuple[bytes, bytes]:
 
 
 def _server_context() -> tuple[ssl.SSLContext, bytes]:
-    try:
-        cert_pem, key_pem = _self_signed()
-    except ImportError:
-        raise ImportError(
-            "a transfer over TLS needs the 'cryptography' package: "
-            "pip install 'atartape[transfer]' (or use --insecure on a trusted network)"
-        ) from None
+    require(
+        "cryptography",
+        "transfer",
+        "a transfer over TLS",
+        hint="or use --insecure on a trusted network",
+    )
+    cert_pem, key_pem = _self_signed()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     # ssl loads keys from files only: a private folder, removed as soon as they are loaded.

@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 
 from .._engine.index import open_index
 from ..errors import (
+    InvalidArgumentError,
     TarTapeError,
     TransferError,
     TransferIntegrityError,
@@ -500,7 +501,7 @@ async def send(
     opened). None of these is retried.
     """
     if (code is None) == (not insecure):
-        raise ValueError(
+        raise InvalidArgumentError(
             "send needs the receiver's code (code=...) or insecure=True, not both"
             if insecure
             else "send needs the receiver's code (code=...), or insecure=True on a trusted network"
@@ -508,9 +509,9 @@ async def send(
     if code is not None:
         code = normalize_code(code)
     if retries < 0 or backoff < 0 or max_backoff < 0:
-        raise ValueError("retries, backoff and max_backoff must not be negative")
+        raise InvalidArgumentError("retries, backoff and max_backoff must not be negative")
     if connect_timeout <= 0 or idle_timeout <= 0:
-        raise ValueError("connect_timeout and idle_timeout must be positive")
+        raise InvalidArgumentError("connect_timeout and idle_timeout must be positive")
     sender = _Sender(
         tape,
         os.fspath(source_root) if source_root is not None else None,

@@ -1,10 +1,14 @@
 """Where the rows of a play come from: the index (:class:`IndexFeed`) or a one-shot plan.
 
-The index feed finds the first row of a window with one indexed search, then reads ranges of the
-start-offset key in batches. It checks the rows against each other as they stream by, which
-costs nothing: each row starts where the previous one ended, the row a play begins in covers its
-first byte, and the last row ends where the footer begins. A damaged or edited index is refused
-with :class:`~atartape.TapeFormatError` before the bytes it would misplace go out.
+The index feed reads the rows of a window block by block: the blocks of the identity's tree
+(:meth:`Index.tree <atartape._engine.index.Index.tree>`, small, checked against the recording's
+identity once), from the one holding the window's first byte, each read whole and checked against
+its digest before any of its rows is handed on (:meth:`Index.block
+<atartape._engine.index.Index.block>`). A window thus checks what it plays, and a little before
+(at most one block), never the rest of the index. Every row is also checked against its
+neighbours: each starts where the previous one ended, the row a play begins in covers its first
+byte, and the last row ends where the footer begins. A damaged or edited index is refused with
+:class:`~atartape.TapeFormatError` before the bytes it would change go out.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Protocol
 
 from ..errors import TapeFormatError
 from ..format.layout import Window
-from .index import BATCH_ROWS, Index, Row
+from .index import Index, Row, RowTree
 
 
 class Feed(Protocol):
@@ -48,7 +52,8 @@ class IndexFeed:
         self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
         self._embedded: list[Row] = []  # every embedded member (they follow every entry)
         self._pending_embedded: list[Row] = []  # those in the window, handed out last
-        self._next: int | None = None  # start offset of the next batch to fetch
+        self._tree: RowTree | None = None
+        self._block = 0  # the next block of the tree to read
         self._expected: int | None = None  # where the next row must start
         self._entries_done = False
 
@@ -77,31 +82,38 @@ class IndexFeed:
 
     async def _entry_rows(self) -> list[Row]:
         window = self.window
-        if self._next is None:
-            # The first entry is found by one search on the start-offset key, never a scan.
-            first = await self.index.start_covering(window.start)
-            self._next = 0 if first is None else first
-        elif self._next >= window.end:
+        tree = self._tree
+        if tree is None:
+            # The first block is found in the tree (in memory), never by a scan of the rows.
+            tree = self._tree = await self.index.tree()
+            self._block = max(0, tree.block_at(window.start))
+        if self._block >= len(tree):
+            self._entries_done = True
+            if self._expected is None:
+                self._check([], True)  # no row at all: is one missing?
+            return []
+        if tree.starts[self._block] >= window.end:
             self._entries_done = True
             return []
-        rows = await self.index.rows_from(self._next)
-        last_batch = len(rows) < BATCH_ROWS
+        rows = await self.index.block(self._block)
+        self._block += 1
+        last_batch = self._block == len(tree)
         self._check(rows, last_batch)
         if last_batch:
             self._entries_done = True
-        else:
-            self._next = rows[-1].start_offset + 1
-        # Keep the rows in the window: the first may end where the window starts.
+        # Keep the rows in the window: those of its first block may end before it starts.
         while rows and rows[-1].start_offset >= window.end:
             rows.pop()
             self._entries_done = True
-        if rows and rows[0].end_offset <= window.start:
-            rows = rows[1:]
-        return rows
+        skip = 0
+        while skip < len(rows) and rows[skip].end_offset <= window.start:
+            skip += 1
+        return rows[skip:]
 
     def _check(self, rows: list[Row], last_batch: bool) -> None:
-        """Each row starts where the one before ended, from the row that covers the window's
-        start; the last row ends where the embedded index or the footer begins."""
+        """Each row starts where the one before ended, from the first row of the block that
+        holds the window's start, which covers it; the last row ends where the embedded index
+        or the footer begins."""
         expected = self._expected
         end = self._embedded[0].start_offset if self._embedded else self.window.footer_start
         if (

@@ -201,9 +201,10 @@ CREATE TABLE embedded (
 """
 """A tape recorded with ``embed_index=True`` ends with an index member (a CSV, see
 :mod:`atartape.format.embedded`) that exists only in the index: its row and its bytes live in the
-``embedded`` table (with the SHA-256 of its bytes), created only for such tapes. The fingerprint, entry_count and file_count cover
-the real entries, while total_size includes it. Its bytes are kept, not made again when the tape
-plays, so a play that ends before it never pays for them."""
+``embedded`` table (with the SHA-256 of its bytes), created only for such tapes. The
+fingerprint, entry_count and file_count cover the real entries, while total_size includes it.
+Its bytes are kept, not made again when the tape plays, so a play that ends before it never pays
+for them."""
 
 
 def stored(row: Row) -> tuple[Any, ...]:
@@ -225,11 +226,8 @@ def check_names(row: Row, where: str, root: bytes | None) -> Row:
     and the row.
     """
     name, source = row.arc_path, row.source
-    what, value, why = "name", name, None
-    if type(name) is not bytes:
-        why = "not a byte string"
-    else:
-        why = paths.unsafe(name)
+    what, value = "name", name
+    why = "not a byte string" if type(name) is not bytes else paths.unsafe(name)
     if why is None and source is not None:
         what, value = "source", source
         if type(source) is not bytes:
@@ -339,7 +337,9 @@ class Index:
             try:
                 row = row._replace(mtime_ns=int(row.mtime_ns))
             except (TypeError, ValueError):
-                raise self._damaged(f"the entry at offset {row.start_offset} has bad values")
+                raise self._damaged(
+                    f"the entry at offset {row.start_offset} has bad values"
+                ) from None
         return check_names(row, self.where, self._root)
 
     def _damaged(self, what: str) -> TapeFormatError:
@@ -576,8 +576,10 @@ class Index:
         data = bytes(found[0])
         digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
         if digest != found[1]:
-            raise self._damaged(f"the bytes of its embedded member at offset {start_offset} "
-                                "are not the ones its identity was recorded with")
+            raise self._damaged(
+                f"the bytes of its embedded member at offset {start_offset} "
+                "are not the ones its identity was recorded with"
+            )
         return data
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import atartape
 from atartape._engine import index as _index
@@ -388,3 +390,17 @@ def test_cli_play_of_an_earlier_index_names_the_command(tmp_path: Path) -> None:
     assert done.returncode == 2 and err.strip().count("\n") == 0, err
     assert f"atartape record {root} --index" in err and "--overwrite" in err
     assert done.stdout == b""
+
+
+@given(st.lists(st.binary(max_size=12) | st.sampled_from([b"a/./b", b"..", b"a//b", b"/a"])))
+def test_the_quick_check_of_many_names_misses_none(names: list[bytes]) -> None:
+    """What the batch check lets through, the row-by-row check lets through too."""
+    slow = [paths.unsafe(name) for name in names]
+    if any(slow):
+        assert _index._suspect(names)
+    for name, why in zip(names, slow, strict=True):
+        quick = paths.unsafe(name)  # its own quick path agrees with the split
+        parts = name.split(b"/")
+        full = bool(name) and not name.startswith(b"/") and b"\0" not in name
+        full = full and not any(p in (b"", b".", b"..") for p in parts)
+        assert (quick is None) == full == (why is None)

@@ -390,7 +390,7 @@ class _IndexAudit:
             tree_identity(self.blocks, meta_promises(meta, data)) != meta["identity"]
         ):
             raise self._damaged("its rows do not give the identity it records")
-        if (await self.index.tree()).blocks != self.blocks:
+        if (await self.index.stored_tree()).blocks != self.blocks:
             raise self._damaged("its block digests are not the ones its rows give")
 
 

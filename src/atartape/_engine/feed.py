@@ -13,6 +13,7 @@ byte, and the last row ends where the footer begins. A damaged or edited index i
 
 from __future__ import annotations
 
+import bisect
 from typing import Protocol
 
 from ..errors import TapeFormatError
@@ -98,22 +99,23 @@ class IndexFeed:
         rows = await self.index.block(self._block)
         self._block += 1
         last_batch = self._block == len(tree)
+        if self._expected is None:  # the first block: from the row that covers the start on
+            starts = [row.start_offset for row in rows]
+            rows = rows[max(0, bisect.bisect_right(starts, window.start) - 1) :]
         self._check(rows, last_batch)
         if last_batch:
             self._entries_done = True
-        # Keep the rows in the window: those of its first block may end before it starts.
+        # Keep the rows in the window: the first may end where the window starts.
         while rows and rows[-1].start_offset >= window.end:
             rows.pop()
             self._entries_done = True
-        skip = 0
-        while skip < len(rows) and rows[skip].end_offset <= window.start:
-            skip += 1
-        return rows[skip:]
+        if rows and rows[0].end_offset <= window.start:
+            rows = rows[1:]
+        return rows
 
     def _check(self, rows: list[Row], last_batch: bool) -> None:
-        """Each row starts where the one before ended, from the first row of the block that
-        holds the window's start, which covers it; the last row ends where the embedded index
-        or the footer begins."""
+        """Each row starts where the one before ended, from the row that covers the window's
+        start; the last row ends where the embedded index or the footer begins."""
         expected = self._expected
         end = self._embedded[0].start_offset if self._embedded else self.window.footer_start
         if (

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import operator
 import os
 from array import array
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
@@ -289,6 +290,18 @@ def embedded_promise(
     return b"embedded " + repr((start_offset, arc_path, size, mode, mtime, digest)).encode()
 
 
+_SUSPECT = (b"\0", b"//", b"/.", b"\n/", b"\n.", b"/\n", b"\n\n")
+
+
+def _suspect(paths: list[bytes]) -> bool:
+    """Whether ``paths`` may hold an unsafe one (see :meth:`Index._rows`); raises
+    ``TypeError`` for one that is not bytes."""
+    if not paths:
+        return False
+    framed = b"\n" + b"\n".join(paths) + b"\n"
+    return any(pattern in framed for pattern in _SUSPECT)
+
+
 class RowTree:
     """The identity's tree of an index: its blocks of rows, where each starts, their digests."""
 
@@ -304,8 +317,40 @@ class RowTree:
         return bisect.bisect_right(self.starts, offset) - 1
 
 
+_TREES: dict[tuple[str, tuple[bytes, ...]], RowTree] = {}
+"""The trees checked in this process, by the identity and the promises they gave: a tree that
+gives an identity is that identity's tree (SHA-256), whichever file claims it, so a play of a
+tape already played here loads no block digests."""
+_TREES_KEPT = 16
+
+
 def _digest_rows(rows: Sequence[Row]) -> bytes:
     return block_digest(row.values() for row in rows)
+
+
+def _blocks(found: Sequence[Sequence[Any]]) -> list[Block] | None:
+    """The blocks of the ``row_blocks`` table's rows, or ``None`` when they are not numbered
+    0, 1, 2..., do not start at increasing offsets, or hold a bad count or digest (checked a
+    column at a time: a play of a big tape loads them all)."""
+    if not found:
+        return []
+    numbers, firsts, counts, digests = zip(*found)
+    if list(numbers) != list(range(len(found))):
+        return None
+    try:
+        starts, sizes = array("q", firsts), array("q", counts)
+    except (TypeError, OverflowError):  # not integers
+        return None
+    if (
+        any(type(value) is not int for value in (*firsts, *counts))
+        or min(sizes) <= 0
+        or max(sizes) > BLOCK_ROWS
+        or not all(map(operator.lt, starts, starts[1:]))
+        or any(type(digest) is not bytes for digest in digests)
+        or set(map(len, digests)) != {hashlib.sha256().digest_size}
+    ):
+        return None
+    return list(map(Block._make, zip(firsts, counts, digests)))
 
 
 class Index:
@@ -342,49 +387,78 @@ class Index:
                 ) from None
         return check_names(row, self.where, self._root)
 
+    def _rows(self, found: Sequence[Sequence[Any]]) -> list[Row]:
+        """Many rows, checked as :meth:`_row` checks one, but at once where that is quick:
+        when no name nor source holds a pattern that any unsafe path holds (joined with
+        newlines: a NUL, ``//``, ``/.``, a component that starts with ``.`` or a path that
+        starts or ends with ``/``), and every row without a source lies in the root."""
+        rows = list(map(Row._make, found))
+        try:
+            names = _suspect([row.arc_path for row in rows])
+            sources = _suspect([row.source for row in rows if row.source is not None])
+        except TypeError:  # something that is not bytes: the slow path says which row
+            return [self._row(values) for values in found]
+        root, inside = self._root, self._root + b"/"
+        if (
+            not names
+            and not sources
+            and all(type(row.mtime_ns) is int for row in rows)
+            and all(
+                row.arc_path.startswith(inside) or row.arc_path == root
+                for row in rows
+                if row.source is None
+            )
+        ):
+            return rows
+        return [self._row(values) for values in found]
+
     def _damaged(self, what: str) -> TapeFormatError:
         return TapeFormatError(f"the index {self.where} is damaged: {what}")
 
     async def tree(self) -> RowTree:
         """The identity's tree: the digests of the blocks of rows, checked once (per opened
-        connection) to give the identity the index records with its other promises. Small:
-        one row per :data:`~atartape.format.layout.BLOCK_ROWS` entries. Raises
-        :class:`TapeFormatError` when they do not give it."""
+        connection, or per process for one identity and set of promises) to give the identity
+        the index records with its other promises. Small: one row per
+        :data:`~atartape.format.layout.BLOCK_ROWS` entries. Raises :class:`TapeFormatError`
+        when they do not give it."""
         if not self._trees:
             tree = await self._load_tree()
             if not self._trees:
                 self._trees.append(tree)
         return self._trees[0]
 
-    async def _load_tree(self) -> RowTree:
+    async def stored_tree(self) -> RowTree:
+        """The tree as the ``row_blocks`` table holds it now, read and checked again (never
+        from the cache): what a deep verification compares with the rows."""
+        return await self._load_tree(cached=False)
+
+    async def _load_tree(self, cached: bool = True) -> RowTree:
+        embedded: list[tuple[Any, ...]] = []
+        if await self._has_embedded():
+            embedded = await self.store.fetchall(
+                "SELECT start_offset, arc_path, size, mode, mtime, digest FROM embedded "
+                "ORDER BY start_offset"
+            )
+        promises = _promises(self.meta, [embedded_promise(*values) for values in embedded])
+        key = (self.identity, tuple(promises))
+        known = _TREES.get(key) if cached else None
+        if known is not None:  # this identity's tree, checked before: the same whatever holds it
+            return known
         found = await self.store.fetchall(
             "SELECT block, first_offset, rows, digest FROM row_blocks ORDER BY block"
         )
-        blocks: list[Block] = []
-        for number, (block, first, rows, digest) in enumerate(found):
-            if (
-                block != number
-                or type(first) is not int
-                or type(rows) is not int
-                or not 0 < rows <= BLOCK_ROWS
-                or type(digest) is not bytes
-                or len(digest) != hashlib.sha256().digest_size
-                or (blocks and first <= blocks[-1].first_offset)
-            ):
-                raise self._damaged(f"its digest of block {number} has bad values")
-            blocks.append(Block(first, rows, digest))
-        embedded = await self.store.fetchall(
-            "SELECT start_offset, arc_path, size, mode, mtime, digest FROM embedded "
-            "ORDER BY start_offset"
-            if await self._has_embedded()
-            else "SELECT 1 WHERE 0"
-        )
-        promises = _promises(self.meta, [embedded_promise(*values) for values in embedded])
+        blocks = _blocks(found)
+        if blocks is None:
+            raise self._damaged("its block digests have bad values")
         if tree_identity(blocks, promises) != self.identity:
             raise self._damaged(
                 "its block digests and its other promises do not give the identity it records"
             )
-        return RowTree(blocks)
+        tree = RowTree(blocks)
+        if len(_TREES) >= _TREES_KEPT:
+            _TREES.pop(next(iter(_TREES)))
+        _TREES[key] = tree
+        return tree
 
     async def block(self, number: int) -> list[Row]:
         """The rows of block ``number`` of the tree, in stream order, once they give its
@@ -393,8 +467,8 @@ class Index:
         tree = await self.tree()
         block = tree.blocks[number]
         rows = await self.rows_from(block.first_offset, block.rows)
-        digest = await anyio.to_thread.run_sync(_digest_rows, rows)
-        if len(rows) != block.rows or digest != block.digest:
+        # On the event loop: about a millisecond for a whole block, less than a thread hop.
+        if len(rows) != block.rows or _digest_rows(rows) != block.digest:
             raise self._damaged(
                 f"its rows from offset {block.first_offset} (block {number}) are not the ones "
                 "its identity was recorded with"
@@ -451,7 +525,7 @@ class Index:
             "ORDER BY start_offset LIMIT ?",
             (offset, limit),
         )
-        return [self._row(values) for values in found]
+        return self._rows(found)
 
     async def rows(self, offset: int = 0, batch: int = BATCH_ROWS) -> AsyncGenerator[Row, None]:
         """Every row from ``offset`` on, in stream order, read ``batch`` rows at a time."""

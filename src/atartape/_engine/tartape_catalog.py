@@ -413,6 +413,9 @@ class TartapeCatalog(Index):
     async def tree(self) -> RowTree:
         return self.state.tree
 
+    async def stored_tree(self) -> RowTree:
+        return self.state.tree  # a catalog keeps none: computed from its rows when opened
+
     async def start_covering(self, offset: int) -> int | None:
         at = bisect.bisect_right(self.state.starts, offset) - 1
         return None if at < 0 else self.state.starts[at]

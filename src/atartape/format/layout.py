@@ -289,11 +289,9 @@ def tree_identity(blocks: Iterable[Block], promises: Iterable[bytes] = ()) -> st
     ``promises`` (see :func:`identity`): SHA-256 over each block's first offset, row count and
     digest, then each promise (length-prefixed)."""
     digest = hashlib.sha256(IDENTITY_TAG)
-    count = 0
-    for block in blocks:
-        count += 1
-        digest.update(b"%d %d " % (block.first_offset, block.rows) + block.digest)
-    digest.update(b"\n%d blocks\n" % count)
+    tree = [b"%d %d %s" % block for block in blocks]
+    digest.update(b"".join(tree))
+    digest.update(b"\n%d blocks\n" % len(tree))
     for promise in promises:
         digest.update(b"%d\0" % len(promise))
         digest.update(promise)

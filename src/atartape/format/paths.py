@@ -205,6 +205,8 @@ def unsafe(raw: bytes) -> str | None:
         return "absolute path"
     if b"\0" in raw:
         return "NUL byte"
+    if b"/." not in raw and b"//" not in raw and raw[0] != 0x2E and raw[-1] != 0x2F:
+        return None  # the common case, decided without splitting: no component can be bad
     if any(part in (b"", b".", b"..") for part in raw.split(b"/")):
         return "empty, '.' or '..' component"
     return None

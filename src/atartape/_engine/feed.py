@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..errors import TapeFormatError
 from ..format.layout import Window
-from .index import Index, Row, RowTree
+from .index import Index, Row, RowTree, well_formed
 
 
 class Feed(Protocol):
@@ -130,7 +130,7 @@ class IndexFeed:
                     f"the entry {row.path!r} starts at {row.start_offset}, "
                     f"where the entry before it ends at {expected}"
                 )
-            if not _well_formed(row):
+            if not well_formed(row):
                 raise self._damaged(f"the entry {row.path!r} has bad values: {tuple(row)!r}")
             expected = row.end_offset
         self._expected = expected
@@ -138,23 +138,3 @@ class IndexFeed:
             raise self._damaged(f"the entries end at {expected}, but the footer begins at {end}")
         if self._embedded and self._embedded[-1].end_offset != self.window.footer_start:
             raise self._damaged("the embedded index does not end where the footer begins")
-
-
-_KINDS = frozenset({"file", "dir", "symlink"})
-
-
-def _well_formed(row: Row) -> bool:
-    """The values of a row have the types and ranges every row has."""
-    return (
-        type(row.start_offset) is int
-        and type(row.size) is int
-        and type(row.mode) is int
-        and type(row.mtime) is int
-        and type(row.mtime_ns) is int
-        and type(row.arc_path) is bytes
-        and type(row.linkname) is bytes
-        and row.kind in _KINDS
-        and row.size >= 0
-        and row.start_offset % 512 == 0
-        and (row.size == 0 or row.kind == "file")
-    )

@@ -469,6 +469,9 @@ class Index:
         rows = await self.rows_from(block.first_offset, block.rows)
         # On the event loop: about a millisecond for a whole block, less than a thread hop.
         if len(rows) != block.rows or _digest_rows(rows) != block.digest:
+            for row in rows:  # say which row, where its values alone show it
+                if not well_formed(row):
+                    raise self._damaged(f"the entry {row.path!r} has bad values: {tuple(row)!r}")
             raise self._damaged(
                 f"its rows from offset {block.first_offset} (block {number}) are not the ones "
                 "its identity was recorded with"
@@ -908,3 +911,23 @@ def row_blocks(rows: Iterable[Row]) -> list[Block]:
     """The blocks of the identity's tree over ``rows`` (in stream order), as the
     ``row_blocks`` table keeps them (synchronous, CPU-bound)."""
     return blocks_of(row.values() for row in rows)
+
+
+_ROW_KINDS = frozenset({"file", "dir", "symlink"})
+
+
+def well_formed(row: Row) -> bool:
+    """The values of a row have the types and ranges every row has."""
+    return (
+        type(row.start_offset) is int
+        and type(row.size) is int
+        and type(row.mode) is int
+        and type(row.mtime) is int
+        and type(row.mtime_ns) is int
+        and type(row.arc_path) is bytes
+        and type(row.linkname) is bytes
+        and row.kind in _ROW_KINDS
+        and row.size >= 0
+        and row.start_offset % 512 == 0
+        and (row.size == 0 or row.kind == "file")
+    )

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import atartape
 from atartape._engine import index as _index
 from atartape.format import paths
-from atartape.format.layout import BLOCK_ROWS
+from atartape.format.layout import BLOCK_ROWS, entry_values
 from tests.helpers import write
 from tests.synthetic import write_synthetic_index
 
@@ -241,6 +241,11 @@ async def test_an_embedded_member_is_checked_too(dataset: Path) -> None:
     got, error = await received_of(player.chunks())
     assert isinstance(error, atartape.TapeFormatError) and "embedded member" in str(error)
     assert got == true[: len(got)] and len(got) <= start
+    sql(tape.index_path, "UPDATE embedded SET data = ?", true[start + 512 : -1024].rstrip(b"\0"))
+    assert b"".join([c async for c in player.chunks()]) == true  # its bytes again: it plays
+    sql(tape.index_path, "UPDATE embedded SET mode = 4095")
+    got, error = await received_of(player.chunks())
+    assert isinstance(error, atartape.TapeFormatError) and got == b""
     sql(tape.index_path, "UPDATE embedded SET arc_path = ?", b"../index.csv")
     with pytest.raises(atartape.TapeFormatError, match="does not name a path"):
         await _drain(player.chunks(start))
@@ -390,6 +395,20 @@ def test_cli_play_of_an_earlier_index_names_the_command(tmp_path: Path) -> None:
     assert done.returncode == 2 and err.strip().count("\n") == 0, err
     assert f"atartape record {root} --index" in err and "--overwrite" in err
     assert done.stdout == b""
+    command = err.split("upgrade it: atartape ", 1)[1].split()
+    assert cli("-q", *command).returncode == 0  # the command it names does upgrade it
+    assert cli("play", root, "-o", tmp_path / "out.tar").returncode == 0
+
+
+async def test_the_index_and_the_identity_see_the_same_values(dataset: Path) -> None:
+    """The recorder hashes entries, a play hashes the rows read back: the same values."""
+    tape = await atartape.record(dataset, anonymize=False, checksum="md5")
+    entries = [e async for e in tape.entries()]
+    assert any(e.owner is not None for e in entries)
+    async with await _index.open_index(tape.index_path) as index:
+        rows = [row async for row in index.rows()]
+    assert [row.values() for row in rows] == [entry_values(e) for e in entries]
+    assert [_index.Row.of(e).values() for e in entries] == [row.values() for row in rows]
 
 
 @given(st.lists(st.binary(max_size=12) | st.sampled_from([b"a/./b", b"..", b"a//b", b"/a"])))

@@ -60,8 +60,9 @@ class IndexFeed:
 
     async def load_embedded(self) -> None:
         """Embedded members (the index of a tape recorded with ``embed_index``) follow every
-        entry; when the window reaches them, their bytes are loaded now."""
-        self._embedded = await self.index.embedded_rows()
+        entry; when the window reaches them, their bytes are loaded now. Both are checked
+        against the identity (which loads its tree of block digests, checked too)."""
+        self._embedded = await self.index.checked_embedded()
         for row in self._embedded:
             if self.window.overlaps(row.start_offset, row.end_offset - row.start_offset):
                 self.memory[row.arc_path] = await self.index.embedded_data(row.start_offset)

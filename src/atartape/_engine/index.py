@@ -303,11 +303,14 @@ def _suspect(paths: list[bytes]) -> bool:
 
 
 class RowTree:
-    """The identity's tree of an index: its blocks of rows, where each starts, their digests."""
+    """The identity's tree of an index: its blocks of rows, where each starts, their digests;
+    and its embedded members as the identity holds them: ``(start_offset, arc_path, size,
+    mode, mtime, digest)``."""
 
-    def __init__(self, blocks: Sequence[Block]) -> None:
+    def __init__(self, blocks: Sequence[Block], embedded: Sequence[tuple[Any, ...]] = ()) -> None:
         self.blocks = list(blocks)
         self.starts = array("q", (block.first_offset for block in self.blocks))
+        self.embedded = [tuple(values) for values in embedded]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -454,7 +457,7 @@ class Index:
             raise self._damaged(
                 "its block digests and its other promises do not give the identity it records"
             )
-        tree = RowTree(blocks)
+        tree = RowTree(blocks, embedded)
         if len(_TREES) >= _TREES_KEPT:
             _TREES.pop(next(iter(_TREES)))
         _TREES[key] = tree
@@ -626,6 +629,18 @@ class Index:
         )
         return table is not None
 
+    async def checked_embedded(self) -> list[Row]:
+        """:meth:`embedded_rows`, once they are those the identity holds (read with the tree,
+        checked against it). Raises :class:`TapeFormatError` otherwise."""
+        rows = await self.embedded_rows()  # their names first: the clearer refusal
+        tree = await self.tree()
+        promised = [values[:5] for values in tree.embedded]
+        if [(r.start_offset, r.arc_path, r.size, r.mode, r.mtime) for r in rows] != promised:
+            raise self._damaged(
+                "its embedded members are not the ones its identity was recorded with"
+            )
+        return rows
+
     async def embedded_rows(self) -> list[Row]:
         """The rows of the tape's embedded members, shaped like entry rows; ``[]`` if none.
         Their names are checked (:func:`check_names`); they lie beside the tape's root."""
@@ -646,13 +661,14 @@ class Index:
     async def embedded_data(self, start_offset: int) -> bytes:
         """The bytes of the embedded member starting at ``start_offset``, once they give the
         digest the identity holds (:class:`TapeFormatError` otherwise)."""
-        sql = "SELECT data, digest FROM embedded WHERE start_offset = ?"
+        sql = "SELECT data FROM embedded WHERE start_offset = ?"
         found = await self.store.fetchone(sql, (start_offset,))
         if found is None:
             raise TapeFormatError(f"the index has no embedded member at offset {start_offset}")
         data = bytes(found[0])
         digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
-        if digest != found[1]:
+        promised = [v[5] for v in (await self.tree()).embedded if v[0] == start_offset]
+        if promised != [digest]:
             raise self._damaged(
                 f"the bytes of its embedded member at offset {start_offset} "
                 "are not the ones its identity was recorded with"

@@ -62,10 +62,13 @@ def write_synthetic_index(
         "noise": [],
         "exclude": [],
     }
-    meta["identity"] = identity(entries, promises=index.meta_promises(meta, []))
+    meta["identity"] = identity(entries, promises=index.meta_promises(meta))
     values = {k: json.dumps(v) if isinstance(v, list) else v for k, v in meta.items()}
+    rows = [Row.of(e) for e in entries]
+    blocks = index.row_blocks(rows)
     with sqlite3.connect(os.fspath(index_path)) as conn:
         conn.executescript(index.SCHEMA)
         conn.executemany(index.INSERT_META, list(values.items()))
-        conn.executemany(index.INSERT_ENTRY, (Row.of(e) for e in entries))
+        conn.executemany(index.INSERT_ENTRY, rows)
+        conn.executemany(index.INSERT_BLOCK, ((n, *block) for n, block in enumerate(blocks)))
     conn.close()

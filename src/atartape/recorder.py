@@ -182,7 +182,7 @@ async def _record_views(
     player = TapePlayer(plain_tape, view="plain", md5=False)
     made = await record_views(player.chunks, meta["total_size"], options, meta["fingerprint"])
     meta["views"] = made.meta
-    promises = index.meta_promises(meta, [data for _, data in embedded])
+    promises = index.meta_promises(meta, embedded)
     meta["identity"] = await anyio.to_thread.run_sync(lambda: identity(entries, promises=promises))
     await index.write_views(
         temp_path, {"views": made.meta, "identity": meta["identity"]}, made.frames, made.blocks
@@ -212,7 +212,7 @@ def _laid_out(
         "auto_truncated": sum(1 for e in entries if e.source_path is not None),
         **settings,
     }
-    promises = index.meta_promises(meta, [data for _, data in embedded])
+    promises = index.meta_promises(meta, embedded)
     meta["identity"] = identity(entries, promises=promises)
     return entries, embedded, meta
 
@@ -235,7 +235,7 @@ async def _known_digests(index_path: str, algorithm: str) -> dict[str, tuple[int
     if not await anyio.to_thread.run_sync(os.path.isfile, index_path):
         return {}
     try:
-        async with await index.open_index(index_path) as old:
+        async with await index.open_index(index_path, legacy=True) as old:
             if old.meta.get("checksum") != algorithm:
                 return {}
             cut = len(paths.to_bytes(old.meta["arc_root"]))

@@ -179,7 +179,8 @@ class Tape:
         """Every entry in stream order, from the one starting at or after ``start_offset``.
 
         Raises :class:`TapeChangedError` if the index was re-recorded since this tape was
-        opened.
+        opened, and :class:`TapeFormatError` at a row whose name or source does not name a path
+        in the folder (an absolute path, a ``..`` component...: see the README's "The index").
         """
         index = await open_index(self.index_path, expected=self.identity, shared=True)
         async with index, aclosing(index.rows(start_offset)) as rows:
@@ -191,10 +192,13 @@ class Tape:
         original path); :class:`EntryNotFoundError` if there is none.
 
         Raises :class:`TapeChangedError` if the index was re-recorded since this tape was
-        opened.
+        opened, and :class:`TapeFormatError` for a row that is unsafe or not the one recorded
+        (its block of rows is checked against the identity).
         """
         async with await open_index(self.index_path, expected=self.identity, shared=True) as index:
             row = await index.find(paths.to_bytes(arc_path))
+            if row is not None:
+                row = await index.checked(row)
         if row is None:
             raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
         return row.entry()
@@ -225,6 +229,7 @@ class Tape:
             row = await index.find(paths.to_bytes(arc_path))
             if row is None:
                 raise EntryNotFoundError(f"{arc_path!r} is not in the tape {self.name!r}")
+            row = await index.checked(row)
             after = await index.bytes_after(row)
         entry = row.entry()
         if volume_size is None and layout is None:

@@ -40,7 +40,7 @@ from .errors import (
 from .format import paths
 from .format.events import Progress
 from .format.header import FOOTER_SIZE
-from .format.layout import Entry, fingerprint, identity
+from .format.layout import BLOCK_ROWS, Block, Entry, block_digest, fingerprint, tree_identity
 from .tape import Tape
 
 __all__ = ["Difference", "Reason", "VerifyError", "VerifyReport"]
@@ -358,6 +358,8 @@ class _IndexAudit:
         self.index = index
         self.entries: list[Entry] = []
         self.expected = 0
+        self.blocks: list[Block] = []  # the identity's tree, as the rows give it
+        self._chunk: list[tuple[object, ...]] = []
 
     def add(self, row: Row) -> None:
         if row.start_offset != self.expected:
@@ -367,6 +369,15 @@ class _IndexAudit:
             )
         self.expected = row.end_offset
         self.entries.append(row.entry())
+        self._chunk.append(row.values())
+        if len(self._chunk) == BLOCK_ROWS:
+            self._close_block()
+
+    def _close_block(self) -> None:
+        first = self._chunk[0][0]
+        assert isinstance(first, int)
+        self.blocks.append(Block(first, len(self._chunk), block_digest(self._chunk)))
+        self._chunk = []
 
     def _damaged(self, what: str) -> TapeFormatError:
         return TapeFormatError(f"the index {self.index.where} is damaged: {what}")
@@ -379,10 +390,15 @@ class _IndexAudit:
             raise self._damaged(f"its entries end at {end}, its total size is {meta['total_size']}")
         if fingerprint(self.entries) != meta["fingerprint"]:
             raise self._damaged("its rows do not give the fingerprint it records")
-        if self.index.version >= 2:
-            data = [await self.index.embedded_data(r.start_offset) for r in embedded_rows]
-            if identity(self.entries, promises=meta_promises(meta, data)) != meta["identity"]:
-                raise self._damaged("its rows do not give the identity it records")
+        if self._chunk:
+            self._close_block()
+        data = [(r.entry(), await self.index.embedded_data(r.start_offset)) for r in embedded_rows]
+        if self.index.version >= 3 and (  # a tartape catalog's identity is made from its rows
+            tree_identity(self.blocks, meta_promises(meta, data)) != meta["identity"]
+        ):
+            raise self._damaged("its rows do not give the identity it records")
+        if (await self.index.stored_tree()).blocks != self.blocks:
+            raise self._damaged("its block digests are not the ones its rows give")
 
 
 async def _detail(index: Index, root: str, difference: Difference) -> Difference:

@@ -1,19 +1,24 @@
 """Where the rows of a play come from: the index (:class:`IndexFeed`) or a one-shot plan.
 
-The index feed finds the first row of a window with one indexed search, then reads ranges of the
-start-offset key in batches. It checks the rows against each other as they stream by, which
-costs nothing: each row starts where the previous one ended, the row a play begins in covers its
-first byte, and the last row ends where the footer begins. A damaged or edited index is refused
-with :class:`~atartape.TapeFormatError` before the bytes it would misplace go out.
+The index feed reads the rows of a window block by block: the blocks of the identity's tree
+(:meth:`Index.tree <atartape._engine.index.Index.tree>`, small, checked against the recording's
+identity once), from the one holding the window's first byte, each read whole and checked against
+its digest before any of its rows is handed on (:meth:`Index.block
+<atartape._engine.index.Index.block>`). A window thus checks what it plays, and a little before
+(at most one block), never the rest of the index. Every row is also checked against its
+neighbours: each starts where the previous one ended, the row a play begins in covers its first
+byte, and the last row ends where the footer begins. A damaged or edited index is refused with
+:class:`~atartape.TapeFormatError` before the bytes it would change go out.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Protocol
 
 from ..errors import TapeFormatError
 from ..format.layout import Window
-from .index import BATCH_ROWS, Index, Row
+from .index import Index, Row, RowTree, well_formed
 
 
 class Feed(Protocol):
@@ -48,14 +53,16 @@ class IndexFeed:
         self.memory: dict[bytes, bytes] = {}  # content of the embedded members in the window
         self._embedded: list[Row] = []  # every embedded member (they follow every entry)
         self._pending_embedded: list[Row] = []  # those in the window, handed out last
-        self._next: int | None = None  # start offset of the next batch to fetch
+        self._tree: RowTree | None = None
+        self._block = 0  # the next block of the tree to read
         self._expected: int | None = None  # where the next row must start
         self._entries_done = False
 
     async def load_embedded(self) -> None:
         """Embedded members (the index of a tape recorded with ``embed_index``) follow every
-        entry; when the window reaches them, their bytes are loaded now."""
-        self._embedded = await self.index.embedded_rows()
+        entry; when the window reaches them, their bytes are loaded now. Both are checked
+        against the identity (which loads its tree of block digests, checked too)."""
+        self._embedded = await self.index.checked_embedded()
         for row in self._embedded:
             if self.window.overlaps(row.start_offset, row.end_offset - row.start_offset):
                 self.memory[row.arc_path] = await self.index.embedded_data(row.start_offset)
@@ -77,20 +84,28 @@ class IndexFeed:
 
     async def _entry_rows(self) -> list[Row]:
         window = self.window
-        if self._next is None:
-            # The first entry is found by one search on the start-offset key, never a scan.
-            first = await self.index.start_covering(window.start)
-            self._next = 0 if first is None else first
-        elif self._next >= window.end:
+        tree = self._tree
+        if tree is None:
+            # The first block is found in the tree (in memory), never by a scan of the rows.
+            tree = self._tree = await self.index.tree()
+            self._block = max(0, tree.block_at(window.start))
+        if self._block >= len(tree):
+            self._entries_done = True
+            if self._expected is None:
+                self._check([], True)  # no row at all: is one missing?
+            return []
+        if tree.starts[self._block] >= window.end:
             self._entries_done = True
             return []
-        rows = await self.index.rows_from(self._next)
-        last_batch = len(rows) < BATCH_ROWS
+        rows = await self.index.block(self._block)
+        self._block += 1
+        last_batch = self._block == len(tree)
+        if self._expected is None:  # the first block: from the row that covers the start on
+            starts = [row.start_offset for row in rows]
+            rows = rows[max(0, bisect.bisect_right(starts, window.start) - 1) :]
         self._check(rows, last_batch)
         if last_batch:
             self._entries_done = True
-        else:
-            self._next = rows[-1].start_offset + 1
         # Keep the rows in the window: the first may end where the window starts.
         while rows and rows[-1].start_offset >= window.end:
             rows.pop()
@@ -116,7 +131,7 @@ class IndexFeed:
                     f"the entry {row.path!r} starts at {row.start_offset}, "
                     f"where the entry before it ends at {expected}"
                 )
-            if not _well_formed(row):
+            if not well_formed(row):
                 raise self._damaged(f"the entry {row.path!r} has bad values: {tuple(row)!r}")
             expected = row.end_offset
         self._expected = expected
@@ -124,23 +139,3 @@ class IndexFeed:
             raise self._damaged(f"the entries end at {expected}, but the footer begins at {end}")
         if self._embedded and self._embedded[-1].end_offset != self.window.footer_start:
             raise self._damaged("the embedded index does not end where the footer begins")
-
-
-_KINDS = frozenset({"file", "dir", "symlink"})
-
-
-def _well_formed(row: Row) -> bool:
-    """The values of a row have the types and ranges every row has."""
-    return (
-        type(row.start_offset) is int
-        and type(row.size) is int
-        and type(row.mode) is int
-        and type(row.mtime) is int
-        and type(row.mtime_ns) is int
-        and type(row.arc_path) is bytes
-        and type(row.linkname) is bytes
-        and row.kind in _KINDS
-        and row.size >= 0
-        and row.start_offset % 512 == 0
-        and (row.size == 0 or row.kind == "file")
-    )

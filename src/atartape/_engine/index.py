@@ -6,15 +6,27 @@ covers a byte is found by one B-tree search, and rows are read in batches from t
 query is :data:`COLUMNS`, taken from :class:`Row` itself. :class:`Index` is an opened index:
 its meta (with the recording's identity) and its queries.
 
-Version 2 added the folder listings and the identity; version 1 indexes are still read (their
-identity is computed when they are opened, their folders checked by mtime alone). A tartape 3
-catalog opens too, read-only, through :mod:`atartape._engine.tartape_catalog`.
+The index is input, like an archive from outside: every row read from it has its name and
+source checked (:func:`check_names`: no absolute path, no empty, ``.`` or ``..`` component, no
+NUL), so no consumer sees a row that could name a path outside the folder; and a play checks the
+rows it sends against the recording's identity, block by block (:meth:`Index.block`), at a cost
+bounded by its window: the identity is a tree of digests over blocks of
+:data:`~atartape.format.layout.BLOCK_ROWS` rows, kept in the ``row_blocks`` table.
+
+Version 3 added that table; version 2 (folder listings, a flat identity) and version 1 indexes
+are refused with a message that says how to record the folder again (only the recorder reads
+them, for the digests it can reuse). A tartape 3 catalog opens too, read-only, through
+:mod:`atartape._engine.tartape_catalog`; its tree is computed when it is opened.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import operator
 import os
+from array import array
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,12 +37,20 @@ from ..errors import TapeChangedError, TapeFormatError, TapeNotFoundError
 from ..format import paths
 from ..format.folders import DEFAULT_NOISE
 from ..format.header import FOOTER_SIZE, EntryKind, Owner, encode_raw, entry_span
-from ..format.layout import Entry, identity
+from ..format.layout import (
+    BLOCK_ROWS,
+    Block,
+    Entry,
+    block_digest,
+    blocks_of,
+    tree_identity,
+)
 from .store import IndexStore, loop_token, open_store
 
 FORMAT = "atartape-index"
-VERSION = 2
-READABLE = (1, 2)
+VERSION = 3
+READABLE = (3,)
+LEGACY = (1, 2)  # read by the recorder alone (the digests it can reuse): see _legacy_refusal
 BATCH_ROWS = 2048
 INT64_MAX = 2**63 - 1
 
@@ -71,6 +91,16 @@ class Row(NamedTuple):
         """Whether the promise holds the mtime to the second only (a tartape 3 catalog's rows):
         ``mtime_ns`` is then ``mtime`` seconds, and the source is compared in whole seconds."""
         return False
+
+    @property
+    def header_profile(self) -> str:
+        """How the entry's header is written (see :class:`~atartape.format.layout.Entry`)."""
+        return "atartape"
+
+    def values(self) -> tuple[object, ...]:
+        """The row's values and its header profile: what a block digest of the identity
+        covers (the same as :func:`~atartape.format.layout.entry_values` of its entry)."""
+        return (*self, self.header_profile)
 
     @property
     def owner(self) -> Owner | None:
@@ -125,6 +155,7 @@ class Row(NamedTuple):
 
 COLUMNS = ", ".join(Row._fields)
 _NO_OWNER = (None, None, None, None, None)  # source, uid, gid, uname, gname
+_NO_ROW_EXTRAS = (None, None, *_NO_OWNER)  # checksum, listing, and the above
 _COLUMNS_V1 = COLUMNS.split(", listing")[0] + ", NULL" * 6
 
 SCHEMA = """
@@ -147,7 +178,14 @@ CREATE TABLE entries (
     gname BLOB
 );
 CREATE INDEX entries_source ON entries (source) WHERE source IS NOT NULL;
+CREATE TABLE row_blocks (
+    block INTEGER PRIMARY KEY,
+    first_offset INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    digest BLOB NOT NULL
+);
 """
+INSERT_BLOCK = "INSERT INTO row_blocks (block, first_offset, rows, digest) VALUES (?, ?, ?, ?)"
 INSERT_ENTRY = f"INSERT INTO entries ({COLUMNS}) VALUES ({', '.join('?' * len(Row._fields))})"
 INSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?)"
 
@@ -158,14 +196,16 @@ CREATE TABLE embedded (
     size INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     mtime INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    digest BLOB NOT NULL
 );
 """
 """A tape recorded with ``embed_index=True`` ends with an index member (a CSV, see
 :mod:`atartape.format.embedded`) that exists only in the index: its row and its bytes live in the
-``embedded`` table, created only for such tapes. The fingerprint, entry_count and file_count cover
-the real entries, while total_size includes it. Its bytes are kept, not made again when the tape
-plays, so a play that ends before it never pays for them."""
+``embedded`` table (with the SHA-256 of its bytes), created only for such tapes. The
+fingerprint, entry_count and file_count cover the real entries, while total_size includes it.
+Its bytes are kept, not made again when the tape plays, so a play that ends before it never pays
+for them."""
 
 
 def stored(row: Row) -> tuple[Any, ...]:
@@ -176,27 +216,144 @@ def stored(row: Row) -> tuple[Any, ...]:
     return row
 
 
-def _row(values: Sequence[Any]) -> Row:
-    row = Row._make(values)
-    if type(row.mtime_ns) is not int:  # stored as text (see stored())
-        row = row._replace(mtime_ns=int(row.mtime_ns))
+def check_names(row: Row, where: str, root: bytes | None) -> Row:
+    """``row``, once its name and source are known to name paths beneath the folder.
+
+    Read from an index (input, like an archive from outside), a name or a source must be a
+    relative path with no empty, ``.`` or ``..`` component and no NUL (a source may be empty:
+    the folder itself); a row without a source is found by its name, which must then lie in the
+    tape's ``root`` (``None`` for an embedded member, which lies beside it). Link targets are
+    data, never followed, and are not checked. Raises :class:`TapeFormatError` naming the index
+    and the row.
+    """
+    name, source = row.arc_path, row.source
+    what, value = "name", name
+    why = "not a byte string" if type(name) is not bytes else paths.unsafe(name)
+    if why is None and source is not None:
+        what, value = "source", source
+        if type(source) is not bytes:
+            why = "not a byte string"
+        elif source:
+            why = paths.unsafe(source)
+    elif why is None and root is not None and name != root and not name.startswith(root + b"/"):
+        why = "outside the tape's root folder"
+    if why is not None:
+        shown = paths.from_bytes(value) if type(value) is bytes else value
+        raise TapeFormatError(
+            f"the index {where} is damaged: the entry at offset {row.start_offset} has the "
+            f"{what} {shown!r}, which does not name a path in the folder ({why})"
+        )
     return row
 
 
-def meta_promises(meta: dict[str, Any], embedded: Iterable[bytes]) -> list[bytes]:
+def meta_promises(
+    meta: dict[str, Any], embedded: Iterable[tuple[Entry, bytes]] = ()
+) -> list[bytes]:
     """What a tape promises beside its entries, as :func:`~atartape.format.layout.identity`
-    hashes it: its folder rules, its views (each with the digest of all its frames or blocks)
-    and the bytes of its embedded members."""
+    hashes it: its size, its folder rules, its views (each with the digest of all its frames
+    or blocks) and its embedded members (``(entry, bytes)``: their rows and the digest of
+    their bytes)."""
+    return _promises(
+        meta,
+        [
+            embedded_promise(
+                e.start_offset,
+                paths.to_bytes(e.arc_path),
+                len(data),
+                e.mode,
+                e.mtime,
+                hashlib.sha256(data).digest(),
+            )
+            for e, data in embedded
+        ],
+    )
+
+
+def _promises(meta: dict[str, Any], embedded: list[bytes]) -> list[bytes]:
     rules = json.dumps(
         {
             "noise": meta.get("noise"),
             "exclude": meta.get("exclude"),
             "root": meta["arc_root"],
             "views": meta.get("views"),
+            "total_size": meta["total_size"],
         },
         sort_keys=True,
     ).encode()
     return [rules, *embedded]
+
+
+def embedded_promise(
+    start_offset: int, arc_path: bytes, size: int, mode: int, mtime: int, digest: bytes
+) -> bytes:
+    """What the identity holds of an embedded member: its row and the digest of its bytes."""
+    return b"embedded " + repr((start_offset, arc_path, size, mode, mtime, digest)).encode()
+
+
+_SUSPECT = (b"\0", b"//", b"/.", b"\n/", b"\n.", b"/\n", b"\n\n")
+
+
+def _suspect(paths: list[bytes]) -> bool:
+    """Whether ``paths`` may hold an unsafe one (see :meth:`Index._rows`); raises
+    ``TypeError`` for one that is not bytes."""
+    if not paths:
+        return False
+    framed = b"\n" + b"\n".join(paths) + b"\n"
+    return any(pattern in framed for pattern in _SUSPECT)
+
+
+class RowTree:
+    """The identity's tree of an index: its blocks of rows, where each starts, their digests;
+    and its embedded members as the identity holds them: ``(start_offset, arc_path, size,
+    mode, mtime, digest)``."""
+
+    def __init__(self, blocks: Sequence[Block], embedded: Sequence[tuple[Any, ...]] = ()) -> None:
+        self.blocks = list(blocks)
+        self.starts = array("q", (block.first_offset for block in self.blocks))
+        self.embedded = [tuple(values) for values in embedded]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def block_at(self, offset: int) -> int:
+        """The block whose first row starts last at or before ``offset`` (-1 if none)."""
+        return bisect.bisect_right(self.starts, offset) - 1
+
+
+_TREES: dict[tuple[str, tuple[bytes, ...]], RowTree] = {}
+"""The trees checked in this process, by the identity and the promises they gave: a tree that
+gives an identity is that identity's tree (SHA-256), whichever file claims it, so a play of a
+tape already played here loads no block digests."""
+_TREES_KEPT = 16
+
+
+def _digest_rows(rows: Sequence[Row]) -> bytes:
+    return block_digest(row.values() for row in rows)
+
+
+def _blocks(found: Sequence[Sequence[Any]]) -> list[Block] | None:
+    """The blocks of the ``row_blocks`` table's rows, or ``None`` when they are not numbered
+    0, 1, 2..., do not start at increasing offsets, or hold a bad count or digest (checked a
+    column at a time: a play of a big tape loads them all)."""
+    if not found:
+        return []
+    numbers, firsts, counts, digests = zip(*found)
+    if list(numbers) != list(range(len(found))):
+        return None
+    try:
+        starts, sizes = array("q", firsts), array("q", counts)
+    except (TypeError, OverflowError):  # not integers
+        return None
+    if (
+        any(type(value) is not int for value in (*firsts, *counts))
+        or min(sizes) <= 0
+        or max(sizes) > BLOCK_ROWS
+        or not all(map(operator.lt, starts, starts[1:]))
+        or any(type(digest) is not bytes for digest in digests)
+        or set(map(len, digests)) != {hashlib.sha256().digest_size}
+    ):
+        return None
+    return list(map(Block._make, zip(firsts, counts, digests)))
 
 
 class Index:
@@ -211,13 +368,129 @@ class Index:
         self.where = where
         self.version: int = meta["version"]
         self._select = COLUMNS if self.version >= 2 else _COLUMNS_V1
+        self._root = paths.to_bytes(meta["arc_root"])
         self._release: Callable[[], Awaitable[None]] = store.aclose
+        self._trees: list[RowTree] = []  # the tree, once loaded (shared by every handle)
 
     def share(self, release: Callable[[], Awaitable[None]]) -> Index:
         """Another handle on this opened index, whose :meth:`aclose` calls ``release``."""
         handle = Index(self.store, self.meta, self.where)
         handle._release = release
+        handle._trees = self._trees
         return handle
+
+    def _row(self, values: Sequence[Any]) -> Row:
+        row = Row._make(values)
+        if type(row.mtime_ns) is not int:  # stored as text (see stored())
+            try:
+                row = row._replace(mtime_ns=int(row.mtime_ns))
+            except (TypeError, ValueError):
+                raise self._damaged(
+                    f"the entry at offset {row.start_offset} has bad values"
+                ) from None
+        return check_names(row, self.where, self._root)
+
+    def _rows(self, found: Sequence[Sequence[Any]]) -> list[Row]:
+        """Many rows, checked as :meth:`_row` checks one, but at once where that is quick:
+        when no name nor source holds a pattern that any unsafe path holds (joined with
+        newlines: a NUL, ``//``, ``/.``, a component that starts with ``.`` or a path that
+        starts or ends with ``/``), and every row without a source lies in the root."""
+        rows = list(map(Row._make, found))
+        try:
+            names = _suspect([row.arc_path for row in rows])
+            sources = _suspect([row.source for row in rows if row.source is not None])
+        except TypeError:  # something that is not bytes: the slow path says which row
+            return [self._row(values) for values in found]
+        root, inside = self._root, self._root + b"/"
+        if (
+            not names
+            and not sources
+            and all(type(row.mtime_ns) is int for row in rows)
+            and all(
+                row.arc_path.startswith(inside) or row.arc_path == root
+                for row in rows
+                if row.source is None
+            )
+        ):
+            return rows
+        return [self._row(values) for values in found]
+
+    def _damaged(self, what: str) -> TapeFormatError:
+        return TapeFormatError(f"the index {self.where} is damaged: {what}")
+
+    async def tree(self) -> RowTree:
+        """The identity's tree: the digests of the blocks of rows, checked once (per opened
+        connection, or per process for one identity and set of promises) to give the identity
+        the index records with its other promises. Small: one row per
+        :data:`~atartape.format.layout.BLOCK_ROWS` entries. Raises :class:`TapeFormatError`
+        when they do not give it."""
+        if not self._trees:
+            tree = await self._load_tree()
+            if not self._trees:
+                self._trees.append(tree)
+        return self._trees[0]
+
+    async def stored_tree(self) -> RowTree:
+        """The tree as the ``row_blocks`` table holds it now, read and checked again (never
+        from the cache): what a deep verification compares with the rows."""
+        return await self._load_tree(cached=False)
+
+    async def _load_tree(self, cached: bool = True) -> RowTree:
+        embedded: list[tuple[Any, ...]] = []
+        if await self._has_embedded():
+            embedded = await self.store.fetchall(
+                "SELECT start_offset, arc_path, size, mode, mtime, digest FROM embedded "
+                "ORDER BY start_offset"
+            )
+        promises = _promises(self.meta, [embedded_promise(*values) for values in embedded])
+        key = (self.identity, tuple(promises))
+        known = _TREES.get(key) if cached else None
+        if known is not None:  # this identity's tree, checked before: the same whatever holds it
+            return known
+        found = await self.store.fetchall(
+            "SELECT block, first_offset, rows, digest FROM row_blocks ORDER BY block"
+        )
+        blocks = _blocks(found)
+        if blocks is None:
+            raise self._damaged("its block digests have bad values")
+        if tree_identity(blocks, promises) != self.identity:
+            raise self._damaged(
+                "its block digests and its other promises do not give the identity it records"
+            )
+        tree = RowTree(blocks, embedded)
+        if len(_TREES) >= _TREES_KEPT:
+            _TREES.pop(next(iter(_TREES)))
+        _TREES[key] = tree
+        return tree
+
+    async def block(self, number: int) -> list[Row]:
+        """The rows of block ``number`` of the tree, in stream order, once they give its
+        digest: what a play hands on. Raises :class:`TapeFormatError` when they do not (a row
+        edited, added, removed or moved since the recording)."""
+        tree = await self.tree()
+        block = tree.blocks[number]
+        rows = await self.rows_from(block.first_offset, block.rows)
+        # On the event loop: about a millisecond for a whole block, less than a thread hop.
+        if len(rows) != block.rows or _digest_rows(rows) != block.digest:
+            for row in rows:  # say which row, where its values alone show it
+                if not well_formed(row):
+                    raise self._damaged(f"the entry {row.path!r} has bad values: {tuple(row)!r}")
+            raise self._damaged(
+                f"its rows from offset {block.first_offset} (block {number}) are not the ones "
+                "its identity was recorded with"
+            )
+        return rows
+
+    async def checked(self, row: Row) -> Row:
+        """``row``, once the block that holds it gives its digest (one block read): for what
+        hands on one row alone (a location, an entry). Raises :class:`TapeFormatError`."""
+        number = (await self.tree()).block_at(row.start_offset)
+        if number >= 0 and row in await self.block(number):
+            return row
+        raise self._damaged(
+            f"the entry {row.path!r} at offset {row.start_offset} is not among the rows its "
+            "identity was recorded with"
+        )
 
     @property
     def identity(self) -> str:
@@ -258,7 +531,7 @@ class Index:
             "ORDER BY start_offset LIMIT ?",
             (offset, limit),
         )
-        return [_row(values) for values in found]
+        return self._rows(found)
 
     async def rows(self, offset: int = 0, batch: int = BATCH_ROWS) -> AsyncGenerator[Row, None]:
         """Every row from ``offset`` on, in stream order, read ``batch`` rows at a time."""
@@ -274,7 +547,7 @@ class Index:
         found = await self.store.fetchone(
             f"SELECT {self._select} FROM entries WHERE arc_path = ?", (arc_path,)
         )
-        return None if found is None else _row(found)
+        return None if found is None else self._row(found)
 
     async def row_by_source(self, source: bytes) -> Row | None:
         """The entry whose path in the recorded folder is ``source``, when its header carries
@@ -284,7 +557,7 @@ class Index:
         found = await self.store.fetchone(
             f"SELECT {self._select} FROM entries WHERE source = ?", (source,)
         )
-        return None if found is None else _row(found)
+        return None if found is None else self._row(found)
 
     async def find(self, path: bytes) -> Row | None:
         """The entry with archive path ``path``, or the one recorded from it when its header
@@ -304,7 +577,7 @@ class Index:
             f"SELECT {self._select} FROM entries WHERE start_offset = ?", (row.end_offset,)
         )
         if found is not None:
-            return _row(found).entry().header()
+            return (await self.checked(self._row(found))).entry().header()
         for embedded in await self.embedded_rows():
             if embedded.start_offset == row.end_offset:
                 return embedded.entry().header()
@@ -350,28 +623,57 @@ class Index:
         )
         return {int(block): bytes(digest) for block, digest in found}
 
-    async def embedded_rows(self) -> list[Row]:
-        """The rows of the tape's embedded members, shaped like entry rows; ``[]`` if none."""
+    async def _has_embedded(self) -> bool:
         table = await self.store.fetchone(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embedded'"
         )
-        if table is None:
+        return table is not None
+
+    async def checked_embedded(self) -> list[Row]:
+        """:meth:`embedded_rows`, once they are those the identity holds (read with the tree,
+        checked against it). Raises :class:`TapeFormatError` otherwise."""
+        rows = await self.embedded_rows()  # their names first: the clearer refusal
+        tree = await self.tree()
+        promised = [values[:5] for values in tree.embedded]
+        if [(r.start_offset, r.arc_path, r.size, r.mode, r.mtime) for r in rows] != promised:
+            raise self._damaged(
+                "its embedded members are not the ones its identity was recorded with"
+            )
+        return rows
+
+    async def embedded_rows(self) -> list[Row]:
+        """The rows of the tape's embedded members, shaped like entry rows; ``[]`` if none.
+        Their names are checked (:func:`check_names`); they lie beside the tape's root."""
+        if not await self._has_embedded():
             return []
         found = await self.store.fetchall(
             "SELECT start_offset, arc_path, size, mode, mtime FROM embedded ORDER BY start_offset"
         )
         return [
-            Row(start, arc, "file", size, mode, mtime, mtime * 10**9, b"", None, None, *_NO_OWNER)
+            check_names(
+                Row(start, arc, "file", size, mode, mtime, mtime * 10**9, b"", *_NO_ROW_EXTRAS),
+                self.where,
+                None,
+            )
             for start, arc, size, mode, mtime in found
         ]
 
     async def embedded_data(self, start_offset: int) -> bytes:
-        """The bytes of the embedded member starting at ``start_offset``."""
+        """The bytes of the embedded member starting at ``start_offset``, once they give the
+        digest the identity holds (:class:`TapeFormatError` otherwise)."""
         sql = "SELECT data FROM embedded WHERE start_offset = ?"
         found = await self.store.fetchone(sql, (start_offset,))
         if found is None:
             raise TapeFormatError(f"the index has no embedded member at offset {start_offset}")
-        return bytes(found[0])
+        data = bytes(found[0])
+        digest = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).digest())
+        promised = [v[5] for v in (await self.tree()).embedded if v[0] == start_offset]
+        if promised != [digest]:
+            raise self._damaged(
+                f"the bytes of its embedded member at offset {start_offset} "
+                "are not the ones its identity was recorded with"
+            )
+        return data
 
 
 def _stored_meta(value: Any) -> Any:
@@ -428,7 +730,7 @@ async def write_views(
         await store.commit()
 
 
-async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
+async def _read_meta(store: IndexStore, where: str, legacy: bool = False) -> dict[str, Any]:
     try:
         found = await store.fetchall("SELECT key, value FROM meta")
     except TapeFormatError as exc:
@@ -438,7 +740,9 @@ async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
     }
     if meta.get("format") != FORMAT:
         raise TapeFormatError(f"{where} is not a tape index (no format marker)")
-    if meta.get("version") not in READABLE:
+    if meta.get("version") in LEGACY and not legacy:
+        raise _legacy_refusal(where, meta)
+    if meta.get("version") not in (*READABLE, *(LEGACY if legacy else ())):
         raise TapeFormatError(
             f"{where} is a tape index of version {meta.get('version')}; "
             f"this library reads versions {', '.join(map(str, READABLE))}"
@@ -458,11 +762,28 @@ async def _read_meta(store: IndexStore, where: str) -> dict[str, Any]:
             except ValueError:
                 raise TapeFormatError(f"{where} is damaged: its {key} is not JSON") from None
     meta.setdefault("noise", [] if meta["version"] == 1 else list(DEFAULT_NOISE))
+    if not isinstance(meta["arc_root"], str) or paths.unsafe(paths.to_bytes(meta["arc_root"])):
+        raise TapeFormatError(f"{where} is damaged: its root {meta['arc_root']!r} is not a name")
     return meta
 
 
+def _legacy_refusal(where: str, meta: dict[str, Any]) -> TapeFormatError:
+    """Why an index of an earlier version does not play, and what to run instead."""
+    source = meta.get("source_root")
+    folder = source if isinstance(source, str) else "SRC"
+    return TapeFormatError(
+        f"{where} is a tape index of version {meta.get('version')}, written by an earlier "
+        "atartape: it lacks the block digests a play checks its rows against; record the "
+        f"folder again to upgrade it: atartape record {folder} --index {where} --overwrite"
+    )
+
+
 async def open_index(
-    path: str | os.PathLike[str], *, expected: str | None = None, shared: bool = False
+    path: str | os.PathLike[str],
+    *,
+    expected: str | None = None,
+    shared: bool = False,
+    legacy: bool = False,
 ) -> Index:
     """Open the tape index at ``path`` read-only.
 
@@ -471,7 +792,9 @@ async def open_index(
     asyncio, one aiosqlite thread), opened by the first and closed by the last; a file that a
     new recording replaced is another file, with a connection of its own. Raises
     :class:`~atartape.TapeNotFoundError` when there is no file and :class:`TapeFormatError`
-    when it is not a tape index (or a damaged one).
+    when it is not a tape index (or a damaged one), or one of an earlier version (whose message
+    names the command that records it again). ``legacy`` opens an index of an earlier version
+    too, for its rows alone (never to play: it has no tree; its identity is ``""``).
     """
     if shared:
         index = await _SHARED.open(os.fspath(path))
@@ -482,7 +805,7 @@ async def open_index(
                 await index.aclose()
                 raise
         return index
-    return await _open_index(os.fspath(path), expected)
+    return await _open_index(os.fspath(path), expected, legacy)
 
 
 IndexReader = Callable[[IndexStore, str, "str | None"], Awaitable["Index | None"]]
@@ -499,17 +822,17 @@ def add_reader(reader: IndexReader) -> None:
     _READERS.append(reader)
 
 
-async def _open_index(where: str, expected: str | None) -> Index:
+async def _open_index(where: str, expected: str | None, legacy: bool = False) -> Index:
     store = await open_store(where, readonly=True, must_exist=True)
     for reader in _READERS:
         found = await reader(store, where, expected)
         if found is not None:
             return found
     try:
-        meta = await _read_meta(store, where)
+        meta = await _read_meta(store, where, legacy)
         index = Index(store, meta, where)
-        if "identity" not in meta:  # version 1: computed once here, from every row
-            meta["identity"] = await _compute_identity(index)
+        if meta["version"] in LEGACY:  # read for its rows alone: it has no tree
+            meta["identity"] = ""
         if expected is not None:
             index.require(expected)
     except BaseException:
@@ -565,30 +888,28 @@ def _stat_index(where: str) -> os.stat_result:
 _SHARED = _SharedIndexes()
 
 
-async def _compute_identity(index: Index) -> str:
-    entries = [row.entry() async for row in index.rows()]
-    index.meta.setdefault("data_size", sum(e.size for e in entries))
-    embedded = [await index.embedded_data(row.start_offset) for row in await index.embedded_rows()]
-    return identity(entries, promises=meta_promises(index.meta, embedded))
-
-
 async def write_index(
     path: str,
     meta: dict[str, Any],
     entries: Iterable[Entry],
     embedded: Sequence[tuple[Entry, bytes]] = (),
 ) -> None:
-    """Write a new index file at ``path`` (which must not exist) in one transaction."""
+    """Write a new index file at ``path`` (which must not exist) in one transaction: its
+    meta, its entries, the digests of their blocks (the identity's tree) and its embedded
+    members."""
+    rows = [Row.of(e) for e in entries]
+    blocks = await anyio.to_thread.run_sync(row_blocks, rows)
     async with await open_store(path) as store:
         await store.executescript(SCHEMA + (EMBEDDED_SCHEMA if embedded else ""))
         await store.execute("BEGIN")
         values = {k: _stored_meta(v) for k, v in meta.items()}
         await store.executemany(INSERT_META, list(values.items()))
-        await store.executemany(INSERT_ENTRY, (stored(Row.of(e)) for e in entries))
+        await store.executemany(INSERT_ENTRY, map(stored, rows))
+        await store.executemany(INSERT_BLOCK, ((n, *block) for n, block in enumerate(blocks)))
         for entry, data in embedded:
             await store.execute(
-                "INSERT INTO embedded (start_offset, arc_path, size, mode, mtime, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO embedded (start_offset, arc_path, size, mode, mtime, data, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.start_offset,
                     paths.to_bytes(entry.arc_path),
@@ -596,6 +917,33 @@ async def write_index(
                     entry.mode,
                     entry.mtime,
                     data,
+                    hashlib.sha256(data).digest(),
                 ),
             )
         await store.commit()
+
+
+def row_blocks(rows: Iterable[Row]) -> list[Block]:
+    """The blocks of the identity's tree over ``rows`` (in stream order), as the
+    ``row_blocks`` table keeps them (synchronous, CPU-bound)."""
+    return blocks_of(row.values() for row in rows)
+
+
+_ROW_KINDS = frozenset({"file", "dir", "symlink"})
+
+
+def well_formed(row: Row) -> bool:
+    """The values of a row have the types and ranges every row has."""
+    return (
+        type(row.start_offset) is int
+        and type(row.size) is int
+        and type(row.mode) is int
+        and type(row.mtime) is int
+        and type(row.mtime_ns) is int
+        and type(row.arc_path) is bytes
+        and type(row.linkname) is bytes
+        and row.kind in _ROW_KINDS
+        and row.size >= 0
+        and row.start_offset % 512 == 0
+        and (row.size == 0 or row.kind == "file")
+    )

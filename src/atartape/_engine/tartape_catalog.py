@@ -18,8 +18,11 @@ What differs from an atartape index, and what it means:
   for the nanosecond promise.
 - There are no folder listings: a folder whose mtime moved is refused (the root folder is
   exempt, as in a version 1 index).
-- The identity is computed from the rows when the catalog is opened (once per state of the file
-  in this process: it is cached).
+- The identity, and its tree of block digests, are computed from the rows when the catalog is
+  opened (once per state of the file in this process: it is cached); a play checks each block
+  of rows it reads again against that tree, so a catalog edited after it was opened never plays
+  (edited before, it is another recording: its identity differs from the one planned with).
+  Names and sources are checked as in an atartape index (no absolute path, no ``..``).
 - There is no index on offsets: rows are read in path order, which is tartape's offset order
   (checked when the catalog is opened; a catalog where it is not is read by offset, by scans).
 
@@ -48,9 +51,9 @@ import anyio.to_thread
 from ..errors import TapeFormatError
 from ..format import paths
 from ..format.header import FOOTER_SIZE, EntryKind, encode_raw
-from ..format.layout import Entry, fingerprint, identity
+from ..format.layout import Entry, blocks_of, fingerprint, tree_identity
 from ..format.windows import Checksum, Layout, volume_count, volume_name
-from .index import BATCH_ROWS, Index, Row, add_reader
+from .index import BATCH_ROWS, Index, Row, RowTree, add_reader, check_names
 from .store import IndexStore, open_store
 
 FORMAT = "tartape-3"
@@ -72,6 +75,10 @@ class TartapeRow(Row):
     @property
     def whole_second_mtime(self) -> bool:
         return True
+
+    @property
+    def header_profile(self) -> str:
+        return "tartape3"
 
     def header(self) -> bytes:
         return encode_raw(
@@ -97,6 +104,7 @@ class _State:
     starts: array[int]  # every row's start offset, in stream order
     samples: list[str]  # the arc path of every _SAMPLE-th row, in stream order
     path_ordered: bool  # whether path order is stream order (so the path index serves reads)
+    tree: RowTree  # the identity's tree, computed from the rows
 
 
 _CACHE: dict[tuple[str, int, int, int, int], _State] = {}
@@ -291,10 +299,11 @@ async def _read_state(store: IndexStore, where: str) -> _State:
         "exclude": exclude,
     }
     rules = json.dumps({"format": FORMAT, "exclude": exclude, "root": arc_root}, sort_keys=True)
-    meta["identity"] = identity(entries, promises=[rules.encode()])
+    blocks = blocks_of(row.values() for row in rows)
+    meta["identity"] = tree_identity(blocks, [rules.encode()])
     starts = array("q", (row.start_offset for row in rows))
     samples = [row.path for row in rows[::_SAMPLE]]
-    return _State(meta, starts, samples, path_ordered)
+    return _State(meta, starts, samples, path_ordered, RowTree(blocks))
 
 
 async def _all_rows(
@@ -359,6 +368,7 @@ def _row(values: Sequence[Any], arc_root: str, where: str) -> TartapeRow:
         raise _damaged(where, f"a row has bad values: {tuple(values)!r}") from None
     if type(start) is not int or row.end_offset != end or (row.size and kind != "file"):
         raise _damaged(where, f"the row of {arc!r} has bad values: {tuple(values)!r}")
+    check_names(row, where, paths.to_bytes(arc_root))
     return row
 
 
@@ -400,6 +410,12 @@ class TartapeCatalog(Index):
         found = await self.store.fetchall(f"SELECT {_COLUMNS} FROM track {where_sql}", params)
         return [_row(values, self.meta["arc_root"], self.where) for values in found]
 
+    async def tree(self) -> RowTree:
+        return self.state.tree
+
+    async def stored_tree(self) -> RowTree:
+        return self.state.tree  # a catalog keeps none: computed from its rows when opened
+
     async def start_covering(self, offset: int) -> int | None:
         at = bisect.bisect_right(self.state.starts, offset) - 1
         return None if at < 0 else self.state.starts[at]
@@ -434,7 +450,7 @@ class TartapeCatalog(Index):
     async def bytes_after(self, row: Row) -> bytes:
         found = await self.rows_from(row.end_offset, 1)
         if found and found[0].start_offset == row.end_offset:
-            return found[0].header()
+            return (await self.checked(found[0])).header()
         return bytes(FOOTER_SIZE)
 
     async def child_names(self, folder: bytes) -> list[bytes]:

@@ -26,6 +26,7 @@ __all__ = [
     "sort_key",
     "split_ustar",
     "to_bytes",
+    "unsafe",
     "violation",
 ]
 
@@ -191,3 +192,23 @@ def relative_to_root(arc_path: str, arc_root: str) -> str:
     if not arc_path.startswith(prefix):
         raise InvalidArgumentError(f"{arc_path!r} is not inside {arc_root!r}")
     return arc_path[len(prefix) :]
+
+
+def unsafe(raw: bytes) -> str | None:
+    """Why ``raw``, read from outside (an index), cannot name a path beneath a folder, or
+    ``None``: an absolute path, a NUL byte, an empty, ``.`` or ``..`` component.
+
+    The empty path itself is refused too; a caller for which it means the folder checks that
+    first. Lengths are not checked: what a header can carry is the recorder's rule.
+    """
+    if not raw:
+        return "empty path"
+    if raw.startswith(b"/"):
+        return "absolute path"
+    if b"\0" in raw:
+        return "NUL byte"
+    if b"/." not in raw and b"//" not in raw and raw[0] != 0x2E and raw[-1] != 0x2F:
+        return None  # the common case, decided without splitting: no component can be bad
+    if any(part in (b"", b".", b"..") for part in raw.split(b"/")):
+        return "empty, '.' or '..' component"
+    return None

@@ -225,6 +225,8 @@ class Beneath:
         check_relative(rel)
         if not rel:
             return os.open(".", flags, dir_fd=self.fd)
+        if flags & _O_DIRECTORY:
+            return self._open_folder(rel, flags)
         call = self._openat2
         if call is not None:
             try:
@@ -276,20 +278,23 @@ class Beneath:
         finally:
             os.close(fd)
 
-    def _open_folder(self, rel: bytes) -> int:
+    def _open_folder(self, rel: bytes, flags: int = _PASS_FLAGS) -> int:
+        """The folder ``rel`` opened with ``flags``; :class:`NotBeneathError` when it or a
+        folder above it is a symlink (with ``O_DIRECTORY``, ``O_NOFOLLOW`` says ENOTDIR)."""
         call = self._openat2
         if call is not None:
-            try:
-                return call(self.fd, rel, _PASS_FLAGS)
+            try:  # RESOLVE_NO_SYMLINKS refuses a symlink as the last component too: ELOOP
+                return call(self.fd, rel, flags & ~_O_NOFOLLOW)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EXDEV):
                     raise NotBeneathError(rel) from None
                 raise
         at = self.fd
+        names = rel.split(b"/")
         try:
-            for name in rel.split(b"/"):
+            for step, name in enumerate(names, 1):
                 try:
-                    fd = os.open(name, _PASS_FLAGS, dir_fd=at)
+                    fd = os.open(name, flags if step == len(names) else _PASS_FLAGS, dir_fd=at)
                 except OSError as exc:
                     if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EMLINK) and _is_link(
                         name, at

@@ -40,7 +40,7 @@ from ._engine.index import Row
 from ._engine.producer import CHUNK_SIZE, Producer, md5
 from ._engine.scan import scan
 from ._engine.sinks import JOIN_BYTES, ByteSink, EventSink, Sink
-from ._engine.source import ListedFolders, StrictFolders, mismatch
+from ._engine.source import ListedFolders, PlacedSources, StrictFolders, mismatch
 from .errors import (
     DuplicateEntryError,
     InvalidArgumentError,
@@ -116,18 +116,13 @@ class _Plan:
     file_count: int = 0
     data_size: int = 0
     newest: int | None = None  # the newest mtime of the members
-    disk: dict[bytes, bytes] = field(default_factory=dict)  # arc path -> file path
+    # arc path -> the folder it lies beneath (added whole, or holding a file added alone), and
+    # its path there: played beneath that folder, never through a symlink (see PlacedSources)
+    disk: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
     memory: dict[bytes, bytes] = field(default_factory=dict)
     streams: dict[bytes, AsyncIterable[bytes]] = field(default_factory=dict)
     remote: dict[bytes, _Remote] = field(default_factory=dict)
     roots: frozenset[bytes] = frozenset()
-
-    def path_of(self, row: Row) -> bytes:
-        """The file on disk a row's content is read from. Content that is not on disk (bytes,
-        streams) has none: its name is empty, which no file has, so the read-ahead (which asks
-        for the files of the rows ahead on a cold disk) skips it; the producer reads it from
-        memory or from its stream."""
-        return self.disk.get(row.arc_path, b"")
 
 
 class TarTape:
@@ -461,7 +456,7 @@ class TarTape:
         plan = self._frozen()
         producer = Producer(
             window,
-            locate=plan.path_of,
+            sources=PlacedSources(plan.disk),
             md5=md5,
             chunk_size=self.chunk_size,
             memory=plan.memory,
@@ -473,7 +468,7 @@ class TarTape:
     def _make_plan(self) -> _Plan:
         """Scan the sources (in a worker thread) and lay out every entry in tape order."""
         now = int(time.time())
-        planned: list[tuple[Entry, str | bytes | AsyncIterable[bytes] | _Remote]] = []
+        planned: list[tuple[Entry, tuple[str, bytes] | bytes | AsyncIterable[bytes] | _Remote]] = []
         roots: set[bytes] = set()
         for source in self._sources:
             if isinstance(source, _Folder):
@@ -483,9 +478,10 @@ class TarTape:
                 folders = ListedFolders(root, arc_root, Selection.of(source.exclude), None)
                 for entry in scan(root, arc_root, folders).entries:
                     rel = paths.relative_to_root(entry.arc_path, arc_root)
-                    planned.append((entry, os.path.join(root, rel) if rel else root))
+                    planned.append((entry, (root, paths.to_bytes(rel))))
             elif isinstance(source, _File):
-                planned.append((_file_entry(source), source.path))
+                folder, name = os.path.split(os.path.abspath(source.path))
+                planned.append((_file_entry(source), (folder, os.fsencode(name))))
             else:
                 size = len(source.data) if isinstance(source, _Bytes) else source.size
                 mtime = now if source.mtime is None else source.mtime
@@ -511,8 +507,8 @@ class TarTape:
         for entry, (_, where) in zip(entries, planned):
             arc = paths.to_bytes(entry.arc_path)
             plan.rows.append(Row.of(entry))
-            if isinstance(where, str):
-                plan.disk[arc] = os.fsencode(where)
+            if isinstance(where, tuple):
+                plan.disk[arc] = where
             elif isinstance(where, bytes):
                 plan.memory[arc] = where
                 promises.append(b"bytes\0" + arc + b"\0" + hashlib.sha256(where).digest())

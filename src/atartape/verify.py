@@ -20,16 +20,18 @@ from typing import Literal
 
 import anyio.to_thread
 
+from ._engine.beneath import Beneath
 from ._engine.index import Index, Row, meta_promises, open_index
 from ._engine.source import (
     Folders,
+    FolderSource,
     ListedFolders,
+    Where,
     check_entry,
     folders_for,
     mismatch,
     open_file,
-    require_folder,
-    source_locator,
+    open_root,
 )
 from .errors import (
     ChecksumsNotRecordedError,
@@ -133,7 +135,7 @@ class _Checker:
 
     def __init__(
         self,
-        root: str,
+        root: Beneath,
         arc_root: str,
         folders: Folders,
         algorithm: str | None,
@@ -143,7 +145,7 @@ class _Checker:
         progress: Progress | None = None,
     ) -> None:
         self.progress = progress if progress is not None else Progress()
-        self.locate = source_locator(root, arc_root)
+        self.locate = FolderSource(root, arc_root).where  # the caller closes ``root``
         self.folders = folders
         self.algorithm = algorithm
         self.hop_entries = hop_entries
@@ -308,15 +310,34 @@ async def verify(
             "record it with checksum='sha256' (atartape record --checksum sha256), "
             "or verify with content=False"
         )
-    root = os.fspath(source_root) if source_root is not None else tape.source_root
-    await anyio.to_thread.run_sync(require_folder, root, tape.name)
-    root = await anyio.to_thread.run_sync(os.path.abspath, root)
+    folder = os.fspath(source_root) if source_root is not None else tape.source_root
+    root = await anyio.to_thread.run_sync(open_root, folder, tape.name)
+    try:
+        return await _verify(
+            tape, root, deep, content, sample, seed, hop_entries, hop_bytes, progress
+        )
+    finally:
+        root.close()
+
+
+async def _verify(
+    tape: Tape,
+    root: Beneath,
+    deep: bool,
+    content: bool,
+    sample: int,
+    seed: int | str | None,
+    hop_entries: int,
+    hop_bytes: int,
+    progress: Progress | None,
+) -> VerifyReport:
+    """:func:`verify`, beneath the handle ``root`` on the source folder."""
     canaries = None if deep else _Canaries(sample, seed)
     async with await open_index(tape.index_path, expected=tape.identity, shared=True) as index:
         checker = _Checker(
             root,
             tape.arc_root,
-            folders_for(index, root),
+            folders_for(index, root.root),
             tape.checksum_algorithm if content else None,
             hop_entries=hop_entries,
             hop_bytes=hop_bytes,
@@ -401,7 +422,7 @@ class _IndexAudit:
             raise self._damaged("its block digests are not the ones its rows give")
 
 
-async def _detail(index: Index, root: str, difference: Difference) -> Difference:
+async def _detail(index: Index, root: Beneath, difference: Difference) -> Difference:
     """A folder whose names changed: say which names were added or removed."""
     if difference.reason != "mtime" or not difference.message.startswith("folder changed"):
         return difference
@@ -409,9 +430,12 @@ async def _detail(index: Index, root: str, difference: Difference) -> Difference
     if row is None or row.kind != "dir":  # pragma: no cover - it was just read
         return difference
     recorded = set(await index.child_names(row.arc_path))
-    folder = source_locator(root, index.meta["arc_root"])(row)
-    folders = folders_for(index, root)
-    now = await anyio.to_thread.run_sync(_names_now, folder, row, folders)
+    where = FolderSource(root, index.meta["arc_root"]).where(row)
+    folders = folders_for(index, root.root)
+    try:
+        now = await anyio.to_thread.run_sync(_names_now, where, row, folders)
+    except (OSError, TarIntegrityError):  # gone (or swapped) since it was checked: as it was
+        return difference
     added = sorted(now - recorded)
     removed = sorted(recorded - now)
     if not added and not removed:
@@ -427,13 +451,11 @@ async def _detail(index: Index, root: str, difference: Difference) -> Difference
     )
 
 
-def _names_now(folder: bytes, row: Row, folders: Folders) -> set[bytes]:
-    """The names in ``folder`` that count, as the folder check counts them."""
+def _names_now(where: Where, row: Row, folders: Folders) -> set[bytes]:
+    """The names in the folder of ``row`` that count, as the folder check counts them."""
     if not isinstance(folders, ListedFolders):
-        return {name for name in os.listdir(folder)}
-    text = os.fsdecode(folder)
-    rel_folder = folders.rel_folder(row)
-    return {os.fsencode(n) for n in os.listdir(text) if folders.counts(text, rel_folder, n)}
+        return set(where[0].listdir(where[1]))
+    return {os.fsencode(name) for name in folders.names(where, row)}
 
 
 async def _drain(checker: _Checker) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .index import Row
-from .source import OPEN_FLAGS
+from .source import OPEN_FLAGS, Where
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,31 +66,37 @@ def advise(fd: int, offset: int, length: int) -> None:
             os.posix_fadvise(fd, offset, length, _WILLNEED)
 
 
-def _advise_path(path: bytes, length: int) -> None:
-    if not path:
-        return  # content that is not in a file
+def _advise_file(where: Where, length: int) -> None:
+    """Ask for the first ``length`` bytes of a file; releases the hold on its folder."""
+    root, rel = where
     try:
-        fd = os.open(path, OPEN_FLAGS)
-    except OSError:
+        fd = root.open(rel, OPEN_FLAGS)
+    except (OSError, ValueError):
         return  # the producer's own open will say what is wrong
-    try:
-        advise(fd, 0, length)
+    else:
+        try:
+            advise(fd, 0, length)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        root.release()
 
 
 class Prefetcher:
     """Asks for the files of upcoming rows, at most ``budget`` bytes ahead of the producer.
 
-    Off until :meth:`turn_on`; used from the producer's worker thread only.
+    Off until :meth:`turn_on`; used from the producer's worker thread only. Every file asked
+    for holds its folder's handle (:meth:`~atartape._engine.beneath.Beneath.hold`) until its
+    thread is done with it, so the producer closing the handle never leaves a thread opening
+    beneath a reused descriptor.
     """
 
-    def __init__(self, locate: Callable[[Row], bytes], budget: int = PREFETCH_BYTES) -> None:
+    def __init__(self, locate: Callable[[Row], Where | None], budget: int = PREFETCH_BYTES) -> None:
         self.locate = locate
         self.budget = budget
         self.on = False
         self._issued = 0  # tape offset up to which files were asked for
-        self._pending: deque[Future[None]] = deque()
+        self._pending: deque[tuple[Future[None], Where]] = deque()
 
     def turn_on(self) -> None:
         self.on = True
@@ -100,7 +106,7 @@ class Prefetcher:
         that start within the budget ahead of it and were not asked for yet."""
         if not self.on:
             return
-        while self._pending and self._pending[0].done():
+        while self._pending and self._pending[0][0].done():
             self._pending.popleft()
         limit = position + self.budget
         pool = _threads()
@@ -112,11 +118,17 @@ class Prefetcher:
             if row.size > PREFETCH_FILE_MAX:
                 self._issued = row.end_offset
                 continue
-            length = min(row.size, limit - row.start_offset)
-            self._pending.append(pool.submit(_advise_path, self.locate(row), length))
             self._issued = row.end_offset
+            where = self.locate(row)
+            if where is None:
+                continue  # content that is not in a file
+            where[0].hold()
+            length = min(row.size, limit - row.start_offset)
+            self._pending.append((pool.submit(_advise_file, where, length), where))
 
     def close(self) -> None:
         """Drop what was not started yet (a consumer that left needs none of it)."""
         while self._pending:
-            self._pending.popleft().cancel()
+            future, (root, _) = self._pending.popleft()
+            if future.cancel():
+                root.release()  # it never ran, so it never will release it

@@ -22,7 +22,16 @@ from .files import pread_exact
 from .index import Row
 from .prefetch import Prefetcher, is_cold
 from .sinks import FdSink, Sink
-from .source import Folders, StrictFolders, check_entry, check_unchanged, mismatch, open_file
+from .source import (
+    Folders,
+    Sources,
+    StrictFolders,
+    Where,
+    check_entry,
+    check_unchanged,
+    mismatch,
+    open_file,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -93,7 +102,8 @@ def _hasher() -> ThreadPoolExecutor:
 class Producer:
     """Produces the bytes of ``window`` from queued rows, describing them to a sink.
 
-    ``locate`` gives the path of the file (or folder, or symlink) a row describes.
+    ``sources`` says where the file (or folder, or symlink) a row describes lies, beneath
+    which folder; the producer owns it (:meth:`close` closes it).
     ``memory`` holds the content of in-memory files, ``streams`` that of files whose content
     arrives as an async iterable (produced on the event loop, see
     :mod:`atartape._engine.play`), and ``folders`` says whether a folder whose mtime moved
@@ -104,7 +114,7 @@ class Producer:
         self,
         window: Window,
         *,
-        locate: Callable[[Row], bytes],
+        sources: Sources,
         md5: bool,
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = READ_AHEAD,
@@ -113,7 +123,8 @@ class Producer:
         folders: Folders | None = None,
     ) -> None:
         self.window = window
-        self.locate = locate
+        self.sources = sources
+        self.locate = sources.where
         self.md5 = md5
         self.chunk_size = chunk_size
         self.read_ahead = read_ahead
@@ -127,10 +138,10 @@ class Producer:
         self._current_row: Row | None = None
         self._current_ends = False  # whether the window includes the current entry's last byte
 
-    def _on_disk(self, row: Row) -> bytes:
-        """The file a row is read from; ``b""`` (none) for content in memory or streamed."""
+    def _on_disk(self, row: Row) -> Where | None:
+        """Where the file a row is read from lies; ``None`` for content in memory or streamed."""
         if row.arc_path in self.memory or row.arc_path in self.streams:
-            return b""
+            return None
         return self.locate(row)
 
     @property
@@ -151,7 +162,13 @@ class Producer:
         )
 
     def close(self) -> None:
-        """Close the file being read, if any, and drop the read-ahead not begun (between hops)."""
+        """Close the file being read, drop the read-ahead not begun and give up the folders'
+        handles (between hops; the play is over)."""
+        self._stop()
+        self.sources.close()
+
+    def _stop(self) -> None:
+        """Close the file being read, if any, and drop the read-ahead not begun."""
         if self._current is not None:
             self._current.close()
             self._current = None
@@ -198,7 +215,7 @@ class Producer:
                         sink.end(self._current_row, done.value)
                     self._current = self._current_row = None
         except TarIntegrityError as error:
-            self.close()
+            self._stop()
             return error
         return None
 

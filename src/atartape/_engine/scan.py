@@ -1,7 +1,13 @@
-"""Scanning a folder into tape entries (synchronous: it runs in a worker thread)."""
+"""Scanning a folder into tape entries (synchronous: it runs in a worker thread).
+
+The folder is walked beneath one handle on it (see :mod:`atartape._engine.beneath`): each folder
+is opened by its path beneath the handle, never through a symlink, and listed, stat-ed, hashed and
+read (symlink targets) by name through its descriptor, so what is recorded lies in the folder.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -9,12 +15,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import PathConstraintError, SourceNotFoundError
+from ..errors import PathConstraintError, SourceNotFoundError, TarIntegrityError
 from ..format import paths
 from ..format.events import Progress
 from ..format.header import EntryKind, Owner
 from ..format.layout import Entry, assign_offsets
-from .source import ListedFolders
+from .beneath import LIST_FLAGS, Beneath, NotBeneathError
+from .source import OPEN_FLAGS, ListedFolders
 
 _READ_SIZE = 1 << 20
 
@@ -26,9 +33,13 @@ class ScanResult:
     skipped: list[str] = field(default_factory=list)  # sockets, FIFOs, devices
 
 
-def file_digest(path: str, algorithm: str, progress: Progress) -> str:
+def file_digest(dir_fd: int, name: str, algorithm: str, progress: Progress) -> str:
+    """The digest of the file ``name`` in the folder ``dir_fd`` (a symlink there is refused)."""
     digest = hashlib.new(algorithm, usedforsecurity=False)
-    with open(path, "rb") as handle:
+    fd = os.open(name, OPEN_FLAGS, dir_fd=dir_fd)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO since it was stat-ed
+            raise OSError(errno.EINVAL, "not a regular file any more", name)
         while chunk := handle.read(_READ_SIZE):
             digest.update(chunk)
             progress.bytes += len(chunk)
@@ -140,7 +151,22 @@ def scan(
 
     def folder_of(folder: str, rel_folder: str) -> _Folder:
         """One folder: its listing, and its children stat-ed (and hashed); in any thread."""
-        with os.scandir(folder) as listing:
+        try:
+            dir_fd = root.open(paths.to_bytes(rel_folder), LIST_FLAGS)
+        except NotBeneathError:
+            raise TarIntegrityError(
+                f"{paths.join(arc_root, rel_folder)!r}: was swapped for a symlink while the "
+                "folder was being recorded (a folder on its path is now a symlink)",
+                arc_path=paths.join(arc_root, rel_folder),
+                reason="type",
+            ) from None
+        try:
+            return _listed(dir_fd, folder, rel_folder)
+        finally:
+            os.close(dir_fd)
+
+    def _listed(dir_fd: int, folder: str, rel_folder: str) -> _Folder:
+        with os.scandir(dir_fd) as listing:
             children = [c for c in listing if folders.counts(folder, rel_folder, c.name)]
         result = _Folder(folders.listing(folder, rel_folder, (c.name for c in children)))
         for child in children:
@@ -153,7 +179,7 @@ def scan(
                 continue  # vanished while scanning: it was never part of this moment
             if stat.S_ISDIR(st.st_mode):
                 result.children.append((rel, EntryKind.DIRECTORY, st, "", None))
-                result.folders.append((child.path, rel))
+                result.folders.append((os.path.join(folder, child.name), rel))
             elif stat.S_ISREG(st.st_mode):
                 digest = None
                 if options.checksum:
@@ -161,10 +187,10 @@ def scan(
                     if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
                         digest = known[2]
                     else:
-                        digest = file_digest(child.path, options.checksum, progress)
+                        digest = file_digest(dir_fd, child.name, options.checksum, progress)
                 result.children.append((rel, EntryKind.FILE, st, "", digest))
             elif stat.S_ISLNK(st.st_mode):
-                link = os.readlink(child.path)
+                link = os.readlink(child.name, dir_fd=dir_fd)
                 result.children.append((rel, EntryKind.SYMLINK, st, link, None))
             else:
                 skipped.append(paths.join(arc_root, rel))
@@ -181,11 +207,15 @@ def scan(
     # overlap the disk's waits (a cold disk) and the hashing of files (hashlib frees the GIL).
     pending = [(source_root, "")]
     started = time.monotonic()
-    while pending and not (len(pending) > 1 and time.monotonic() - started > _ALONE_SECONDS):
-        folder, rel_folder = pending.pop()
-        pending.extend(take(rel_folder, folder_of(folder, rel_folder)))
-    if pending:
-        _scan_in_threads(pending, folder_of, take)
+    root = Beneath(source_root)  # every folder below is opened beneath it, never through a link
+    try:
+        while pending and not (len(pending) > 1 and time.monotonic() - started > _ALONE_SECONDS):
+            folder, rel_folder = pending.pop()
+            pending.extend(take(rel_folder, folder_of(folder, rel_folder)))
+        if pending:
+            _scan_in_threads(pending, folder_of, take)
+    finally:
+        root.close()
     _fit_headers(found, options.auto_truncate)
     found.sort(key=lambda item: paths.sort_key(paths.to_bytes(item.arc)))
     starts, total = assign_offsets(

@@ -7,7 +7,6 @@ opened pinned to the recording the caller planned with, and embedded members are
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +19,7 @@ from .feed import IndexFeed
 from .index import open_index
 from .producer import CHUNK_SIZE, READ_AHEAD, Producer
 from .sinks import JOIN_BYTES, ByteSink
-from .source import folders_for, require_folder, source_locator
+from .source import FolderSource, folders_for, open_root
 
 
 @dataclass(frozen=True)
@@ -43,26 +42,33 @@ async def open_recorded(
     chunk_size: int = CHUNK_SIZE,
     read_ahead: int = READ_AHEAD,
 ) -> tuple[Producer, IndexFeed]:
-    """Open a play of ``window``. Raises :class:`~atartape.SourceNotFoundError` without the
+    """Open a play of ``window``: one handle on the source folder, beneath which every source
+    is opened (the producer owns it). Raises :class:`~atartape.SourceNotFoundError` without the
     source folder and :class:`~atartape.TapeChangedError` when the index holds another
     recording."""
-    root = await anyio.to_thread.run_sync(_absolute_folder, recording.source_root, recording.name)
-    index = await open_index(recording.index_path, expected=recording.identity, shared=True)
-    feed = IndexFeed(index, window)
+    root = await anyio.to_thread.run_sync(open_root, recording.source_root, recording.name)
+    sources = FolderSource(root, recording.arc_root)
     try:
-        await feed.load_embedded()
+        index = await open_index(recording.index_path, expected=recording.identity, shared=True)
+        feed = IndexFeed(index, window)
+        try:
+            await feed.load_embedded()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await feed.aclose()
+            raise
+        producer = Producer(
+            window,
+            sources=sources,
+            md5=md5,
+            chunk_size=chunk_size,
+            read_ahead=read_ahead,
+            memory=feed.memory,
+            folders=folders_for(index, root.root),
+        )
     except BaseException:
-        await feed.aclose()
+        sources.close()
         raise
-    producer = Producer(
-        window,
-        locate=source_locator(root, recording.arc_root),
-        md5=md5,
-        chunk_size=chunk_size,
-        read_ahead=read_ahead,
-        memory=feed.memory,
-        folders=folders_for(index, root),
-    )
     return producer, feed
 
 
@@ -83,8 +89,3 @@ def recorded_chunks(
         open_recorded, recording, window, md5=False, chunk_size=chunk_size, read_ahead=read_ahead
     )
     return play.run(session, ByteSink(min(chunk_size, JOIN_BYTES)))
-
-
-def _absolute_folder(root: str, tape_name: str) -> str:
-    require_folder(root, tape_name)
-    return os.path.abspath(root)

@@ -4,11 +4,13 @@ Synchronous: every function here touches the disk and runs in a worker thread. A
 :class:`~atartape.TarIntegrityError` whose ``reason`` says what differed (``missing``, ``type``,
 ``size``, ``mtime``, ``content``, ``unreadable``); a play raises it, a verification lists it.
 
-Files are opened without following symlinks and without blocking (a FIFO swapped in for a file
-must not hang a worker), and checked with ``fstat`` on the open descriptor, so what is read is
-what was checked. While a file is read, :func:`check_unchanged` compares it again after each read:
-a rewrite in place changes its mtime (or its size, or its ctime), and bytes read across such a
-change are never handed on.
+Every source is reached beneath one handle on its folder, without following a symlink in any
+component of its path (see :mod:`atartape._engine.beneath`): a folder of the tape swapped for a
+symlink leads nowhere, whichever byte a window starts at. Files are opened without blocking (a
+FIFO swapped in for a file must not hang a worker), and checked with ``fstat`` on the open
+descriptor, so what is read is what was checked. While a file is read, :func:`check_unchanged`
+compares it again after each read: a rewrite in place changes its mtime (or its size, or its
+ctime), and bytes read across such a change are never handed on.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable
-from typing import Literal
+from collections.abc import Collection, Iterable, Mapping
+from typing import Literal, Protocol
 
-from ..errors import SourceNotFoundError, TarIntegrityError
+from ..errors import SourceNotFoundError, TapeFormatError, TarIntegrityError
 from ..format import paths
 from ..format.folders import Selection, listing_digest
+from .beneath import Beneath, NotBeneathError, UnsafePathError
 from .index import Index, Row
 
 INDEX_DIR = ".tartape"
@@ -44,13 +47,49 @@ def mismatch(row: Row, reason: Reason, what: str) -> TarIntegrityError:
     return TarIntegrityError(f"{arc_path!r}: {what}", arc_path=arc_path, reason=reason)
 
 
-def require_folder(root: str, tape_name: str) -> None:
-    """Raise :class:`SourceNotFoundError` unless ``root`` is a folder (the source of a tape)."""
-    if not os.path.isdir(root):
+def open_root(root: str, tape_name: str) -> Beneath:
+    """The handle on ``root`` (made absolute), the source folder of the tape ``tape_name``.
+
+    Raises :class:`SourceNotFoundError` unless ``root`` is a folder that can be opened.
+    """
+    try:
+        return Beneath(os.path.abspath(root))
+    except OSError:
         raise SourceNotFoundError(
             f"the source of tape {tape_name!r} is not at {root!r} "
             "(pass source_root= to use it from elsewhere)"
-        )
+        ) from None
+
+
+Where = tuple[Beneath, bytes]
+"""Where a row's source lies: beneath this folder, at this relative path (``b""``: the folder)."""
+
+
+class Sources(Protocol):
+    """Where the sources of a play's rows lie; :meth:`close` gives up the folders' handles."""
+
+    def where(self, row: Row) -> Where: ...
+
+    def close(self) -> None: ...
+
+
+class FolderSource:
+    """The sources of a tape recorded from one folder: each row beneath ``root``, at its path
+    relative to ``arc_root`` (or the one the index kept, see :func:`relative_source`). Owns
+    ``root``: :meth:`close` closes it."""
+
+    def __init__(self, root: Beneath, arc_root: str) -> None:
+        self.root = root
+        self._cut = len(paths.to_bytes(arc_root))
+        self._closed = False
+
+    def where(self, row: Row) -> Where:
+        return self.root, relative_source(row, self._cut)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.root.close()
 
 
 def _kind_of(mode: int) -> str:
@@ -63,8 +102,43 @@ def _kind_of(mode: int) -> str:
     return "special"
 
 
+class PlacedSources:
+    """Sources each beneath a folder of its own: a folder added whole, or the folder that holds
+    a file added alone. ``places`` maps a row's archive path to that folder (absolute) and the
+    path beneath it; each folder is opened once per play, when first needed. :meth:`close`
+    closes them."""
+
+    def __init__(self, places: Mapping[bytes, tuple[str, bytes]]) -> None:
+        self._places = places
+        self._roots: dict[str, Beneath] = {}
+
+    def where(self, row: Row) -> Where:
+        """Raises the row's mismatch when its folder cannot be opened."""
+        folder, rel = self._places[row.arc_path]
+        root = self._roots.get(folder)
+        if root is None:
+            try:
+                root = Beneath(folder)
+            except OSError as exc:
+                raise _missing_or_unreadable(row, exc) from None
+            self._roots[folder] = root
+        return root, rel
+
+    def close(self) -> None:
+        roots, self._roots = self._roots, {}
+        for root in roots.values():
+            root.close()
+
+
 def _missing_or_unreadable(row: Row, exc: OSError) -> TarIntegrityError:
     recorded = _KIND_NAMES[row.kind]
+    if isinstance(exc, NotBeneathError):
+        return mismatch(
+            row,
+            "type",
+            "a folder on its path is now a symlink, so it is not beneath the recorded folder "
+            f"any more (it was recorded as {recorded}); nothing of it was read",
+        )
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # ENOTDIR: a folder above it is now a file
         return mismatch(row, "missing", f"missing (it was recorded as {recorded})")
     if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
@@ -101,13 +175,24 @@ def _compare(row: Row, st: os.stat_result) -> TarIntegrityError | None:
     return None
 
 
-def open_file(path: bytes, row: Row) -> tuple[int, os.stat_result]:
+def _unsafe(row: Row, where: Where, exc: UnsafePathError) -> TapeFormatError:
+    return TapeFormatError(
+        f"{row.path!r}: its source {paths.from_bytes(where[1])!r} is not a path beneath the "
+        f"folder {where[0].root!r} ({exc}): the index is damaged or was edited"
+    )
+
+
+def open_file(where: Where, row: Row) -> tuple[int, os.stat_result]:
     """The file of ``row`` opened for reading and checked against the promise, with its status.
 
-    Raises the mismatch (a :class:`TarIntegrityError`) and leaves nothing open.
+    Raises the mismatch (a :class:`TarIntegrityError`), or :class:`TapeFormatError` for a
+    source path that could leave its folder, and leaves nothing open.
     """
+    root, rel = where
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        fd = root.open(rel, OPEN_FLAGS)
+    except UnsafePathError as exc:
+        raise _unsafe(row, where, exc) from None
     except OSError as exc:
         raise _missing_or_unreadable(row, exc) from None
     try:
@@ -149,7 +234,7 @@ class StrictFolders:
     def __init__(self, exempt: Collection[bytes] = ()) -> None:
         self.exempt = frozenset(exempt)
 
-    def check(self, path: bytes, row: Row) -> None:
+    def check(self, where: Where, row: Row) -> None:
         if row.arc_path not in self.exempt:
             raise _folder_changed(row, None)
 
@@ -193,15 +278,26 @@ class ListedFolders:
     def rel_folder(self, row: Row) -> str:
         return paths.from_bytes(relative_source(row, len(self.arc_root)))
 
-    def check(self, path: bytes, row: Row) -> None:
-        if row.listing is None:
-            raise _folder_changed(row, None)
-        folder = os.fsdecode(path)
+    def folder_path(self, rel_folder: str) -> str:
+        """The path of the folder at ``rel_folder`` (as :meth:`counts` is given it)."""
+        return os.path.join(self.root, rel_folder) if rel_folder else self.root
+
+    def names(self, where: Where, row: Row) -> list[str]:
+        """The names in the folder of ``row`` that count. Raises its mismatch if it cannot be
+        listed (gone, or no longer beneath the folder)."""
+        root, rel = where
         try:
-            names = os.listdir(folder)
+            found = root.listdir(rel)
         except OSError as exc:
             raise _missing_or_unreadable(row, exc) from None
-        if self.listing(folder, self.rel_folder(row), names) != row.listing:
+        rel_folder = self.rel_folder(row)
+        folder = self.folder_path(rel_folder)
+        return [name for name in map(os.fsdecode, found) if self.counts(folder, rel_folder, name)]
+
+    def check(self, where: Where, row: Row) -> None:
+        if row.listing is None:
+            raise _folder_changed(row, None)
+        if listing_digest(map(os.fsencode, self.names(where, row))) != row.listing:
             raise _folder_changed(row, "names were added, removed or renamed in it")
 
 
@@ -214,18 +310,6 @@ def relative_source(row: Row, arc_root_length: int) -> bytes:
     if row.source is not None:
         return row.source
     return row.arc_path[arc_root_length + 1 :]
-
-
-def source_locator(root: str, arc_root: str) -> Callable[[Row], bytes]:
-    """Where the source of each row lies, for a tape recorded from ``root`` (absolute)."""
-    raw_root = os.fsencode(root)
-    cut = len(paths.to_bytes(arc_root))
-
-    def locate(row: Row) -> bytes:
-        relative = relative_source(row, cut)
-        return raw_root + b"/" + relative if relative else raw_root
-
-    return locate
 
 
 def folders_for(index: Index, root: str) -> Folders:
@@ -253,31 +337,33 @@ def _folder_changed(row: Row, what: str | None) -> TarIntegrityError:
     )
 
 
-def check_entry(path: bytes, row: Row, folders: Folders) -> None:
-    """Check a source entry of any kind against ``row``; raise the first difference.
+def check_entry(where: Where, row: Row, folders: Folders) -> None:
+    """Check a source entry of any kind against ``row``; raise the first difference (or
+    :class:`TapeFormatError` for a source path that could leave its folder).
 
     A file is opened (and closed), so a file that cannot be read is found here too; a folder
-    whose mtime moved is checked by ``folders``; a symlink's target is read.
+    whose mtime moved is checked by ``folders``; a symlink's target is read (never followed).
     """
     if row.kind == "file":
-        fd, _ = open_file(path, row)
+        fd, _ = open_file(where, row)
         os.close(fd)
         return
+    root, rel = where
     try:
-        st = os.lstat(path)
+        with root.parent(rel) as (dir_fd, name):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            difference = _compare(row, st)
+            if difference is not None:
+                raise difference
+            target = os.readlink(name, dir_fd=dir_fd) if row.kind == "symlink" else None
+    except UnsafePathError as exc:
+        raise _unsafe(row, where, exc) from None
     except OSError as exc:
         raise _missing_or_unreadable(row, exc) from None
-    difference = _compare(row, st)
-    if difference is not None:
-        raise difference
-    if row.kind == "dir":
+    if target is None:
         if _mtime_moved(row, st):
-            folders.check(path, row)
+            folders.check(where, row)
     else:
-        try:
-            target = os.readlink(path)
-        except OSError as exc:
-            raise _missing_or_unreadable(row, exc) from None
         if target != row.linkname:
             was, now = paths.from_bytes(row.linkname), paths.from_bytes(target)
             raise mismatch(row, "content", f"symlink target changed ({was!r} -> {now!r})")

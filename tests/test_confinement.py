@@ -123,7 +123,9 @@ async def play_from(share: Share, start: int, end: int | None = None) -> tuple[b
     return bytes(got), info.value
 
 
-def assert_refused(share: Share, error: BaseException, arc_path: str = "share/d/secret.txt") -> None:
+def assert_refused(
+    share: Share, error: BaseException, arc_path: str = "share/d/secret.txt"
+) -> None:
     assert isinstance(error, TarIntegrityError)
     assert error.reason == "type" and error.arc_path == arc_path
     assert arc_path in str(error)
@@ -296,7 +298,7 @@ async def test_a_recording_racing_the_swap_reads_nothing_outside(
             except (TarIntegrityError, atartape.EntryNotFoundError):
                 continue  # met the folder as a symlink: stopped, or recorded it as one
             except OSError as exc:  # a symlink when listed, a folder when its link was read
-                assert exc.errno == errno.EINVAL
+                assert exc.errno == errno.EINVAL  # noqa: PT017
                 continue
             digests.append(entry.checksum)
     assert outside not in digests

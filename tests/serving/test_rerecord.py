@@ -360,8 +360,7 @@ def test_serve_without_its_server_says_so_before_announcing(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT)
     assert done.returncode == 2
     assert done.stderr.decode().strip().splitlines() == [
-        "atartape serve: serve needs uvicorn, which is not installed: "
-        "pip install 'atartape[serve]'"
+        "atartape serve: serve needs uvicorn, which is not installed: pip install 'atartape[serve]'"
         if backend == "asyncio"
         else "atartape serve: serve --backend trio needs hypercorn, which is not installed: "
         "pip install 'atartape[serve]'"
